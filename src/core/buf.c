@@ -1,0 +1,72 @@
+/*
+ * Per-thread free list of I/O buffers. Only the owning worker touches its list, so there are no
+ * locks; the list is capped so that a burst does not pin memory forever.
+ */
+#include "core/buf.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define FREELIST_MAX 4096
+
+static __thread struct fy_buf *free_head;
+static __thread unsigned free_count;
+
+struct fy_buf *fy_buf_get(size_t size)
+{
+    struct fy_buf *b;
+    if (size <= FY_BUF_SIZE && free_head) {
+        b = free_head;
+        free_head = b->next_free;
+        free_count--;
+    } else {
+        size_t cap = size > FY_BUF_SIZE ? size : FY_BUF_SIZE;
+        b = malloc(sizeof(*b) + cap);
+        if (!b)
+            return NULL;
+        b->cap = (uint32_t)cap;
+    }
+    b->start = b->end = 0;
+    b->next_free = NULL;
+    return b;
+}
+
+void fy_buf_put(struct fy_buf *b)
+{
+    if (!b)
+        return;
+    if (b->cap != FY_BUF_SIZE || free_count >= FREELIST_MAX) {
+        free(b);
+        return;
+    }
+    b->next_free = free_head;
+    free_head = b;
+    free_count++;
+}
+
+void fy_buf_drain_freelist(void)
+{
+    while (free_head) {
+        struct fy_buf *b = free_head;
+        free_head = b->next_free;
+        free(b);
+    }
+    free_count = 0;
+}
+
+void fy_buf_compact(struct fy_buf *b)
+{
+    if (b->start == 0)
+        return;
+    size_t n = b->end - b->start;
+    if (n)
+        memmove(b->data, b->data + b->start, n);
+    b->start = 0;
+    b->end = (uint32_t)n;
+}
+
+void fy_buf_append(struct fy_buf *b, const void *p, size_t n)
+{
+    memcpy(b->data + b->end, p, n);
+    b->end += (uint32_t)n;
+}

@@ -1,0 +1,20 @@
+/*
+ * Header rules: the configured "set" and "remove" operations on a request or response head, in
+ * order. A set replaces every field of that name with one; values point into the config.
+ */
+#ifndef FY_HDR_RULES_H
+#define FY_HDR_RULES_H
+
+#include <stdint.h>
+
+#include "conf/config.h"
+#include "http/msg.h"
+
+/* Applies the rules to m. Returns 0, or -1 when out of memory. */
+int fy_hdr_rules_apply(const struct fy_header_rules *rules, struct fy_msg *m);
+
+/* Bit mask (1 << token) of the well-known fields a rule list names, so ferry's own fields (Host,
+ * X-Forwarded-*, Via) can step aside when the user configured them explicitly. */
+uint32_t fy_hdr_rules_token_mask(const struct fy_header_rules *rules);
+
+#endif

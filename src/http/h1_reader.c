@@ -1,0 +1,461 @@
+/*
+ * HTTP/1 reader: ferry's own head scanner in front of llhttp; see h1_reader.h.
+ *
+ * Why scan before llhttp: smuggling defences need exact rules (CRLF only, no obs-fold, no NUL,
+ * bounded line and head sizes with the right status) and a complete contiguous head lets every
+ * field point into the input without copies. llhttp then validates the grammar and does the
+ * framing state machine (Content-Length, chunked, trailers) that ferry must not get wrong.
+ *
+ * Extension methods: llhttp only knows a fixed method list, so the request parser is always fed
+ * "GET" followed by the request line from the space on. The method itself is taken from the
+ * scanner. The body framing of a request never depends on its method, so nothing is lost.
+ */
+#include "http/h1_reader.h"
+
+#include <string.h>
+#include <strings.h>
+
+static const llhttp_settings_t *request_settings(void);
+static const llhttp_settings_t *response_settings(void);
+
+bool fy_is_tchar(unsigned char c)
+{
+    static const char extra[] = "!#$%&'*+-.^_`|~";
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
+        return true;
+    return c && memchr(extra, c, sizeof(extra) - 1) != NULL;
+}
+
+static void fail(struct fy_h1_reader *r, uint16_t status, const char *text)
+{
+    if (r->state == FY_H1R_ERROR)
+        return;
+    r->state = FY_H1R_ERROR;
+    r->err_status = r->is_request ? status : 502;
+    r->err_text = text;
+}
+
+void fy_h1r_init(struct fy_h1_reader *r, bool is_request, const struct fy_h1r_limits *limits)
+{
+    memset(r, 0, sizeof(*r));
+    r->is_request = is_request;
+    r->limits = *limits;
+    fy_msg_init(&r->msg);
+    llhttp_init(&r->llh, is_request ? HTTP_REQUEST : HTTP_RESPONSE,
+                is_request ? request_settings() : response_settings());
+    r->llh.data = r;
+}
+
+void fy_h1r_free(struct fy_h1_reader *r)
+{
+    fy_msg_free(&r->msg);
+}
+
+void fy_h1r_next(struct fy_h1_reader *r)
+{
+    fy_msg_reset(&r->msg);
+    r->state = FY_H1R_HEAD;
+    r->no_body = r->eof_body = r->trailing = false;
+    r->err_status = 0;
+    r->err_text = NULL;
+    r->scanned = r->line_start = r->nlines = r->head_len = r->method_len = 0;
+    r->fname = r->fvalue = NULL;
+    r->fname_len = r->fvalue_len = 0;
+    r->host_count = 0;
+    r->te_seen = false;
+    r->body_bytes = 0;
+    r->nspans = 0;
+}
+
+/*
+ * Scans the head in h[0, n). Returns 1 when complete (head_len set), 0 when more bytes are needed,
+ * -1 on error. Only bytes not scanned before are looked at.
+ */
+static int scan_head(struct fy_h1_reader *r, const char *h, size_t n)
+{
+    const uint32_t max_line = r->limits.max_line, max_head = r->limits.max_head;
+    uint32_t i = r->scanned;
+    for (; i < n; i++) {
+        unsigned char c = (unsigned char)h[i];
+        if (c == '\n') {
+            bool crlf = i > 0 && h[i - 1] == '\r';
+            if (!crlf && r->is_request) {
+                fail(r, 400, "bare LF in request head");
+                return -1;
+            }
+            uint32_t line_len = (crlf ? i - 1 : i) - r->line_start;
+            if (line_len == 0) {
+                if (r->nlines == 0) {
+                    fail(r, 400, "empty request line");
+                    return -1;
+                }
+                r->head_len = i + 1;
+                r->scanned = i + 1;
+                return 1;
+            }
+            if (r->nlines == 0 && line_len > max_line) {
+                fail(r, 414, "request line too long");
+                return -1;
+            }
+            if (r->nlines > r->limits.max_fields) {
+                fail(r, 431, "too many header fields");
+                return -1;
+            }
+            r->nlines++;
+            r->line_start = i + 1;
+            continue;
+        }
+        if (c == '\r') {
+            if (i + 1 == n)
+                break; /* need the next byte to know */
+            if (h[i + 1] != '\n') {
+                fail(r, 400, "bare CR in head");
+                return -1;
+            }
+            continue;
+        }
+        if (c == 0) {
+            fail(r, 400, "NUL in head");
+            return -1;
+        }
+        if (i == r->line_start && r->nlines > 0 && (c == ' ' || c == '\t')) {
+            fail(r, 400, "obsolete line folding or whitespace at line start");
+            return -1;
+        }
+        if (r->nlines == 0 && i - r->line_start >= max_line && r->is_request) {
+            fail(r, 414, "request line too long");
+            return -1;
+        }
+        if (i >= max_head) {
+            fail(r, 431, "request header block too large");
+            return -1;
+        }
+    }
+    r->scanned = i;
+    if (i >= max_head) {
+        fail(r, 431, "request header block too large");
+        return -1;
+    }
+    return 0;
+}
+
+static size_t run_llhttp(struct fy_h1_reader *r, const char *p, size_t n)
+{
+    llhttp_errno_t e = llhttp_execute(&r->llh, p, n);
+    if (e == HPE_OK)
+        return n;
+    if (e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE) {
+        const char *pos = llhttp_get_error_pos(&r->llh);
+        if (e == HPE_PAUSED)
+            llhttp_resume(&r->llh);
+        else
+            llhttp_resume_after_upgrade(&r->llh);
+        return pos ? (size_t)(pos - p) : n;
+    }
+    if (r->state != FY_H1R_ERROR) {
+        const char *reason = llhttp_get_error_reason(&r->llh);
+        fail(r, 400, reason ? reason : llhttp_errno_name(e));
+    }
+    return 0;
+}
+
+size_t fy_h1r_execute(struct fy_h1_reader *r, const char *data, size_t len)
+{
+    r->nspans = 0;
+    if (r->state == FY_H1R_DONE || r->state == FY_H1R_ERROR)
+        return 0;
+    if (r->state != FY_H1R_HEAD)
+        return run_llhttp(r, data, len);
+
+    size_t skipped = 0;
+    if (r->is_request && r->scanned == 0) {
+        /* RFC 9112 2.2: ignore empty lines before a request line (old clients add CRLF). */
+        while (skipped + 1 < len && skipped < 16 && data[skipped] == '\r' &&
+               data[skipped + 1] == '\n')
+            skipped += 2;
+        data += skipped;
+        len -= skipped;
+    }
+    int rc = scan_head(r, data, len);
+    if (rc <= 0)
+        return skipped;
+
+    size_t used;
+    if (r->is_request) {
+        const char *sp = memchr(data, ' ', r->head_len);
+        if (!sp || sp == data) {
+            fail(r, 400, "malformed request line");
+            return skipped;
+        }
+        r->method_len = (uint32_t)(sp - data);
+        for (uint32_t i = 0; i < r->method_len; i++) {
+            if (!fy_is_tchar((unsigned char)data[i])) {
+                fail(r, 400, "invalid method");
+                return skipped;
+            }
+        }
+        r->msg.method = data;
+        r->msg.method_len = r->method_len;
+        if (llhttp_execute(&r->llh, "GET", 3) != HPE_OK) {
+            fail(r, 400, "malformed request line");
+            return skipped;
+        }
+        used = r->method_len + run_llhttp(r, sp, len - r->method_len);
+    } else {
+        used = run_llhttp(r, data, len);
+    }
+    if (r->state == FY_H1R_HEAD)
+        fail(r, 400, "incomplete head"); /* scanner and llhttp disagree: refuse */
+    return skipped + used;
+}
+
+bool fy_h1r_eof(struct fy_h1_reader *r)
+{
+    if (r->state == FY_H1R_BODY && r->eof_body) {
+        llhttp_finish(&r->llh);
+        r->state = FY_H1R_DONE;
+        return true;
+    }
+    if (r->state != FY_H1R_DONE)
+        fail(r, 400, "connection closed in the middle of a message");
+    return r->state == FY_H1R_DONE;
+}
+
+/* ---- llhttp callbacks ---- */
+
+static struct fy_h1_reader *R(llhttp_t *p)
+{
+    return p->data;
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t len)
+{
+    struct fy_h1_reader *r = R(p);
+    if (!r->msg.target)
+        r->msg.target = at;
+    r->msg.target_len += (uint32_t)len;
+    return 0;
+}
+
+static int on_status(llhttp_t *p, const char *at, size_t len)
+{
+    struct fy_h1_reader *r = R(p);
+    if (!r->msg.reason)
+        r->msg.reason = at;
+    r->msg.reason_len += (uint32_t)len;
+    return 0;
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t len)
+{
+    struct fy_h1_reader *r = R(p);
+    if (!r->fname)
+        r->fname = at;
+    r->fname_len += (uint32_t)len;
+    return 0;
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t len)
+{
+    struct fy_h1_reader *r = R(p);
+    if (!r->fvalue)
+        r->fvalue = at;
+    r->fvalue_len += (uint32_t)len;
+    return 0;
+}
+
+static bool parse_length(const char *v, uint32_t n, int64_t *out)
+{
+    if (n == 0 || n > 18)
+        return false;
+    int64_t x = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        if (v[i] < '0' || v[i] > '9')
+            return false;
+        x = x * 10 + (v[i] - '0');
+    }
+    *out = x;
+    return true;
+}
+
+static int field_error(struct fy_h1_reader *r, const char *text)
+{
+    fail(r, 400, text);
+    return -1;
+}
+
+static int on_header_value_complete(llhttp_t *p)
+{
+    struct fy_h1_reader *r = R(p);
+    const char *name = r->fname, *value = r->fvalue ? r->fvalue : "";
+    uint32_t nlen = r->fname_len, vlen = r->fvalue_len;
+    r->fname = r->fvalue = NULL;
+    r->fname_len = r->fvalue_len = 0;
+
+    if (nlen == 0)
+        return field_error(r, "empty field name");
+    for (uint32_t i = 0; i < nlen; i++)
+        if (!fy_is_tchar((unsigned char)name[i]))
+            return field_error(r, "invalid character in field name");
+    while (vlen > 0 && (value[vlen - 1] == ' ' || value[vlen - 1] == '\t'))
+        vlen--;
+    for (uint32_t i = 0; i < vlen; i++) {
+        unsigned char c = (unsigned char)value[i];
+        if ((c < 0x20 && c != '\t') || c == 0x7f)
+            return field_error(r, "invalid character in field value");
+    }
+    if (r->trailing)
+        return 0; /* trailers are validated and dropped */
+
+    enum fy_token tok = fy_token_lookup(name, nlen);
+    switch (tok) {
+    case FY_TOK_CONTENT_LENGTH: {
+        int64_t cl;
+        if (!parse_length(value, vlen, &cl))
+            return field_error(r, "invalid Content-Length");
+        if (r->msg.content_length >= 0)
+            return field_error(r, "duplicate Content-Length");
+        r->msg.content_length = cl;
+        break;
+    }
+    case FY_TOK_TRANSFER_ENCODING:
+        /* Only "chunked" alone is accepted: any other coding list is a smuggling vector. */
+        if (r->te_seen || vlen != 7 || strncasecmp(value, "chunked", 7) != 0)
+            return field_error(r, "unsupported Transfer-Encoding");
+        r->te_seen = true;
+        break;
+    case FY_TOK_HOST:
+        if (++r->host_count > 1)
+            return field_error(r, "duplicate Host");
+        break;
+    default:
+        break;
+    }
+    if (fy_msg_add(&r->msg, name, nlen, value, vlen, tok) < 0)
+        return field_error(r, "out of memory");
+    return 0;
+}
+
+static int on_headers_complete(llhttp_t *p)
+{
+    struct fy_h1_reader *r = R(p);
+    struct fy_msg *m = &r->msg;
+    if (p->http_major != 1 || p->http_minor > 1) {
+        fail(r, 505, "unsupported HTTP version");
+        return -1;
+    }
+    m->version_minor = p->http_minor;
+    if (r->te_seen && m->content_length >= 0) {
+        fail(r, 400, "both Content-Length and Transfer-Encoding");
+        return -1;
+    }
+    if (r->te_seen && m->version_minor == 0) {
+        fail(r, 400, "Transfer-Encoding in an HTTP/1.0 message");
+        return -1;
+    }
+    m->chunked = r->te_seen;
+
+    bool close = false, keep = false, conn_upgrade = false;
+    for (uint32_t i = 0; i < m->nhdrs; i++) {
+        struct fy_hdr *h = &m->hdrs[i];
+        if (h->tok == FY_TOK_CONNECTION) {
+            close |= fy_list_has(h->value, h->value_len, "close", 5);
+            keep |= fy_list_has(h->value, h->value_len, "keep-alive", 10);
+            conn_upgrade |= fy_list_has(h->value, h->value_len, "upgrade", 7);
+        } else if (h->tok == FY_TOK_EXPECT && m->version_minor == 1) {
+            m->expect_continue |= h->value_len == 12 && !strncasecmp(h->value, "100-continue", 12);
+        }
+    }
+    m->keep_alive = !close && (m->version_minor == 1 || keep);
+
+    if (r->is_request) {
+        if (m->version_minor == 1 && r->host_count == 0) {
+            fail(r, 400, "missing Host");
+            return -1;
+        }
+        m->upgrade = conn_upgrade && fy_msg_find_tok(m, FY_TOK_UPGRADE) != NULL;
+        if (r->limits.max_body && m->content_length > 0 &&
+            (uint64_t)m->content_length > r->limits.max_body) {
+            fail(r, 413, "request body too large");
+            return -1;
+        }
+        r->state = FY_H1R_BODY;
+        /* An upgrade request without body: llhttp pauses for the upgrade after the message. */
+        return 0;
+    }
+
+    m->status = (uint16_t)p->status_code;
+    if (m->status < 100 || m->status > 999) {
+        fail(r, 502, "invalid status code");
+        return -1;
+    }
+    m->upgrade = m->status == 101;
+    r->state = FY_H1R_BODY;
+    if (r->no_body || m->status == 101)
+        return m->status == 101 ? 2 : 1;
+    if (!m->chunked && m->content_length < 0 && m->status >= 200 && m->status != 204 &&
+        m->status != 304)
+        r->eof_body = true;
+    return 0;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t len)
+{
+    struct fy_h1_reader *r = R(p);
+    if (r->limits.max_body && r->body_bytes + len > r->limits.max_body) {
+        fail(r, 413, "request body too large");
+        return -1;
+    }
+    r->body_bytes += len;
+    r->spans[r->nspans].iov_base = (void *)at;
+    r->spans[r->nspans].iov_len = len;
+    if (++r->nspans == FY_H1R_MAX_SPANS)
+        return HPE_PAUSED;
+    return 0;
+}
+
+static int on_chunk_header(llhttp_t *p)
+{
+    /* After the last (zero-size) chunk come the trailer fields, which are not forwarded. */
+    R(p)->trailing = p->content_length == 0;
+    return 0;
+}
+
+static int on_message_complete(llhttp_t *p)
+{
+    struct fy_h1_reader *r = R(p);
+    r->state = FY_H1R_DONE;
+    return HPE_PAUSED;
+}
+
+static void settings_common(llhttp_settings_t *s)
+{
+    llhttp_settings_init(s);
+    s->on_url = on_url;
+    s->on_status = on_status;
+    s->on_header_field = on_header_field;
+    s->on_header_value = on_header_value;
+    s->on_header_value_complete = on_header_value_complete;
+    s->on_headers_complete = on_headers_complete;
+    s->on_body = on_body;
+    s->on_chunk_header = on_chunk_header;
+    s->on_message_complete = on_message_complete;
+}
+
+static llhttp_settings_t req_settings, resp_settings;
+
+__attribute__((constructor)) static void init_settings(void)
+{
+    settings_common(&req_settings);
+    settings_common(&resp_settings);
+}
+
+static const llhttp_settings_t *request_settings(void)
+{
+    return &req_settings;
+}
+
+static const llhttp_settings_t *response_settings(void)
+{
+    return &resp_settings;
+}

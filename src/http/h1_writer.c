@@ -1,0 +1,170 @@
+/* HTTP/1 output queue and body framing; see h1_writer.h. */
+#include "http/h1_writer.h"
+
+#include <string.h>
+
+#include "core/assert.h"
+#include "net/sock.h"
+
+void fy_h1w_init(struct fy_h1_writer *w)
+{
+    memset(w, 0, sizeof(*w));
+}
+
+void fy_h1w_reset(struct fy_h1_writer *w)
+{
+    fy_buf_put(w->q.head);
+    fy_h1w_init(w);
+}
+
+static int push(struct fy_outq *q, const void *p, size_t n)
+{
+    if (n == 0)
+        return 0;
+    if (q->n == FY_OUTQ_IOV)
+        return -1;
+    q->iov[q->n].iov_base = (void *)p;
+    q->iov[q->n].iov_len = n;
+    q->n++;
+    return 0;
+}
+
+struct fy_buf *fy_h1w_head_begin(struct fy_h1_writer *w)
+{
+    if (!w->q.head)
+        w->q.head = fy_buf_get(FY_BUF_SIZE);
+    return w->q.head;
+}
+
+void fy_h1w_head_done(struct fy_h1_writer *w, struct fy_buf *b, size_t from)
+{
+    FY_ASSERT(b == w->q.head && from <= b->end);
+    /* Adjacent pieces of the head buffer merge into one iovec. */
+    struct fy_outq *q = &w->q;
+    if (q->n > q->first) {
+        struct iovec *last = &q->iov[q->n - 1];
+        if ((char *)last->iov_base + last->iov_len == b->data + from) {
+            last->iov_len += b->end - from;
+            return;
+        }
+    }
+    push(q, b->data + from, b->end - from);
+}
+
+bool fy_h1w_put(struct fy_buf *b, const char *s, size_t n)
+{
+    if (fy_buf_room(b) < n)
+        return false;
+    fy_buf_append(b, s, n);
+    return true;
+}
+
+bool fy_h1w_put_field(struct fy_buf *b, const char *name, size_t nlen, const char *value,
+                      size_t vlen)
+{
+    if (fy_buf_room(b) < nlen + vlen + 4)
+        return false;
+    char *p = b->data + b->end;
+    memcpy(p, name, nlen);
+    p += nlen;
+    *p++ = ':';
+    *p++ = ' ';
+    memcpy(p, value, vlen);
+    p += vlen;
+    *p++ = '\r';
+    *p++ = '\n';
+    b->end += (uint32_t)(nlen + vlen + 4);
+    return true;
+}
+
+int fy_h1w_copy(struct fy_h1_writer *w, const char *p, size_t n)
+{
+    struct fy_buf *b = fy_h1w_head_begin(w);
+    if (!b || fy_buf_room(b) < n)
+        return -1;
+    size_t from = b->end;
+    fy_buf_append(b, p, n);
+    fy_h1w_head_done(w, b, from);
+    return 0;
+}
+
+int fy_h1w_body(struct fy_h1_writer *w, const struct iovec *iov, int n, bool last)
+{
+    struct fy_outq *q = &w->q;
+    size_t total = 0;
+    for (int i = 0; i < n; i++)
+        total += iov[i].iov_len;
+    if (q->n + n + 3 > FY_OUTQ_IOV)
+        return -1;
+    if (w->framing == FY_FRAME_NONE) {
+        total = 0;
+        n = 0;
+    }
+    if (w->framing == FY_FRAME_CHUNKED && total > 0) {
+        if (q->nscratch == sizeof(q->scratch) / sizeof(q->scratch[0]))
+            return -1;
+        static const char hex[] = "0123456789abcdef";
+        char tmp[24];
+        int len = 0;
+        size_t v = total;
+        do {
+            tmp[len++] = hex[v & 15];
+            v >>= 4;
+        } while (v);
+        char *line = q->scratch[q->nscratch++];
+        for (int i = 0; i < len; i++)
+            line[i] = tmp[len - 1 - i];
+        line[len] = '\r';
+        line[len + 1] = '\n';
+        push(q, line, (size_t)len + 2);
+    }
+    for (int i = 0; i < n; i++)
+        push(q, iov[i].iov_base, iov[i].iov_len);
+    w->body_sent += total;
+    if (w->framing == FY_FRAME_CHUNKED) {
+        if (total > 0 && last)
+            push(q, "\r\n0\r\n\r\n", 7);
+        else if (total > 0)
+            push(q, "\r\n", 2);
+        else if (last)
+            push(q, "0\r\n\r\n", 5);
+    }
+    if (last)
+        w->finished = true;
+    return 0;
+}
+
+size_t fy_h1w_queued(const struct fy_h1_writer *w)
+{
+    size_t n = 0;
+    for (int i = w->q.first; i < w->q.n; i++)
+        n += w->q.iov[i].iov_len;
+    return n;
+}
+
+int fy_h1w_flush(struct fy_h1_writer *w, struct fy_sock *s)
+{
+    struct fy_outq *q = &w->q;
+    while (q->first < q->n) {
+        ssize_t n = fy_sock_writev(s, &q->iov[q->first], q->n - q->first);
+        if (n < 0)
+            return (int)n;
+        size_t left = (size_t)n;
+        while (q->first < q->n && left >= q->iov[q->first].iov_len) {
+            left -= q->iov[q->first].iov_len;
+            q->first++;
+        }
+        if (q->first < q->n) {
+            q->iov[q->first].iov_base = (char *)q->iov[q->first].iov_base + left;
+            q->iov[q->first].iov_len -= left;
+            s->wr_ready = false; /* a short write means the socket buffer is full */
+            return FY_AGAIN;
+        }
+    }
+    q->first = q->n = q->nscratch = 0;
+    if (q->head) {
+        fy_buf_put(q->head);
+        q->head = NULL;
+    }
+    return 0;
+}

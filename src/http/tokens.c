@@ -1,0 +1,46 @@
+/* Header name token table; see tokens.h. A length switch keeps lookups to one or two compares. */
+#include "http/tokens.h"
+
+#include <strings.h>
+
+struct token_info {
+    const char *name;
+    uint8_t len;
+    uint8_t flags;
+};
+
+static const struct token_info tokens[FY_TOK__COUNT] = {
+    [FY_TOK_OTHER] = {"", 0, 0},
+#define FY_TOK_INFO(id, name, flags) [FY_TOK_##id] = {name, sizeof(name) - 1, flags},
+    FY_TOKENS(FY_TOK_INFO)
+#undef FY_TOK_INFO
+};
+
+enum fy_token fy_token_lookup(const char *name, size_t len)
+{
+    /* Few tokens: a linear scan filtered by length and first letter is fast enough and obvious. */
+    if (len < 2 || len > 17)
+        return FY_TOK_OTHER;
+    char first = (char)(name[0] | 0x20);
+    for (int t = 1; t < FY_TOK__COUNT; t++) {
+        if (tokens[t].len == len && tokens[t].name[0] == first &&
+            strncasecmp(tokens[t].name, name, len) == 0)
+            return (enum fy_token)t;
+    }
+    return FY_TOK_OTHER;
+}
+
+const char *fy_token_name(enum fy_token t)
+{
+    return tokens[t].name;
+}
+
+unsigned fy_token_flags(enum fy_token t)
+{
+    return tokens[t].flags;
+}
+
+int fy_name_eq(const char *a, size_t alen, const char *b, size_t blen)
+{
+    return alen == blen && strncasecmp(a, b, alen) == 0;
+}

@@ -1,0 +1,48 @@
+/*
+ * Well-known header field names. The codecs tag each parsed field with a token so later steps
+ * compare integers instead of strings; FY_TOKF_HOP marks hop-by-hop fields (RFC 9110 7.6.1) that a
+ * proxy never forwards.
+ */
+#ifndef FY_TOKENS_H
+#define FY_TOKENS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define FY_TOKENS(X)                                                                               \
+    X(HOST, "host", 0)                                                                             \
+    X(CONTENT_LENGTH, "content-length", 0)                                                         \
+    X(TRANSFER_ENCODING, "transfer-encoding", FY_TOKF_HOP)                                         \
+    X(CONNECTION, "connection", FY_TOKF_HOP)                                                       \
+    X(KEEP_ALIVE, "keep-alive", FY_TOKF_HOP)                                                       \
+    X(PROXY_CONNECTION, "proxy-connection", FY_TOKF_HOP)                                           \
+    X(TE, "te", FY_TOKF_HOP)                                                                       \
+    X(TRAILER, "trailer", FY_TOKF_HOP)                                                             \
+    X(UPGRADE, "upgrade", FY_TOKF_HOP)                                                             \
+    X(EXPECT, "expect", 0)                                                                         \
+    X(X_FORWARDED_FOR, "x-forwarded-for", 0)                                                       \
+    X(X_FORWARDED_PROTO, "x-forwarded-proto", 0)                                                   \
+    X(X_FORWARDED_HOST, "x-forwarded-host", 0)                                                     \
+    X(VIA, "via", 0)
+
+#define FY_TOKF_HOP 1
+
+enum fy_token {
+    FY_TOK_OTHER = 0,
+#define FY_TOK_ENUM(id, name, flags) FY_TOK_##id,
+    FY_TOKENS(FY_TOK_ENUM)
+#undef FY_TOK_ENUM
+        FY_TOK__COUNT
+};
+
+/* Maps a field name (any case) to its token, FY_TOK_OTHER if not well known. */
+enum fy_token fy_token_lookup(const char *name, size_t len);
+
+/* Lower-case canonical name and flags of a token. */
+const char *fy_token_name(enum fy_token t);
+unsigned fy_token_flags(enum fy_token t);
+
+/* Case-insensitive comparison of two field names. */
+int fy_name_eq(const char *a, size_t alen, const char *b, size_t blen);
+
+#endif

@@ -1,0 +1,41 @@
+/* SO_REUSEPORT listeners; see listener.h. */
+#include <stddef.h>
+#include "net/listener.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+int fy_listener_check_free(const struct fy_addr *addr)
+{
+    /* SO_REUSEPORT would let a second ferry silently share a port that is already served: bind a
+     * probe without it first so "address in use" is reported as it would be without reuseport. */
+    int fd = socket(addr->ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    int rc = bind(fd, (const struct sockaddr *)&addr->ss, addr->len) < 0 ? -errno : 0;
+    close(fd);
+    return rc;
+}
+
+int fy_listener_open(struct fy_addr *addr)
+{
+    int fd = socket(addr->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+    if (bind(fd, (struct sockaddr *)&addr->ss, addr->len) < 0 || listen(fd, 4096) < 0) {
+        int err = -errno;
+        close(fd);
+        return err;
+    }
+    socklen_t len = sizeof(addr->ss);
+    getsockname(fd, (struct sockaddr *)&addr->ss, &len);
+    addr->len = len;
+    return fd;
+}

@@ -1,0 +1,130 @@
+/* Plain TCP transport and socket registration; see sock.h. */
+#include <stddef.h>
+#include "net/sock.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/assert.h"
+
+static void on_sock_event(struct fy_pollable *p, uint32_t events)
+{
+    struct fy_sock *s = (struct fy_sock *)p;
+    (void)events;
+    /* EPOLLIN/RDHUP/HUP/ERR all mean "a read will not block"; OUT/HUP/ERR the same for writes.
+     * Marking both on any event costs at most one EAGAIN and never loses a wakeup. */
+    s->rd_ready = true;
+    s->wr_ready = true;
+    if (s->owner)
+        fy_loop_queue(s->loop, s->owner);
+}
+
+static ssize_t plain_read(struct fy_sock *s, void *buf, size_t len)
+{
+    for (;;) {
+        ssize_t n = read(s->fd, buf, len);
+        if (n >= 0) {
+            if ((size_t)n < len && n > 0)
+                s->rd_ready = false; /* a short read drained the socket; epoll reports new data */
+            return n;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN) {
+            s->rd_ready = false;
+            return FY_AGAIN;
+        }
+        return -errno;
+    }
+}
+
+static ssize_t plain_writev(struct fy_sock *s, const struct iovec *iov, int iovcnt)
+{
+    for (;;) {
+        ssize_t n = writev(s->fd, iov, iovcnt);
+        if (n >= 0)
+            return n;
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN) {
+            s->wr_ready = false;
+            return FY_AGAIN;
+        }
+        return -errno;
+    }
+}
+
+static void plain_shutdown_write(struct fy_sock *s)
+{
+    shutdown(s->fd, SHUT_WR);
+}
+
+static void plain_close(struct fy_sock *s)
+{
+    close(s->fd);
+}
+
+const struct fy_transport fy_plain_transport = {
+    .read = plain_read,
+    .writev = plain_writev,
+    .shutdown_write = plain_shutdown_write,
+    .close = plain_close,
+};
+
+int fy_sock_open(struct fy_sock *s, struct fy_loop *loop, int fd, struct fy_task *owner)
+{
+    s->pollable.on_event = on_sock_event;
+    s->fd = fd;
+    s->tp = &fy_plain_transport;
+    s->loop = loop;
+    s->owner = owner;
+    s->rd_ready = false;
+    s->wr_ready = false;
+    int err = fy_loop_add(loop, fd, &s->pollable);
+    if (err < 0) {
+        close(fd);
+        s->fd = -1;
+        s->registered = false;
+        return err;
+    }
+    s->registered = true;
+    return 0;
+}
+
+void fy_sock_close(struct fy_sock *s)
+{
+    if (s->fd < 0)
+        return;
+    /* close(2) removes the fd from epoll; the explicit DEL is not needed. */
+    s->tp->close(s);
+    s->fd = -1;
+    s->registered = false;
+    s->rd_ready = s->wr_ready = false;
+}
+
+int fy_sock_connect_start(const struct sockaddr *addr, unsigned addrlen)
+{
+    int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (connect(fd, addr, addrlen) < 0 && errno != EINPROGRESS) {
+        int err = -errno;
+        close(fd);
+        return err;
+    }
+    return fd;
+}
+
+int fy_sock_connect_result(struct fy_sock *s)
+{
+    int err = 0;
+    socklen_t len = sizeof(err);
+    if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+        return -errno;
+    return err ? -err : 0;
+}

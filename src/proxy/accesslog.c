@@ -1,0 +1,227 @@
+/*
+ * Access log formatting and per-worker buffering; see accesslog.h. Formatting avoids printf on the
+ * hot path except for the timestamp, which is cached per second.
+ */
+#include <stddef.h>
+#include "proxy/accesslog.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "net/addr.h"
+
+#define LOG_BUF_SIZE (64 * 1024)
+#define LINE_MAX_LEN (8 * 1024)
+
+static void on_flush_timer(struct fy_timer *t)
+{
+    struct fy_accesslog *l = (struct fy_accesslog *)((char *)t - offsetof(struct fy_accesslog,
+                                                                         flush_timer));
+    fy_accesslog_flush(l);
+}
+
+int fy_accesslog_init(struct fy_accesslog *l, struct fy_loop *loop, int fd,
+                      enum fy_log_format format)
+{
+    memset(l, 0, sizeof(*l));
+    l->fd = fd;
+    l->format = format;
+    l->loop = loop;
+    fy_timer_init(&l->flush_timer, on_flush_timer);
+    if (fd < 0)
+        return 0;
+    l->cap = LOG_BUF_SIZE;
+    l->buf = malloc(l->cap);
+    l->immediate = isatty(fd);
+    return l->buf ? 0 : -1;
+}
+
+void fy_accesslog_flush(struct fy_accesslog *l)
+{
+    size_t off = 0;
+    while (off < l->len) {
+        ssize_t n = write(l->fd, l->buf + off, l->len - off);
+        if (n <= 0)
+            break; /* a broken log must not stop the proxy */
+        off += (size_t)n;
+    }
+    l->len = 0;
+    fy_loop_timer_stop(&l->flush_timer);
+}
+
+void fy_accesslog_destroy(struct fy_accesslog *l)
+{
+    if (l->fd >= 0 && l->len)
+        fy_accesslog_flush(l);
+    fy_loop_timer_del(l->loop, &l->flush_timer);
+    free(l->buf);
+    l->buf = NULL;
+}
+
+struct out {
+    char *p, *end;
+};
+
+static void put(struct out *o, const char *s, size_t n)
+{
+    if ((size_t)(o->end - o->p) < n)
+        n = (size_t)(o->end - o->p);
+    memcpy(o->p, s, n);
+    o->p += n;
+}
+
+static void puts_(struct out *o, const char *s)
+{
+    put(o, s, strlen(s));
+}
+
+static void put_u64(struct out *o, uint64_t v)
+{
+    char tmp[24];
+    int i = 0;
+    do {
+        tmp[i++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (i && o->p < o->end)
+        *o->p++ = tmp[--i];
+}
+
+/* Seconds with millisecond precision: "0.003". */
+static void put_secs(struct out *o, uint64_t us)
+{
+    put_u64(o, us / 1000000);
+    char frac[4] = {'.', (char)('0' + us / 100000 % 10), (char)('0' + us / 10000 % 10),
+                    (char)('0' + us / 1000 % 10)};
+    put(o, frac, 4);
+}
+
+/* Escapes quotes, backslashes and control bytes so a hostile request cannot forge log lines. */
+static void put_escaped(struct out *o, const char *s, size_t n, bool json)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < n && o->p < o->end; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\') {
+            char e[2] = {'\\', (char)c};
+            put(o, e, 2);
+        } else if (c < 0x20 || c == 0x7f || (json && c >= 0x80)) {
+            char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+            if (json)
+                put(o, e, 6);
+            else {
+                char x[4] = {'\\', 'x', hex[c >> 4], hex[c & 15]};
+                put(o, x, 4);
+            }
+        } else {
+            *o->p++ = (char)c;
+        }
+    }
+}
+
+static __thread time_t cached_sec;
+static __thread char cached_clf[32], cached_iso[32];
+
+static void refresh_time(void)
+{
+    time_t now = time(NULL);
+    if (now == cached_sec)
+        return;
+    cached_sec = now;
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(cached_clf, sizeof(cached_clf), "%d/%b/%Y:%H:%M:%S +0000", &tm);
+    strftime(cached_iso, sizeof(cached_iso), "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+void fy_accesslog_write(struct fy_accesslog *l, const struct fy_log_entry *e)
+{
+    if (l->fd < 0)
+        return;
+    if (l->cap - l->len < LINE_MAX_LEN)
+        fy_accesslog_flush(l);
+    refresh_time();
+    struct out o = {l->buf + l->len, l->buf + l->len + LINE_MAX_LEN - 1};
+    char addr[64];
+    const char *method = e->method ? e->method : "-";
+    size_t mlen = e->method ? e->method_len : 1;
+    const char *target = e->target ? e->target : "-";
+    size_t tlen = e->target ? e->target_len : 1;
+    if (l->format == FY_ALOG_JSON) {
+        puts_(&o, "{\"time\":\"");
+        puts_(&o, cached_iso);
+        puts_(&o, "\",\"client\":\"");
+        fy_addr_format(e->client, addr, sizeof(addr));
+        puts_(&o, addr);
+        puts_(&o, "\",\"method\":\"");
+        put_escaped(&o, method, mlen, true);
+        puts_(&o, "\",\"target\":\"");
+        put_escaped(&o, target, tlen, true);
+        puts_(&o, e->version_minor ? "\",\"protocol\":\"HTTP/1.1\",\"status\":"
+                                   : "\",\"protocol\":\"HTTP/1.0\",\"status\":");
+        put_u64(&o, (uint64_t)e->status);
+        puts_(&o, ",\"bytes_in\":");
+        put_u64(&o, e->bytes_in);
+        puts_(&o, ",\"bytes_out\":");
+        put_u64(&o, e->bytes_out);
+        puts_(&o, ",\"upstream\":\"");
+        if (e->upstream) {
+            fy_addr_format(e->upstream, addr, sizeof(addr));
+            puts_(&o, addr);
+        } else {
+            puts_(&o, "-");
+        }
+        puts_(&o, "\",\"upstream_time\":");
+        put_secs(&o, e->upstream_us);
+        puts_(&o, ",\"total_time\":");
+        put_secs(&o, e->total_us);
+        puts_(&o, "}\n");
+    } else {
+        fy_addr_format_host(e->client, addr, sizeof(addr));
+        puts_(&o, addr);
+        puts_(&o, " - - [");
+        puts_(&o, cached_clf);
+        puts_(&o, "] \"");
+        put_escaped(&o, method, mlen, false);
+        puts_(&o, " ");
+        put_escaped(&o, target, tlen, false);
+        puts_(&o, e->version_minor ? " HTTP/1.1\" " : " HTTP/1.0\" ");
+        put_u64(&o, (uint64_t)e->status);
+        puts_(&o, " ");
+        put_u64(&o, e->bytes_out);
+        puts_(&o, " \"");
+        if (e->referer)
+            put_escaped(&o, e->referer, e->referer_len, false);
+        else
+            puts_(&o, "-");
+        puts_(&o, "\" \"");
+        if (e->user_agent)
+            put_escaped(&o, e->user_agent, e->user_agent_len, false);
+        else
+            puts_(&o, "-");
+        puts_(&o, "\" in=");
+        put_u64(&o, e->bytes_in);
+        puts_(&o, " up=");
+        if (e->upstream) {
+            fy_addr_format(e->upstream, addr, sizeof(addr));
+            puts_(&o, addr);
+        } else {
+            puts_(&o, "-");
+        }
+        puts_(&o, " ut=");
+        put_secs(&o, e->upstream_us);
+        puts_(&o, " rt=");
+        put_secs(&o, e->total_us);
+        puts_(&o, "\n");
+    }
+    if (o.p == o.end)
+        o.p[-1] = '\n';
+    l->len = (uint32_t)(o.p - l->buf);
+    if (l->immediate)
+        fy_accesslog_flush(l);
+    else if (l->flush_timer.deadline == 0)
+        fy_loop_timer_set(l->loop, &l->flush_timer, 1000);
+}

@@ -1,0 +1,48 @@
+/*
+ * Access log: one line per exchange, combined or JSON, buffered per worker and written with one
+ * write(2) per batch (when the buffer fills, a second after the first unflushed line, or at exit).
+ * Lines are whole: each worker writes only complete lines with O_APPEND semantics.
+ */
+#ifndef FY_ACCESSLOG_H
+#define FY_ACCESSLOG_H
+
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "conf/config.h"
+#include "core/loop.h"
+
+struct fy_log_entry {
+    const struct sockaddr *client;
+    const char *method;
+    uint32_t method_len;
+    const char *target;
+    uint32_t target_len;
+    uint8_t version_minor;
+    int status;
+    uint64_t bytes_in, bytes_out;
+    const struct sockaddr *upstream; /* NULL if none was contacted */
+    const char *referer, *user_agent;
+    uint32_t referer_len, user_agent_len;
+    uint64_t upstream_us; /* 0 if none */
+    uint64_t total_us;
+};
+
+struct fy_accesslog {
+    int fd;  /* -1 = off */
+    enum fy_log_format format;
+    struct fy_loop *loop;
+    struct fy_timer flush_timer;
+    char *buf;
+    uint32_t len, cap;
+    bool immediate; /* a terminal: flush every line */
+};
+
+/* fd is shared by all workers and not owned. */
+int fy_accesslog_init(struct fy_accesslog *l, struct fy_loop *loop, int fd,
+                      enum fy_log_format format);
+void fy_accesslog_write(struct fy_accesslog *l, const struct fy_log_entry *e);
+void fy_accesslog_flush(struct fy_accesslog *l);
+void fy_accesslog_destroy(struct fy_accesslog *l);
+
+#endif

@@ -1,0 +1,732 @@
+/*
+ * HTTP/1 client connections; see client_h1.h.
+ *
+ * Phases:  IDLE --first byte--> HEAD --head parsed--> ACTIVE --session done--> IDLE (keep-alive)
+ *                                 |                      |                  \-> CLOSING
+ *                                 +--error (4xx)---------+----------------------> CLOSING
+ * Buffers and the parser are attached only while a request is in progress, so an idle keep-alive
+ * connection costs about 200 bytes. The timer means: IDLE idle-timeout, HEAD header-timeout
+ * (not extended by trickling bytes: slowloris), ACTIVE body- or send-timeout, CLOSING linger.
+ */
+#include <stddef.h>
+#include "proxy/client_h1.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/assert.h"
+#include "core/buf.h"
+#include "core/log.h"
+#include "http/h1_reader.h"
+#include "http/h1_writer.h"
+#include "net/sock.h"
+#include "proxy/session.h"
+#include "proxy/worker.h"
+
+#define container_of(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
+
+enum phase { P_IDLE, P_HEAD, P_ACTIVE, P_CLOSING };
+
+/* Per-request state, attached while a request is in progress. */
+struct client_io {
+    struct fy_h1_reader rd;
+    struct fy_h1_writer wr;
+    struct client_io *next_free;
+};
+
+struct fy_client {
+    struct fy_sock sock;
+    struct fy_task task;
+    struct fy_timer timer;
+    struct fy_worker *w;
+    struct fy_client *prev, *next;
+    struct fy_buf *in;
+    struct client_io *io;
+    struct fy_session *session;
+    uint64_t req_start_us;
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in in4;
+        struct sockaddr_in6 in6;
+    } peer;
+    uint8_t phase;
+    uint8_t req_minor;
+    bool req_is_head;
+    bool close_after;   /* no keep-alive after the current response */
+    bool tunnel;        /* bytes after a 101 are relayed raw */
+    bool want_body;     /* the session waits for request body bytes */
+    bool timed_out;
+    bool session_done;  /* done() was called; finish flushing, then next request */
+    bool linger;        /* unread input may remain: half-close and drain before closing */
+    bool lingering;
+    bool out_blocked;   /* the session waits for our output queue to drain */
+};
+
+static __thread struct client_io *io_free;
+
+static void client_run(struct fy_task *t);
+static void end_exchange(struct fy_client *c);
+
+static const char *reason_phrase(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 101: return "Switching Protocols";
+    case 200: return "OK";
+    case 204: return "No Content";
+    case 304: return "Not Modified";
+    case 400: return "Bad Request";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Unknown";
+    }
+}
+
+static struct client_io *io_get(struct fy_client *c)
+{
+    if (c->io)
+        return c->io;
+    struct client_io *io = io_free;
+    if (io)
+        io_free = io->next_free;
+    else if (!(io = malloc(sizeof(*io))))
+        return NULL;
+    fy_h1r_init(&io->rd, true, &c->w->req_limits);
+    fy_h1w_init(&io->wr);
+    c->io = io;
+    return io;
+}
+
+static void io_put(struct fy_client *c)
+{
+    struct client_io *io = c->io;
+    if (!io)
+        return;
+    c->io = NULL;
+    fy_h1r_free(&io->rd);
+    fy_h1w_reset(&io->wr);
+    io->next_free = io_free;
+    io_free = io;
+}
+
+void fy_client_io_freelist_drain(void);
+void fy_client_io_freelist_drain(void)
+{
+    while (io_free) {
+        struct client_io *n = io_free->next_free;
+        free(io_free);
+        io_free = n;
+    }
+}
+
+static void close_client(struct fy_client *c)
+{
+    struct fy_worker *w = c->w;
+    if (c->session) {
+        fy_session_detach(c->session);
+        c->session = NULL;
+    }
+    fy_loop_timer_del(&w->loop, &c->timer);
+    fy_loop_unqueue(&w->loop, &c->task);
+    fy_sock_close(&c->sock);
+    io_put(c);
+    fy_buf_put(c->in);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->clients = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    w->nclients--;
+    free(c);
+    fy_worker_check_drained(w);
+}
+
+static void on_timer(struct fy_timer *t)
+{
+    struct fy_client *c = container_of(t, struct fy_client, timer);
+    c->timed_out = true;
+    fy_loop_queue(&c->w->loop, &c->task);
+}
+
+void fy_client_accept(struct fy_worker *w, int fd, const struct sockaddr *peer, socklen_t len)
+{
+    struct fy_client *c = calloc(1, sizeof(*c));
+    if (!c) {
+        close(fd);
+        return;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    c->w = w;
+    c->task.fn = client_run;
+    fy_timer_init(&c->timer, on_timer);
+    memcpy(&c->peer, peer, len < sizeof(c->peer) ? len : sizeof(c->peer));
+    if (fy_sock_open(&c->sock, &w->loop, fd, &c->task) < 0) {
+        free(c);
+        return;
+    }
+    c->next = w->clients;
+    if (w->clients)
+        w->clients->prev = c;
+    w->clients = c;
+    w->nclients++;
+    c->phase = P_IDLE;
+    c->close_after = w->draining;
+    fy_loop_timer_set(&w->loop, &c->timer, w->cfg->idle_timeout);
+}
+
+struct fy_client *fy_client_next(struct fy_client *c)
+{
+    return c->next;
+}
+
+/* ---- output ---- */
+
+static int flush(struct fy_client *c)
+{
+    if (!c->io || !fy_h1w_pending(&c->io->wr))
+        return 0;
+    if (!c->sock.wr_ready)
+        return FY_AGAIN;
+    int rc = fy_h1w_flush(&c->io->wr, &c->sock);
+    if (rc == FY_AGAIN)
+        fy_loop_timer_set(&c->w->loop, &c->timer, c->w->cfg->send_timeout);
+    return rc;
+}
+
+static void log_client_error(struct fy_client *c, int status)
+{
+    struct fy_log_entry e = {0};
+    e.client = &c->peer.sa;
+    struct fy_msg *m = c->io ? &c->io->rd.msg : NULL;
+    if (m && m->method) {
+        e.method = m->method;
+        e.method_len = m->method_len;
+        e.target = m->target;
+        e.target_len = m->target ? m->target_len : 0;
+        e.version_minor = m->version_minor;
+    }
+    e.status = status;
+    e.total_us = c->w->loop.now_us - c->req_start_us;
+    fy_accesslog_write(&c->w->alog, &e);
+}
+
+/* Queues a small complete error response. `close` forces Connection: close. */
+static int queue_error(struct fy_client *c, int status, const char *text, bool close)
+{
+    struct client_io *io = io_get(c);
+    if (!io)
+        return -1;
+    char body[256], head[256];
+    int blen = snprintf(body, sizeof(body), "%d %s: %s\n", status, reason_phrase(status), text);
+    if (blen < 0 || (size_t)blen >= sizeof(body))
+        blen = (int)strlen(body);
+    if (close)
+        c->close_after = true;
+    int hlen = snprintf(head, sizeof(head),
+                        "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                        "Content-Length: %d\r\nCache-Control: no-store\r\n%s\r\n",
+                        status, reason_phrase(status), blen,
+                        c->close_after ? "Connection: close\r\n" : "");
+    io->wr.framing = FY_FRAME_LENGTH;
+    if (fy_h1w_copy(&io->wr, head, (size_t)hlen) < 0 ||
+        (!c->req_is_head && fy_h1w_copy(&io->wr, body, (size_t)blen) < 0))
+        return -1;
+    return 0;
+}
+
+/* A request that never became an exchange: answer, log, and close after flushing. */
+static void reject(struct fy_client *c, int status, const char *why)
+{
+    fy_info("rejected request from client: %d %s", status, why);
+    log_client_error(c, status);
+    c->linger = true;
+    c->phase = P_CLOSING;
+    if (queue_error(c, status, why, true) < 0) {
+        close_client(c);
+        return;
+    }
+    fy_loop_timer_set(&c->w->loop, &c->timer, c->w->cfg->send_timeout);
+    fy_loop_queue(&c->w->loop, &c->task);
+}
+
+/* ---- downstream interface for the session ---- */
+
+static int ds_body_read(void *ds, struct iovec *iov, int max, bool *last, int *status)
+{
+    struct fy_client *c = ds;
+    struct client_io *io = c->io;
+    struct fy_h1_reader *rd = &io->rd;
+    struct fy_buf *in = c->in;
+    *last = false;
+    *status = 0;
+    for (;;) {
+        if (c->tunnel) {
+            if (in->start < in->end) {
+                iov[0].iov_base = in->data + in->start;
+                iov[0].iov_len = in->end - in->start;
+                in->start = in->end;
+                c->want_body = false;
+                return 1;
+            }
+        } else {
+            if (rd->nspans > 0) {
+                int n = rd->nspans < max ? rd->nspans : max;
+                memcpy(iov, rd->spans, (size_t)n * sizeof(*iov));
+                rd->nspans = 0;
+                *last = rd->state == FY_H1R_DONE;
+                c->want_body = false;
+                return n;
+            }
+            if (rd->state == FY_H1R_DONE) {
+                *last = true;
+                return 0;
+            }
+            if (rd->state == FY_H1R_ERROR) {
+                *status = rd->err_status;
+                fy_info("bad request body from client: %s", rd->err_text);
+                return -1;
+            }
+            if (in->start < in->end) {
+                size_t n = fy_h1r_execute(rd, in->data + in->start, in->end - in->start);
+                in->start += (uint32_t)n;
+                if (rd->nspans > 0 || rd->state != FY_H1R_BODY)
+                    continue;
+            }
+        }
+        if (c->timed_out) {
+            *status = 408;
+            return -1;
+        }
+        if (!c->sock.rd_ready) {
+            c->want_body = true;
+            fy_loop_timer_set(&c->w->loop, &c->timer, c->w->cfg->body_timeout);
+            return FY_AGAIN;
+        }
+        if (in->start == in->end)
+            in->start = in->end = 0;
+        else if (fy_buf_room(in) == 0)
+            fy_buf_compact(in);
+        ssize_t r = fy_sock_read(&c->sock, in->data + in->end, fy_buf_room(in));
+        if (r > 0) {
+            in->end += (uint32_t)r;
+            continue;
+        }
+        if (r == FY_AGAIN)
+            continue;
+        if (c->tunnel) {
+            *last = true;
+            return 0;
+        }
+        c->close_after = true;
+        return -1; /* the client went away mid-body */
+    }
+}
+
+static void ds_body_consumed(void *ds)
+{
+    (void)ds; /* consumed bytes sit before in->start and are reused on the next read */
+}
+
+static int put_fields(struct fy_buf *b, const struct fy_msg *m)
+{
+    for (uint32_t i = 0; i < m->nhdrs; i++) {
+        const struct fy_hdr *h = &m->hdrs[i];
+        if (!h->removed && !fy_h1w_put_field(b, h->name, h->name_len, h->value, h->value_len))
+            return -1;
+    }
+    return 0;
+}
+
+static int put_status_line(struct fy_buf *b, const struct fy_msg *m)
+{
+    char line[64];
+    int n = snprintf(line, sizeof(line), "HTTP/1.1 %03u ", m->status);
+    if (!fy_h1w_put(b, line, (size_t)n))
+        return -1;
+    const char *reason = m->reason_len ? m->reason : reason_phrase(m->status);
+    size_t rlen = m->reason_len ? m->reason_len : strlen(reason);
+    return fy_h1w_put(b, reason, rlen) && fy_h1w_put(b, "\r\n", 2) ? 0 : -1;
+}
+
+static int ds_send_interim(void *ds, const struct fy_msg *m)
+{
+    struct fy_client *c = ds;
+    if (c->req_minor == 0)
+        return 0; /* RFC 9110 15.2: no 1xx to HTTP/1.0 clients */
+    struct fy_buf *b = fy_h1w_head_begin(&c->io->wr);
+    if (!b)
+        return -1;
+    size_t from = b->end;
+    if (put_status_line(b, m) < 0 || put_fields(b, m) < 0 || !fy_h1w_put(b, "\r\n", 2))
+        return -1;
+    fy_h1w_head_done(&c->io->wr, b, from);
+    int rc = flush(c);
+    return rc == FY_AGAIN ? 0 : rc;
+}
+
+static int ds_send_head(void *ds, struct fy_msg *m, bool body_until_close)
+{
+    struct fy_client *c = ds;
+    struct fy_h1_writer *wr = &c->io->wr;
+    enum fy_framing framing;
+    if (m->status == 101) {
+        framing = FY_FRAME_TUNNEL;
+        c->close_after = true;
+    } else if (c->req_is_head || m->status < 200 || m->status == 204 || m->status == 304) {
+        framing = FY_FRAME_NONE;
+    } else if (m->content_length >= 0 && !m->chunked) {
+        framing = m->content_length ? FY_FRAME_LENGTH : FY_FRAME_NONE;
+    } else if (c->req_minor == 1) {
+        framing = FY_FRAME_CHUNKED;
+    } else {
+        framing = FY_FRAME_CLOSE;
+        c->close_after = true;
+    }
+    (void)body_until_close;
+    if (c->w->draining)
+        c->close_after = true;
+    struct fy_buf *b = fy_h1w_head_begin(wr);
+    if (!b)
+        return -1;
+    size_t from = b->end;
+    if (put_status_line(b, m) < 0 || put_fields(b, m) < 0)
+        return -1;
+    bool ok = true;
+    if (framing == FY_FRAME_CHUNKED)
+        ok = fy_h1w_put(b, "Transfer-Encoding: chunked\r\n", 28);
+    if (m->status == 101)
+        ok = ok && fy_h1w_put(b, "Connection: upgrade\r\n", 21);
+    else if (c->close_after)
+        ok = ok && fy_h1w_put(b, "Connection: close\r\n", 19);
+    else if (c->req_minor == 0)
+        ok = ok && fy_h1w_put(b, "Connection: keep-alive\r\n", 24);
+    if (!ok || !fy_h1w_put(b, "\r\n", 2))
+        return -1;
+    fy_h1w_head_done(wr, b, from);
+    wr->framing = framing;
+    if (m->status == 101)
+        c->tunnel = true;
+    /* Sent with the first body bytes when they follow right away, else by the client task. */
+    fy_loop_queue(&c->w->loop, &c->task);
+    return 0;
+}
+
+static int ds_send_body(void *ds, const struct iovec *iov, int n, bool last)
+{
+    struct fy_client *c = ds;
+    struct fy_h1_writer *wr = &c->io->wr;
+    if (c->tunnel && last) {
+        /* Upstream finished its direction: pass the half-close on after pending bytes. */
+        int rc = flush(c);
+        if (rc == 0)
+            c->sock.tp->shutdown_write(&c->sock);
+        return rc;
+    }
+    if (fy_h1w_body(wr, iov, n, last) < 0) {
+        int rc = flush(c);
+        if (rc != 0)
+            return rc < 0 ? rc : -1;
+        FY_ASSERT(fy_h1w_body(wr, iov, n, last) == 0);
+    }
+    int rc = flush(c);
+    c->out_blocked = rc == FY_AGAIN;
+    return rc;
+}
+
+static void ds_send_error(void *ds, int status, const char *text)
+{
+    struct fy_client *c = ds;
+    if (queue_error(c, status, text, false) < 0)
+        c->close_after = true;
+}
+
+static void ds_done(void *ds, bool clean)
+{
+    struct fy_client *c = ds;
+    c->session = NULL;
+    c->session_done = true;
+    if (!clean) {
+        c->close_after = true;
+        c->linger = !c->tunnel;
+    }
+    fy_loop_queue(&c->w->loop, &c->task);
+}
+
+static const struct fy_downstream_ops client_ops = {
+    .body_read = ds_body_read,
+    .body_consumed = ds_body_consumed,
+    .send_interim = ds_send_interim,
+    .send_head = ds_send_head,
+    .send_body = ds_send_body,
+    .send_error = ds_send_error,
+    .done = ds_done,
+};
+
+/* ---- request intake ---- */
+
+/* absolute-form (RFC 9112 3.2.2): the target's authority replaces Host; forward origin-form. */
+static int absolute_form(struct fy_msg *m)
+{
+    const char *t = m->target;
+    uint32_t len = m->target_len, skip;
+    if (len >= 7 && !strncasecmp(t, "http://", 7))
+        skip = 7;
+    else if (len >= 8 && !strncasecmp(t, "https://", 8))
+        skip = 8;
+    else
+        return 0;
+    const char *auth = t + skip;
+    uint32_t alen = 0;
+    while (skip + alen < len && auth[alen] != '/' && auth[alen] != '?')
+        alen++;
+    if (alen == 0 || memchr(auth, '@', alen))
+        return -1;
+    if (fy_msg_set(m, "Host", 4, auth, alen) < 0)
+        return -1;
+    m->target = auth + alen;
+    m->target_len = len - skip - alen;
+    if (m->target_len == 0 || m->target[0] == '?') {
+        /* "http://h" or "http://h?q": the path is "/" (RFC 9110 4.2.3). */
+        if (m->target_len == 0) {
+            m->target = "/";
+            m->target_len = 1;
+        } else {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void start_exchange(struct fy_client *c)
+{
+    struct fy_worker *w = c->w;
+    struct fy_msg *m = &c->io->rd.msg;
+    c->req_minor = m->version_minor;
+    c->req_is_head = m->method_len == 4 && !memcmp(m->method, "HEAD", 4);
+    c->close_after = !m->keep_alive || w->draining;
+    if (m->method_len == 7 && !memcmp(m->method, "CONNECT", 7)) {
+        reject(c, 405, "CONNECT is not supported by this reverse proxy");
+        return;
+    }
+    if (m->target_len == 0 || (m->target[0] != '/' && absolute_form(m) != 0) ||
+        (m->target[0] == '*' && !(m->method_len == 7 && !memcmp(m->method, "OPTIONS", 7)))) {
+        if (!(m->target_len == 1 && m->target[0] == '*' && m->method_len == 7 &&
+              !memcmp(m->method, "OPTIONS", 7))) {
+            reject(c, 400, "invalid request target");
+            return;
+        }
+    }
+    if (m->target[0] != '/' && m->target[0] != '*') {
+        reject(c, 400, "invalid request target");
+        return;
+    }
+    struct fy_hdr *upgrade = m->upgrade ? fy_msg_find_tok(m, FY_TOK_UPGRADE) : NULL;
+    fy_msg_strip_hop_by_hop(m);
+    if (upgrade)
+        upgrade->removed = false;
+    if (fy_msg_own(m) < 0) {
+        reject(c, 500, "out of memory");
+        return;
+    }
+    fy_loop_timer_stop(&c->timer);
+    c->timed_out = false;
+    c->phase = P_ACTIVE;
+    c->session_done = false;
+    c->session = fy_session_start(w, &client_ops, c, m, &c->peer.sa, c->req_start_us);
+    if (!c->session)
+        reject(c, 500, "out of memory");
+}
+
+/* Reads and parses until a request head is complete (starting a session) or input runs dry. */
+static void read_request(struct fy_client *c)
+{
+    const struct fy_config *cfg = c->w->cfg;
+    for (;;) {
+        if (c->in && c->in->start < c->in->end) {
+            struct client_io *io = io_get(c);
+            if (!io) {
+                close_client(c);
+                return;
+            }
+            if (c->phase == P_IDLE) {
+                c->phase = P_HEAD;
+                c->req_start_us = c->w->loop.now_us;
+                fy_loop_timer_set(&c->w->loop, &c->timer, cfg->header_timeout);
+            }
+            struct fy_buf *in = c->in;
+            size_t n = fy_h1r_execute(&io->rd, in->data + in->start, in->end - in->start);
+            in->start += (uint32_t)n;
+            if (io->rd.state == FY_H1R_ERROR) {
+                reject(c, io->rd.err_status, io->rd.err_text);
+                return;
+            }
+            if (io->rd.state != FY_H1R_HEAD) {
+                start_exchange(c);
+                return;
+            }
+        }
+        if (c->timed_out) {
+            if (c->phase == P_HEAD) {
+                reject(c, 408, "the request head did not arrive in time");
+                return;
+            }
+            close_client(c);
+            return;
+        }
+        if (!c->sock.rd_ready)
+            break;
+        if (!c->in) {
+            size_t cap = cfg->max_header_size + 1024 > FY_BUF_SIZE ? cfg->max_header_size + 1024
+                                                                    : FY_BUF_SIZE;
+            if (!(c->in = fy_buf_get(cap))) {
+                close_client(c);
+                return;
+            }
+        }
+        struct fy_buf *in = c->in;
+        if (in->start == in->end)
+            in->start = in->end = 0;
+        else if (fy_buf_room(in) == 0)
+            fy_buf_compact(in);
+        ssize_t r = fy_sock_read(&c->sock, in->data + in->end, fy_buf_room(in));
+        if (r > 0) {
+            in->end += (uint32_t)r;
+            continue;
+        }
+        if (r == FY_AGAIN)
+            break;
+        /* EOF or error between or inside request heads: nothing to answer. */
+        close_client(c);
+        return;
+    }
+    /* Waiting for bytes: an idle connection gives its buffers back. */
+    if (c->phase == P_IDLE && c->in && c->in->start == c->in->end) {
+        fy_buf_put(c->in);
+        c->in = NULL;
+        io_put(c);
+    }
+}
+
+/* The exchange finished and its output is flushed: next request, or close. */
+static void end_exchange(struct fy_client *c)
+{
+    c->session_done = false;
+    c->timed_out = false;
+    c->out_blocked = false;
+    c->tunnel = false;
+    if (c->close_after) {
+        c->phase = P_CLOSING;
+        fy_loop_queue(&c->w->loop, &c->task);
+        return;
+    }
+    fy_h1r_next(&c->io->rd);
+    fy_h1w_reset(&c->io->wr);
+    c->phase = P_IDLE;
+    c->req_is_head = false;
+    fy_loop_timer_set(&c->w->loop, &c->timer, c->w->cfg->idle_timeout);
+    read_request(c);
+}
+
+static void closing(struct fy_client *c)
+{
+    if (!c->lingering) {
+        int rc = flush(c);
+        if (rc == FY_AGAIN && !c->timed_out)
+            return;
+        if (rc < 0 || c->timed_out || !c->linger) {
+            close_client(c);
+            return;
+        }
+        /* Lingering close: half-close and drain what the client still sends, so unread request
+         * bytes do not make the kernel reset the connection before the client reads our answer. */
+        c->lingering = true;
+        c->sock.tp->shutdown_write(&c->sock);
+        fy_loop_timer_set(&c->w->loop, &c->timer, 2000);
+    } else if (c->timed_out) {
+        close_client(c);
+        return;
+    }
+    char sink[4096];
+    for (;;) {
+        ssize_t r = fy_sock_read(&c->sock, sink, sizeof(sink));
+        if (r == FY_AGAIN)
+            return;
+        if (r <= 0)
+            break;
+    }
+    close_client(c);
+}
+
+static void client_run(struct fy_task *t)
+{
+    struct fy_client *c = container_of(t, struct fy_client, task);
+    switch (c->phase) {
+    case P_IDLE:
+    case P_HEAD:
+        read_request(c);
+        return;
+    case P_CLOSING:
+        closing(c);
+        return;
+    case P_ACTIVE:
+        break;
+    }
+    int rc = flush(c);
+    if (rc < 0 && rc != FY_AGAIN) {
+        close_client(c);
+        return;
+    }
+    if (c->timed_out && rc == FY_AGAIN) {
+        fy_info("client stopped reading the response; closing");
+        close_client(c);
+        return;
+    }
+    if (c->session_done) {
+        if (rc == 0)
+            end_exchange(c);
+        return;
+    }
+    if (!c->session)
+        return;
+    if (rc == 0 && c->out_blocked) {
+        c->out_blocked = false;
+        fy_loop_timer_stop(&c->timer);
+        fy_session_drained(c->session);
+    }
+    if (c->want_body && (c->sock.rd_ready || c->timed_out))
+        fy_session_wake(c->session);
+    else if (c->timed_out) {
+        c->timed_out = false;
+    }
+}
+
+void fy_client_drain(struct fy_client *c)
+{
+    c->close_after = true;
+    if (c->phase == P_IDLE && !c->session)
+        close_client(c);
+}
+
+void fy_client_kill(struct fy_client *c)
+{
+    close_client(c);
+}

@@ -1,0 +1,25 @@
+/*
+ * A client connection speaking HTTP/1.x: reads requests, hands each one to a session through the
+ * downstream interface, writes the session's response, and decides keep-alive, pipelining and
+ * closing. Requests on one connection are served strictly one after another, in order.
+ */
+#ifndef FY_CLIENT_H1_H
+#define FY_CLIENT_H1_H
+
+#include <sys/socket.h>
+
+struct fy_worker;
+struct fy_client;
+
+/* Takes ownership of an accepted, non-blocking fd. On failure the fd is closed. */
+void fy_client_accept(struct fy_worker *w, int fd, const struct sockaddr *peer, socklen_t len);
+
+/* Draining: closes the connection now if it is between requests, else after this response. */
+void fy_client_drain(struct fy_client *c);
+
+/* Closes the connection immediately (drain timeout, worker exit). */
+void fy_client_kill(struct fy_client *c);
+
+struct fy_client *fy_client_next(struct fy_client *c);
+
+#endif

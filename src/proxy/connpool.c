@@ -1,0 +1,154 @@
+/* Per-worker upstream connection pool; see connpool.h. */
+#include <stddef.h>
+#include "proxy/connpool.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/assert.h"
+#include "core/log.h"
+
+#define container_of(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
+
+void fy_connpool_init(struct fy_connpool *p, struct fy_loop *loop, const struct fy_addr *addr,
+                      const struct fy_h1r_limits *limits, uint32_t max_idle, uint64_t idle_ms)
+{
+    memset(p, 0, sizeof(*p));
+    p->loop = loop;
+    p->addr = addr;
+    p->limits = limits;
+    p->max_idle = max_idle;
+    p->idle_timeout_ms = idle_ms;
+}
+
+static void unlink_idle(struct fy_connpool *p, struct fy_upconn *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        p->head = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    else
+        p->tail = c->prev;
+    c->prev = c->next = NULL;
+    c->idle = false;
+    p->nidle--;
+}
+
+void fy_upconn_close(struct fy_upconn *c)
+{
+    struct fy_loop *loop = c->pool->loop;
+    FY_ASSERT(!c->idle);
+    fy_loop_timer_del(loop, &c->idle_timer);
+    fy_loop_unqueue(loop, &c->idle_task);
+    fy_sock_close(&c->sock);
+    fy_h1r_free(&c->rd);
+    fy_h1w_reset(&c->wr);
+    fy_buf_put(c->in);
+    free(c);
+}
+
+static void drop_idle(struct fy_upconn *c)
+{
+    unlink_idle(c->pool, c);
+    fy_upconn_close(c);
+}
+
+/* Events on an idle connection: the upstream closed it or sent bytes nobody asked for. Either way
+ * it can no longer carry a request safely. */
+static void on_idle_event(struct fy_task *t)
+{
+    struct fy_upconn *c = container_of(t, struct fy_upconn, idle_task);
+    if (!c->idle || !c->sock.rd_ready)
+        return;
+    char byte;
+    ssize_t n = fy_sock_read(&c->sock, &byte, 1);
+    if (n == FY_AGAIN)
+        return;
+    fy_debug("idle upstream connection closed by the upstream");
+    drop_idle(c);
+}
+
+static void on_idle_timeout(struct fy_timer *t)
+{
+    struct fy_upconn *c = container_of(t, struct fy_upconn, idle_timer);
+    if (c->idle)
+        drop_idle(c);
+}
+
+void fy_connpool_close_all(struct fy_connpool *p)
+{
+    while (p->head)
+        drop_idle(p->head);
+}
+
+struct fy_upconn *fy_connpool_get(struct fy_connpool *p, struct fy_task *owner)
+{
+    struct fy_upconn *c = p->head;
+    if (!c)
+        return NULL;
+    unlink_idle(p, c);
+    fy_loop_timer_stop(&c->idle_timer);
+    fy_loop_unqueue(p->loop, &c->idle_task);
+    c->sock.owner = owner;
+    return c;
+}
+
+struct fy_upconn *fy_connpool_connect(struct fy_connpool *p, struct fy_task *owner, int *err)
+{
+    struct fy_upconn *c = calloc(1, sizeof(*c));
+    if (!c) {
+        *err = -12;
+        return NULL;
+    }
+    c->pool = p;
+    c->idle_task.fn = on_idle_event;
+    fy_timer_init(&c->idle_timer, on_idle_timeout);
+    fy_h1r_init(&c->rd, false, p->limits);
+    fy_h1w_init(&c->wr);
+    int fd = fy_sock_connect_start((const struct sockaddr *)&p->addr->ss, p->addr->len);
+    if (fd < 0) {
+        *err = fd;
+        fy_h1r_free(&c->rd);
+        free(c);
+        return NULL;
+    }
+    int rc = fy_sock_open(&c->sock, p->loop, fd, owner);
+    if (rc < 0) {
+        *err = rc;
+        fy_h1r_free(&c->rd);
+        free(c);
+        return NULL;
+    }
+    p->connects++;
+    return c;
+}
+
+void fy_connpool_put(struct fy_connpool *p, struct fy_upconn *c)
+{
+    FY_ASSERT(!c->idle);
+    if (p->nidle >= p->max_idle || (c->in && fy_buf_len(c->in) > 0)) {
+        fy_upconn_close(c);
+        return;
+    }
+    /* Idle connections keep no buffers: an idle pool costs a few hundred bytes per entry. */
+    fy_buf_put(c->in);
+    c->in = NULL;
+    fy_h1w_reset(&c->wr);
+    fy_h1r_next(&c->rd);
+    c->sock.owner = &c->idle_task;
+    c->idle = true;
+    c->prev = NULL;
+    c->next = p->head;
+    if (p->head)
+        p->head->prev = c;
+    else
+        p->tail = c;
+    p->head = c;
+    p->nidle++;
+    fy_loop_timer_set(p->loop, &c->idle_timer, p->idle_timeout_ms);
+    /* An EOF that arrived while the connection was busy must not be missed. */
+    if (c->sock.rd_ready)
+        fy_loop_queue(p->loop, &c->idle_task);
+}

@@ -1,0 +1,64 @@
+/*
+ * Upstream connections and the per-worker pool of idle ones. A connection is either owned by one
+ * session (its socket events wake that session) or idle in the pool (events wake the pool's check,
+ * which closes it on EOF or unexpected bytes). Pools are per worker: no locks.
+ */
+#ifndef FY_CONNPOOL_H
+#define FY_CONNPOOL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/buf.h"
+#include "core/loop.h"
+#include "http/h1_reader.h"
+#include "http/h1_writer.h"
+#include "net/addr.h"
+#include "net/sock.h"
+
+struct fy_worker;
+
+struct fy_upconn {
+    struct fy_sock sock;
+    struct fy_task idle_task;  /* runs on events while pooled */
+    struct fy_timer idle_timer;
+    struct fy_connpool *pool;
+    struct fy_upconn *prev, *next; /* idle list */
+    struct fy_h1_reader rd;    /* responses */
+    struct fy_h1_writer wr;    /* requests */
+    struct fy_buf *in;
+    uint32_t requests;         /* exchanges completed on this connection */
+    bool connected;
+    bool idle;
+};
+
+struct fy_connpool {
+    struct fy_loop *loop;
+    const struct fy_addr *addr;
+    const struct fy_h1r_limits *limits;
+    struct fy_upconn *head;    /* most recently used first */
+    struct fy_upconn *tail;
+    uint32_t nidle, max_idle;
+    uint64_t idle_timeout_ms;
+    uint64_t connects;         /* new connections opened (for tests and metrics) */
+};
+
+void fy_connpool_init(struct fy_connpool *p, struct fy_loop *loop, const struct fy_addr *addr,
+                      const struct fy_h1r_limits *limits, uint32_t max_idle, uint64_t idle_ms);
+
+/* Closes every idle connection. */
+void fy_connpool_close_all(struct fy_connpool *p);
+
+/* Takes the most recently used idle connection, or NULL. Its events now queue `owner`. */
+struct fy_upconn *fy_connpool_get(struct fy_connpool *p, struct fy_task *owner);
+
+/* Opens a new connection (connect in progress). Returns NULL with *err = -errno on failure. */
+struct fy_upconn *fy_connpool_connect(struct fy_connpool *p, struct fy_task *owner, int *err);
+
+/* Returns a connection after a complete exchange; it is closed instead if the pool is full. */
+void fy_connpool_put(struct fy_connpool *p, struct fy_upconn *c);
+
+/* Closes and frees a connection that is not in the pool. */
+void fy_upconn_close(struct fy_upconn *c);
+
+#endif

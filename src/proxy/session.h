@@ -1,0 +1,64 @@
+/*
+ * One proxied exchange (request in, response out) as an explicit state machine. The session talks
+ * to its client through struct fy_downstream_ops, never to a socket, so an HTTP/1 connection today
+ * and an HTTP/2 stream later drive the same object. The session owns its upstream connection.
+ *
+ * Body data crosses the session by reference: spans from body_read() stay valid until the session
+ * calls body_consumed(); spans given to send_body() stay valid until the downstream reports them
+ * flushed (send_body returned 0, or a later fy_session_wake()).
+ */
+#ifndef FY_SESSION_H
+#define FY_SESSION_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include "core/loop.h"
+#include "http/h1_writer.h"
+#include "http/msg.h"
+
+struct fy_session;
+struct fy_worker;
+struct fy_upconn;
+
+/* Why an exchange failed; picks the status (400 vs 502/504) and whether a retry is allowed. */
+enum fy_err_source { FY_ERRSRC_NONE, FY_ERRSRC_CLIENT, FY_ERRSRC_UPSTREAM, FY_ERRSRC_INTERNAL };
+
+/* What the session needs from whoever carries the client side (HTTP/1 connection, H2 stream). */
+struct fy_downstream_ops {
+    /* Up to `max` spans of request body. Returns the count (0 with *last at the end), FY_AGAIN
+     * (the downstream wakes the session when data arrives), or <0: the client failed; then
+     * *status is 400/408/413 for a bad body or 0 if the client went away. */
+    int (*body_read)(void *ds, struct iovec *iov, int max, bool *last, int *status);
+    void (*body_consumed)(void *ds);
+    /* Interim response (100 Continue, 103...). Returns 0 or <0 (client gone). */
+    int (*send_interim)(void *ds, const struct fy_msg *m);
+    /* Final response head; `resp_framing_hint` describes the upstream body. Returns 0 or <0. */
+    int (*send_head)(void *ds, struct fy_msg *resp, bool body_until_close);
+    /* Body (or tunnel) bytes; 0 = flushed, FY_AGAIN = queued (wake later), <0 = client gone. */
+    int (*send_body)(void *ds, const struct iovec *iov, int n, bool last);
+    /* Error response before any head was sent. */
+    void (*send_error)(void *ds, int status, const char *text);
+    /* The session is finished; `clean` is false when the client connection must be closed
+     * (e.g. the upstream died mid-body). The downstream forgets the session pointer. */
+    void (*done)(void *ds, bool clean);
+};
+
+/* Creates a session for a parsed request and queues it to run. `req` is moved into the session
+ * (the caller's msg is left empty). Returns NULL when out of memory (the caller answers 500). */
+struct fy_session *fy_session_start(struct fy_worker *w, const struct fy_downstream_ops *ops,
+                                    void *ds, struct fy_msg *req, const struct sockaddr *client,
+                                    uint64_t start_us);
+
+/* Queues the session to run again (new data, buffers drained). Never runs it inline. */
+void fy_session_wake(struct fy_session *s);
+
+/* The downstream flushed everything the session gave it; the session may reuse those bytes. */
+void fy_session_drained(struct fy_session *s);
+
+/* The client connection is going away: abandon the exchange without touching the downstream. */
+void fy_session_detach(struct fy_session *s);
+
+#endif
