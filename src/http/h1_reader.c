@@ -391,8 +391,11 @@ static int on_headers_complete(llhttp_t *p)
     }
     m->upgrade = m->status == 101;
     r->state = FY_H1R_BODY;
-    if (r->no_body || m->status == 101)
-        return m->status == 101 ? 2 : 1;
+    if (m->status == 101)
+        return 2;
+    /* RFC 9112 6.3: these never have a body, whatever Content-Length says. */
+    if (r->no_body || m->status < 200 || m->status == 204 || m->status == 304)
+        return 1;
     if (!m->chunked && m->content_length < 0 && m->status >= 200 && m->status != 204 &&
         m->status != 304)
         r->eof_body = true;

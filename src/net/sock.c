@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -13,7 +14,8 @@
 static void on_sock_event(struct fy_pollable *p, uint32_t events)
 {
     struct fy_sock *s = (struct fy_sock *)p;
-    (void)events;
+    if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        s->eof_pending = true;
     /* EPOLLIN/RDHUP/HUP/ERR all mean "a read will not block"; OUT/HUP/ERR the same for writes.
      * Marking both on any event costs at most one EAGAIN and never loses a wakeup. */
     s->rd_ready = true;
@@ -27,8 +29,10 @@ static ssize_t plain_read(struct fy_sock *s, void *buf, size_t len)
     for (;;) {
         ssize_t n = read(s->fd, buf, len);
         if (n >= 0) {
-            if ((size_t)n < len && n > 0)
-                s->rd_ready = false; /* a short read drained the socket; epoll reports new data */
+            /* A short read drained the socket and epoll reports new data with a new edge; but
+             * an end of stream that arrived with the data gets no edge of its own. */
+            if ((size_t)n < len && n > 0 && !s->eof_pending)
+                s->rd_ready = false;
             return n;
         }
         if (errno == EINTR)
@@ -83,6 +87,7 @@ int fy_sock_open(struct fy_sock *s, struct fy_loop *loop, int fd, struct fy_task
     s->owner = owner;
     s->rd_ready = false;
     s->wr_ready = false;
+    s->eof_pending = false;
     int err = fy_loop_add(loop, fd, &s->pollable);
     if (err < 0) {
         close(fd);

@@ -31,6 +31,7 @@ struct fy_sock {
     int fd;
     bool rd_ready;
     bool wr_ready;
+    bool eof_pending; /* epoll saw RDHUP/HUP/ERR: a read will report it, never wait for an edge */
     bool registered;
     const struct fy_transport *tp;
     struct fy_loop *loop;

@@ -455,7 +455,11 @@ static int ds_send_body(void *ds, const struct iovec *iov, int n, bool last)
 static void ds_send_error(void *ds, int status, const char *text)
 {
     struct fy_client *c = ds;
-    if (queue_error(c, status, text, false) < 0)
+    /* Keep-alive survives an error only if the request was read to its end. */
+    bool body_pending = c->io->rd.state != FY_H1R_DONE;
+    if (body_pending)
+        c->linger = true;
+    if (queue_error(c, status, text, body_pending) < 0)
         c->close_after = true;
 }
 

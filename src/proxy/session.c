@@ -336,9 +336,8 @@ static void fail(struct fy_session *s, int status, const char *text)
         return;
     if (!s->head_sent && s->ds) {
         s->status = status;
-        s->ops->send_error(s->ds, status, text);
-        /* Keep-alive only if the whole request was read: otherwise its body is still coming. */
-        finish(s, false, s->req_done && s->req_last_queued);
+        s->ops->send_error(s->ds, status, text); /* decides keep-alive vs close itself */
+        finish(s, false, true);
     } else {
         finish(s, false, false);
     }
@@ -460,7 +459,8 @@ static void step_connect(struct fy_session *s)
 
 /* ---- EXCHANGE ---- */
 
-/* Returns 1 on progress, 0 when blocked, -1 when the session changed state. */
+/* Returns 1 on progress, 0 when blocked, -1 when the session changed state. Body spans are
+ * pulled before flushing so a request head and its first body bytes leave in one writev. */
 static int pump_request(struct fy_session *s)
 {
     struct fy_upconn *up = s->up;
@@ -468,6 +468,41 @@ static int pump_request(struct fy_session *s)
     if (s->req_done)
         return 0;
     for (;;) {
+        bool starved = false;
+        if (!s->req_spans_out && !s->req_last_queued) {
+            if (!s->ds)
+                return -1;
+            if (s->req.expect_continue && !s->sent_continue && !s->got_response_bytes) {
+                s->sent_continue = true;
+                struct fy_msg cont;
+                fy_msg_init(&cont);
+                cont.status = 100;
+                cont.version_minor = 1;
+                if (s->ops->send_interim(s->ds, &cont) < 0) {
+                    client_failed(s, 0);
+                    return -1;
+                }
+            }
+            struct iovec iov[FY_H1R_MAX_SPANS];
+            bool last = false;
+            int status = 0;
+            int n = s->ops->body_read(s->ds, iov, FY_H1R_MAX_SPANS, &last, &status);
+            if (n == FY_AGAIN) {
+                starved = true;
+            } else if (n < 0) {
+                client_failed(s, status);
+                return -1;
+            } else {
+                s->req_body_started = true;
+                for (int i = 0; i < n; i++)
+                    s->bytes_in += iov[i].iov_len;
+                int rc = fy_h1w_body(&up->wr, iov, n, last);
+                FY_ASSERT(rc == 0);
+                s->req_spans_out = n > 0;
+                s->req_last_queued = last;
+                progress = 1;
+            }
+        }
         if (fy_h1w_pending(&up->wr)) {
             if (!up->sock.wr_ready)
                 return progress;
@@ -490,42 +525,14 @@ static int pump_request(struct fy_session *s)
             s->req_spans_out = false;
             if (s->ds)
                 s->ops->body_consumed(s->ds);
+            continue;
         }
         if (s->req_last_queued) {
             s->req_done = true;
             return 1;
         }
-        if (!s->ds)
-            return -1;
-        if (s->req.expect_continue && !s->sent_continue && !s->got_response_bytes) {
-            s->sent_continue = true;
-            struct fy_msg cont;
-            fy_msg_init(&cont);
-            cont.status = 100;
-            cont.version_minor = 1;
-            if (s->ops->send_interim(s->ds, &cont) < 0) {
-                client_failed(s, 0);
-                return -1;
-            }
-        }
-        struct iovec iov[FY_H1R_MAX_SPANS];
-        bool last = false;
-        int status = 0;
-        int n = s->ops->body_read(s->ds, iov, FY_H1R_MAX_SPANS, &last, &status);
-        if (n == FY_AGAIN)
+        if (starved)
             return progress;
-        if (n < 0) {
-            client_failed(s, status);
-            return -1;
-        }
-        s->req_body_started = true;
-        for (int i = 0; i < n; i++)
-            s->bytes_in += iov[i].iov_len;
-        int rc = fy_h1w_body(&up->wr, iov, n, last);
-        FY_ASSERT(rc == 0);
-        s->req_spans_out = n > 0;
-        s->req_last_queued = last;
-        progress = 1;
     }
 }
 

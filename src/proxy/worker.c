@@ -131,6 +131,9 @@ void *fy_worker_main(void *arg)
         fy_client_kill(w->clients);
     fy_connpool_close_all(&w->pool);
     fy_accesslog_flush(&w->alog);
+    /* The free lists are per thread: give their memory back before the thread ends. */
+    fy_buf_drain_freelist();
+    fy_client_io_freelist_drain();
     return NULL;
 }
 

@@ -1,0 +1,346 @@
+"""Misbehaving upstreams: broken framing, garbage, silence, oversized heads, 1xx.
+
+A scripted raw upstream (harness.RawUpstream) plays one behaviour per accepted
+upstream connection. Broken connections are held open by the upstream, so a
+ferry that wrongly returns them to its pool would send the next request on
+them -- which the script records.
+"""
+
+import threading
+import time
+import types
+
+import pytest
+
+from harness import RawUpstream, SockReader
+from wire import Conn, FerryPool, assert_error_response
+
+GOOD_BODY = b"good\n"
+GOOD = (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n"
+        b"Connection: close\r\n\r\n" + GOOD_BODY)
+
+
+class Script:
+    """Per-connection behaviour for the raw upstream.
+
+    plan(*behaviours, default=...) sets what the 1st, 2nd, ... connection does.
+    A behaviour is (payload, after) where after is "close", "hold" (keep the
+    connection open until ferry closes it, recording anything ferry sends) or
+    "silent" (send nothing, hold)."""
+
+    def __init__(self, raw):
+        self.raw = raw
+        self.cond = threading.Condition()
+        raw.handler = self._handle
+        self.plan()
+
+    def plan(self, *behaviours, default=(GOOD, "close")):
+        with self.cond:
+            self.behaviours = list(behaviours)
+            self.default = default
+            self.n = 0
+            self.requests = {}   # conn index -> list of request heads
+            self.extra = {}      # conn index -> bytes ferry sent after our response
+            self.ferry_closed = set()
+
+    def _handle(self, sock):
+        with self.cond:
+            i = self.n
+            self.n += 1
+            payload, after = (self.behaviours[i] if i < len(self.behaviours) else self.default)
+            # bind this generation's state: a stale thread never touches a later plan
+            requests, extra, ferry_closed = self.requests, self.extra, self.ferry_closed
+            requests[i] = []
+            extra[i] = b""
+        rd = SockReader(sock, timeout=10)
+        try:
+            head = rd.read_head()
+        except (EOFError, OSError):
+            return
+        with self.cond:
+            requests[i].append(head)
+            self.cond.notify_all()
+        try:
+            if payload:
+                sock.sendall(payload)
+        except OSError:  # ferry closed on us mid-send
+            with self.cond:
+                ferry_closed.add(i)
+                self.cond.notify_all()
+            return
+        if after in ("hold", "silent"):
+            # wait (bounded by the socket timeout) until ferry closes; record extras
+            try:
+                while True:
+                    d = sock.recv(65536)
+                    if not d:
+                        break
+                    with self.cond:
+                        extra[i] += d
+            except OSError:
+                pass
+            with self.cond:
+                ferry_closed.add(i)
+                self.cond.notify_all()
+
+    def wait_ferry_closed(self, i, timeout=5.0):
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while i not in self.ferry_closed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.cond.wait(left)
+            return True
+
+
+@pytest.fixture(scope="module")
+def env():
+    raw = RawUpstream().start()
+    script = Script(raw)
+    pool = FerryPool()
+    try:
+        f = pool.start(raw.url, "--upstream-timeout", "1s")
+        yield types.SimpleNamespace(ferry=f, port=f.port, raw=raw, script=script)
+    finally:
+        problems = pool.teardown()
+        raw.stop()
+        if problems:
+            pytest.fail("\n\n".join(problems), pytrace=False)
+
+
+REQ = b"GET /f HTTP/1.1\r\nHost: example.test\r\n\r\n"
+
+
+def get_502(env, payload, after="hold", statuses=(502,)):
+    """Upstream connection 0 answers `payload`; the client must get 502. Then a
+    second client connection must be served by a NEW upstream connection while
+    the broken one got nothing more and was closed by ferry."""
+    env.script.plan((payload, after))
+    with Conn(env.port) as c:
+        c.send(REQ)
+        resp = c.read_response()
+    assert resp.status in statuses, "expected %s, got %r" % (statuses, resp)
+    assert_error_response(resp, resp.status, upstream_port=env.raw.port)
+    assert_broken_conn_discarded(env)
+    return resp
+
+
+def assert_broken_conn_discarded(env):
+    with Conn(env.port) as c:
+        c.send(b"GET /next HTTP/1.1\r\nHost: example.test\r\n\r\n")
+        resp = c.read_response()
+    assert resp.status == 200 and resp.body == GOOD_BODY, \
+        "request after a broken upstream response failed: %r" % resp
+    s = env.script
+    with s.cond:
+        conns = s.n
+        reqs = {k: list(v) for k, v in s.requests.items()}
+        extra = dict(s.extra)
+    assert len(reqs.get(0, [])) == 1, reqs
+    assert not extra.get(0), "ferry reused the broken upstream connection: %r" % extra[0][:300]
+    assert conns >= 2 and any(b"GET /next " in h for h in reqs.get(conns - 1, [])), \
+        "the next request did not go to a new upstream connection: %r" % reqs
+    if s.behaviours and s.behaviours[0][1] in ("hold", "silent"):
+        assert s.wait_ferry_closed(0), "ferry kept the broken upstream connection open"
+
+
+# ---------------------------------------------------------------------------
+# broken response heads -> 502
+# ---------------------------------------------------------------------------
+
+BAD_HEADS = {
+    "cl-abc": b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\nhello",
+    "cl-negative": b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\nhello",
+    "cl-plus": b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\nhello",
+    "cl-two-different": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nhello",
+    "cl-list-different": b"HTTP/1.1 200 OK\r\nContent-Length: 5, 7\r\n\r\nhello",
+    "status-garbage": b"FOO BAR\r\n\r\n",
+    "status-not-numeric": b"HTTP/1.1 abc OK\r\nContent-Length: 0\r\n\r\n",
+    "status-two-digits": b"HTTP/1.1 20 OK\r\nContent-Length: 0\r\n\r\n",
+    "binary-garbage": b"\x00\x01\x02\xff garbage \xfe\r\n\r\n",
+    "http09-body": b"<html>hello</html>\r\n\r\n",
+    "header-without-colon": b"HTTP/1.1 200 OK\r\nNoColonHere\r\nContent-Length: 0\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_HEADS))
+def test_broken_response_head_502(env, name):
+    get_502(env, BAD_HEADS[name])
+
+
+def test_response_space_before_colon(env):
+    """RFC 9112 5.1: a proxy must reject this or remove the whitespace."""
+    env.script.plan((b"HTTP/1.1 200 OK\r\nContent-Length : 5\r\nConnection: close\r\n\r\nhello",
+                     "hold"))
+    with Conn(env.port) as c:
+        c.send(REQ)
+        resp = c.read_response()  # wire.Conn rejects malformed field names
+    if resp.status == 502:
+        assert_error_response(resp, 502, upstream_port=env.raw.port)
+        assert_broken_conn_discarded(env)
+    else:
+        assert resp.status == 200 and resp.body == b"hello", resp
+
+
+def test_garbage_then_close_502(env):
+    """Garbage immediately followed by FIN (data and EOF arrive together).
+    Repeated: a lost EOF shows up as an intermittent 504 after --upstream-timeout."""
+    for _ in range(3):
+        t0 = time.monotonic()
+        get_502(env, b"this is not http at all\n", after="close")
+        assert time.monotonic() - t0 < 0.8, "502 only after %.2fs" % (time.monotonic() - t0)
+
+
+def test_upstream_closes_without_response_502(env):
+    # every upstream connection closes at once: retries (if any) fail too
+    env.script.plan(default=(b"", "close"))
+    with Conn(env.port) as c:
+        c.send(REQ)
+        resp = c.read_response()
+    assert_error_response(resp, 502, upstream_port=env.raw.port)
+    env.script.plan()
+    assert_broken_conn_next_ok(env)
+
+
+def assert_broken_conn_next_ok(env):
+    with Conn(env.port) as c:
+        c.send(b"GET /next HTTP/1.1\r\nHost: example.test\r\n\r\n")
+        resp = c.read_response()
+    assert resp.status == 200 and resp.body == GOOD_BODY, resp
+
+
+def test_upstream_silent_504(env):
+    env.script.plan((b"", "silent"))
+    t0 = time.monotonic()
+    with Conn(env.port) as c:
+        c.send(REQ)
+        resp = c.read_response(timeout=6)
+    dt = time.monotonic() - t0
+    assert_error_response(resp, 504, upstream_port=env.raw.port)
+    assert 0.8 <= dt <= 3.0, "504 after %.2fs with --upstream-timeout 1s" % dt
+    assert_broken_conn_discarded(env)
+
+
+def test_response_head_too_large_502(env):
+    big = b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 200000 + b"\r\nContent-Length: 2\r\n\r\nok"
+    get_502(env, big)
+
+
+def test_response_too_many_fields_502(env):
+    many = (b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-N%d: v\r\n" % i for i in range(10000))
+            + b"Content-Length: 2\r\n\r\nok")
+    get_502(env, many)
+
+
+# ---------------------------------------------------------------------------
+# both Content-Length and Transfer-Encoding in a response
+# ---------------------------------------------------------------------------
+
+def test_response_cl_and_te(env):
+    """RFC 9112 6.3: either reject (502, connection discarded) or let
+    Transfer-Encoding win and never forward both fields / CL-framed bytes."""
+    payload = (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n"
+               b"Connection: close\r\n\r\n"
+               b"5\r\nhello\r\n0\r\n\r\n")
+    env.script.plan((payload, "hold"))
+    with Conn(env.port) as c:
+        c.send(REQ)
+        resp = c.read_response()  # wire.Conn asserts not both CL and TE
+    if resp.status == 502:
+        assert_error_response(resp, 502, upstream_port=env.raw.port)
+        assert_broken_conn_discarded(env)
+    else:
+        assert resp.status == 200, resp
+        assert resp.body == b"hello", "Content-Length must not win over chunked: %r" % resp
+
+
+# ---------------------------------------------------------------------------
+# broken body framing: 502 if the head was not sent yet, else close mid-body
+# ---------------------------------------------------------------------------
+
+CHUNK_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+BAD_BODIES = {
+    "chunk-size-nonhex": CHUNK_HEAD + b"zz\r\nhello\r\n0\r\n\r\n",
+    "chunk-data-too-long": CHUNK_HEAD + b"5\r\nhelloXX\r\n0\r\n\r\n",
+    "chunk-size-overflow": CHUNK_HEAD + b"5\r\nhello\r\nffffffffffffffffffff\r\nx\r\n0\r\n\r\n",
+    "chunk-size-negative": CHUNK_HEAD + b"5\r\nhello\r\n-1\r\nx\r\n0\r\n\r\n",
+}
+
+
+def assert_failed_or_truncated(env, resp, c, forbidden=b""):
+    if resp.status == 502:
+        assert_error_response(resp, 502, upstream_port=env.raw.port)
+        return
+    assert resp.status == 200, resp
+    assert not resp.complete, \
+        "a broken upstream body was relayed as a COMPLETE response: %r" % resp
+    if forbidden:
+        assert forbidden not in resp.raw, resp.raw
+    closed, extra = c.wait_closed()
+    assert closed, "ferry did not close the client connection after a broken body"
+
+
+@pytest.mark.parametrize("name", sorted(BAD_BODIES))
+def test_broken_response_body(env, name):
+    env.script.plan((BAD_BODIES[name], "hold"))
+    with Conn(env.port) as c:
+        c.send(REQ)
+        resp = c.read_response(allow_incomplete=True)
+        assert_failed_or_truncated(env, resp, c, forbidden=b"XX")
+    assert_broken_conn_discarded(env)
+
+
+def _dies_mid_body(env, payload):
+    """Upstream sends part of a body and closes. The client must see a response
+    that never looks complete (or 502), and ferry must notice the EOF promptly:
+    well before --upstream-timeout (1s) would fire. Repeated, because data and
+    FIN arriving together is the racy case."""
+    for _ in range(3):
+        env.script.plan((payload, "close"))
+        t0 = time.monotonic()
+        with Conn(env.port) as c:
+            c.send(REQ)
+            resp = c.read_response(allow_incomplete=True)
+            assert_failed_or_truncated(env, resp, c)
+        dt = time.monotonic() - t0
+        assert dt < 0.8, ("ferry needed %.2fs to notice the upstream closed mid-body "
+                          "(--upstream-timeout 1s): the EOF was not seen" % dt)
+        env.script.plan()
+        assert_broken_conn_next_ok(env)
+
+
+def test_upstream_dies_mid_body_content_length(env):
+    _dies_mid_body(env, b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 10)
+
+
+def test_upstream_dies_mid_body_chunked(env):
+    _dies_mid_body(env, CHUNK_HEAD + b"5\r\nhello\r\n")
+
+
+# ---------------------------------------------------------------------------
+# 1xx interim responses
+# ---------------------------------------------------------------------------
+
+INTERIM = (b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
+           b"HTTP/1.1 102 Processing\r\n\r\n")
+
+
+def test_1xx_then_final_relayed(env):
+    env.script.plan((INTERIM + GOOD, "close"))
+    with Conn(env.port) as c:
+        c.send(REQ)
+        interim, final = c.read_interim_and_final()
+    assert [r.status for r in interim] == [103, 102], interim
+    assert interim[0].get("Link") == "</style.css>; rel=preload", interim[0]
+    assert final.status == 200 and final.body == GOOD_BODY, final
+
+
+def test_1xx_not_sent_to_http10_client(env):
+    env.script.plan((INTERIM + GOOD, "close"))
+    with Conn(env.port) as c:
+        c.send(b"GET /f HTTP/1.0\r\nHost: example.test\r\n\r\n")
+        interim, final = c.read_interim_and_final()
+    assert interim == [], "1xx sent to an HTTP/1.0 client: %r" % interim
+    assert final.status == 200 and final.body == GOOD_BODY, final
