@@ -55,7 +55,7 @@ void fy_h1r_next(struct fy_h1_reader *r)
 {
     fy_msg_reset(&r->msg);
     r->state = FY_H1R_HEAD;
-    r->no_body = r->eof_body = r->trailing = false;
+    r->no_body = r->eof_body = r->trailing = r->own_chunked = false;
     r->err_status = 0;
     r->err_text = NULL;
     r->scanned = r->line_start = r->nlines = r->head_len = r->method_len = 0;
@@ -139,6 +139,20 @@ static int scan_head(struct fy_h1_reader *r, const char *h, size_t n)
     return 0;
 }
 
+static size_t decode_chunked(struct fy_h1_reader *r, const char *p, size_t n)
+{
+    size_t used = fy_chunked_decode(&r->chunked, p, n, r->spans, &r->nspans, FY_H1R_MAX_SPANS);
+    for (int i = 0; i < r->nspans; i++)
+        r->body_bytes += r->spans[i].iov_len;
+    if (r->chunked.state == FY_CH_ERROR)
+        fail(r, 400, r->chunked.error);
+    else if (r->limits.max_body && r->body_bytes > r->limits.max_body)
+        fail(r, 413, "request body too large");
+    else if (r->chunked.state == FY_CH_DONE)
+        r->state = FY_H1R_DONE;
+    return used;
+}
+
 static size_t run_llhttp(struct fy_h1_reader *r, const char *p, size_t n)
 {
     llhttp_errno_t e = llhttp_execute(&r->llh, p, n);
@@ -165,7 +179,7 @@ size_t fy_h1r_execute(struct fy_h1_reader *r, const char *data, size_t len)
     if (r->state == FY_H1R_DONE || r->state == FY_H1R_ERROR)
         return 0;
     if (r->state != FY_H1R_HEAD)
-        return run_llhttp(r, data, len);
+        return r->own_chunked ? decode_chunked(r, data, len) : run_llhttp(r, data, len);
 
     size_t skipped = 0;
     if (r->is_request && r->scanned == 0) {
@@ -206,6 +220,8 @@ size_t fy_h1r_execute(struct fy_h1_reader *r, const char *data, size_t len)
     }
     if (r->state == FY_H1R_HEAD)
         fail(r, 400, "incomplete head"); /* scanner and llhttp disagree: refuse */
+    if (r->state == FY_H1R_BODY && r->own_chunked)
+        used += decode_chunked(r, data + used, len - used);
     return skipped + used;
 }
 
@@ -380,6 +396,12 @@ static int on_headers_complete(llhttp_t *p)
             return -1;
         }
         r->state = FY_H1R_BODY;
+        if (m->chunked) {
+            /* ferry decodes chunked bodies itself (http/chunked.c); llhttp stops here. */
+            r->own_chunked = true;
+            fy_chunked_init(&r->chunked);
+            return 1;
+        }
         /* An upgrade request without body: llhttp pauses for the upgrade after the message. */
         return 0;
     }
@@ -396,8 +418,12 @@ static int on_headers_complete(llhttp_t *p)
     /* RFC 9112 6.3: these never have a body, whatever Content-Length says. */
     if (r->no_body || m->status < 200 || m->status == 204 || m->status == 304)
         return 1;
-    if (!m->chunked && m->content_length < 0 && m->status >= 200 && m->status != 204 &&
-        m->status != 304)
+    if (m->chunked) {
+        r->own_chunked = true;
+        fy_chunked_init(&r->chunked);
+        return 1;
+    }
+    if (m->content_length < 0)
         r->eof_body = true;
     return 0;
 }
@@ -427,7 +453,9 @@ static int on_chunk_header(llhttp_t *p)
 static int on_message_complete(llhttp_t *p)
 {
     struct fy_h1_reader *r = R(p);
-    r->state = FY_H1R_DONE;
+    /* With a chunked body llhttp was told "no body": the head ends here, the body follows. */
+    if (!r->own_chunked)
+        r->state = FY_H1R_DONE;
     return HPE_PAUSED;
 }
 

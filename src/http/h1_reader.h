@@ -19,6 +19,7 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+#include "http/chunked.h"
 #include "http/msg.h"
 
 #define FY_H1R_MAX_SPANS 16
@@ -45,6 +46,8 @@ struct fy_h1_reader {
     bool no_body;        /* response to HEAD, or body otherwise known to be absent */
     bool eof_body;       /* response body delimited by connection close */
     bool trailing;       /* parsing trailer fields */
+    bool own_chunked;    /* body decoded by fy_chunked, not llhttp */
+    struct fy_chunked chunked;
     uint16_t err_status; /* 400, 413, 414, 431 for requests; 502 for responses */
     const char *err_text;
     struct fy_h1r_limits limits;

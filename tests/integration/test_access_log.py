@@ -86,11 +86,23 @@ def test_json_format(ferry_factory, upstream):
 
 def test_access_log_for_502_and_error(ferry_factory):
     f = ferry_factory("http://127.0.0.1:%d" % free_port(), "--access-log-format", "json")
-    _do(f.port, [("GET", "/down", None, [])])
+    (r,) = _do(f.port, [("GET", "/down", None, [])])
+    assert r.status == 502
     assert f.stop() == 0
     recs = [json.loads(l) for l in f.access_log_lines()]
     assert len(recs) == 1
     assert recs[0]["status"] == 502 and recs[0]["target"] == "/down"
+    assert recs[0]["bytes_out"] == len(r.body), \
+        "bytes_out must count the error body ferry sent (%d bytes)" % len(r.body)
+
+
+def test_access_log_combined_bytes_for_generated_error(ferry_factory):
+    f = ferry_factory("http://127.0.0.1:%d" % free_port())
+    (r,) = _do(f.port, [("GET", "/down", None, [])])
+    assert f.stop() == 0
+    m = COMBINED_RE.match(f.access_log_lines()[0])
+    assert m and m.group("status") == "502"
+    assert int(m.group("bytes")) == len(r.body)
 
 
 def test_access_log_to_file(ferry_factory, upstream):

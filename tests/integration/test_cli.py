@@ -5,7 +5,16 @@ import socket
 
 import pytest
 
-from harness import Ferry, free_port, run_ferry
+from harness import SANITIZER_MARKERS, Ferry, free_port, run_ferry as _run_ferry
+
+
+def run_ferry(*args, **kw):
+    """run_ferry that also fails on sanitizer reports (leaks on exit paths etc.)."""
+    p = _run_ferry(*args, **kw)
+    err = p.stderr.decode(errors="replace")
+    assert not any(m in err for m in SANITIZER_MARKERS), \
+        "sanitizer report for ferry %s:\n%s" % (" ".join(args), err)
+    return p
 
 
 def test_help_exit_0():

@@ -92,19 +92,17 @@ Test(args, minimal)
 Test(args, all_options)
 {
     cr_assert_eq(PARSE("--listen", "127.0.0.1:0", "--upstream", "http://127.0.0.1:9000/",
-                       "--workers", "3", "--request-header", "X-Req: a b",
-                       "--response-header", "X-Resp:\tv ", "--remove-request-header", "Cookie",
+                       "--workers", "3", "--request-header", "X-Req: a b", "--response-header",
+                       "X-Resp:\tv ", "--remove-request-header", "Cookie",
                        "--remove-response-header", "Server", "--host", "preserve",
                        "--x-forwarded-for", "off", "--x-forwarded-proto", "off",
                        "--x-forwarded-host", "off", "--via", "off", "--access-log", "off",
-                       "--access-log-format", "json", "--log-level", "debug",
-                       "--header-timeout", "500ms", "--idle-timeout", "2m", "--body-timeout",
-                       "3", "--send-timeout", "1.5s", "--connect-timeout", "1h",
-                       "--upstream-timeout", "7s", "--drain-timeout", "0",
-                       "--pool-idle-timeout", "250ms", "--pool-max-idle", "0",
-                       "--max-request-line", "1k", "--max-header-size", "32k",
-                       "--max-headers", "50", "--max-body-size", "1m", "--max-connections",
-                       "100"),
+                       "--access-log-format", "json", "--log-level", "debug", "--header-timeout",
+                       "500ms", "--idle-timeout", "2m", "--body-timeout", "3", "--send-timeout",
+                       "1.5s", "--connect-timeout", "1h", "--upstream-timeout", "7s",
+                       "--drain-timeout", "0", "--pool-idle-timeout", "250ms", "--pool-max-idle",
+                       "0", "--max-request-line", "1k", "--max-header-size", "32k", "--max-headers",
+                       "50", "--max-body-size", "1m", "--max-connections", "100"),
                  FY_ARGS_OK, "%s", ERR);
     cr_assert_str_eq(C.listen_text, "127.0.0.1:0");
     cr_assert_str_eq(C.upstream_authority, "127.0.0.1:9000");
@@ -235,8 +233,7 @@ Test(args, errors)
     EXPECT_ERR("a path is not supported yet", "--upstream", "http://127.0.0.1:1/api");
     EXPECT_ERR("missing host", "--upstream", "http://");
     EXPECT_ERR("port must be a number", "--upstream", "http://127.0.0.1:99999");
-    EXPECT_ERR("--listen '127.0.0.1'", "--upstream", "http://127.0.0.1:1", "--listen",
-               "127.0.0.1");
+    EXPECT_ERR("--listen '127.0.0.1'", "--upstream", "http://127.0.0.1:1", "--listen", "127.0.0.1");
     EXPECT_ERR("--request-header expects 'Name: value', got 'NoColon'", "--upstream",
                "http://127.0.0.1:1", "--request-header", "NoColon");
     EXPECT_ERR("'Bad Name' is not a valid header field name", "--upstream", "http://127.0.0.1:1",
@@ -247,8 +244,8 @@ Test(args, errors)
                "http://127.0.0.1:1", "--remove-request-header", "X-A: 1");
     EXPECT_ERR("contains a control character", "--upstream", "http://127.0.0.1:1",
                "--request-header", "X-A: a\r\nInjected: 1");
-    EXPECT_ERR("--x-forwarded-for expects on or off, got 'yes'", "--upstream",
-               "http://127.0.0.1:1", "--x-forwarded-for", "yes");
+    EXPECT_ERR("--x-forwarded-for expects on or off, got 'yes'", "--upstream", "http://127.0.0.1:1",
+               "--x-forwarded-for", "yes");
     EXPECT_ERR("--via expects on or off", "--upstream", "http://127.0.0.1:1", "--via", "ON");
     EXPECT_ERR("--access-log expects stdout, off or a file path", "--upstream",
                "http://127.0.0.1:1", "--access-log", "");
@@ -262,8 +259,8 @@ Test(args, errors)
                "http://127.0.0.1:1", "--max-headers", "0");
     EXPECT_ERR("--max-request-line expects a size from 64 to 1048576", "--upstream",
                "http://127.0.0.1:1", "--max-request-line", "63");
-    EXPECT_ERR("--max-header-size expects", "--upstream", "http://127.0.0.1:1",
-               "--max-header-size", "2m");
+    EXPECT_ERR("--max-header-size expects", "--upstream", "http://127.0.0.1:1", "--max-header-size",
+               "2m");
     EXPECT_ERR("--max-body-size expects", "--upstream", "http://127.0.0.1:1", "--max-body-size",
                "lots");
     EXPECT_ERR("--host: '", "--upstream", "http://127.0.0.1:1", "--host", "a b");
@@ -309,16 +306,15 @@ Test(parse, duration)
     struct {
         const char *s;
         uint64_t ms;
-    } ok[] = {{"0", 0},       {"10", 10000}, {"3s", 3000},  {"500ms", 500},
-              {"2m", 120000}, {"1h", 3600000}, {"1.5s", 1500}, {"0.5", 500},
-              {"0ms", 0}};
+    } ok[] = {{"0", 0},        {"10", 10000},  {"3s", 3000}, {"500ms", 500}, {"2m", 120000},
+              {"1h", 3600000}, {"1.5s", 1500}, {"0.5", 500}, {"0ms", 0}};
     for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
         uint64_t ms = 12345;
         cr_assert_eq(fy_parse_duration(ok[i].s, &ms), 0, "%s", ok[i].s);
         cr_assert_eq(ms, ok[i].ms, "%s -> %llu", ok[i].s, (unsigned long long)ms);
     }
-    const char *bad[] = {"", "s", "-1", "-1s", "5x", "5 s", "5sec", "1d", "5S", "inf",
-                         "1e13", "ms5"};
+    const char *bad[] = {"",     "s",  "-1", "-1s", "5x",   "5 s",
+                         "5sec", "1d", "5S", "inf", "1e13", "ms5"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         uint64_t ms = 777;
         cr_assert_eq(fy_parse_duration(bad[i], &ms), -1, "accepted '%s'", bad[i]);
@@ -362,8 +358,19 @@ Test(parse, size)
         cr_assert_eq(fy_parse_size(ok[i].s, &n), 0, "%s", ok[i].s);
         cr_assert_eq(n, ok[i].n, "%s -> %llu", ok[i].s, (unsigned long long)n);
     }
-    const char *bad[] = {"", "k", "-1", "+1", " 1", "1t", "1 k", "1kk", "1kbb", "1.5k",
-                         "18446744073709551616", "17179869184g", "0x10"};
+    const char *bad[] = {"",
+                         "k",
+                         "-1",
+                         "+1",
+                         " 1",
+                         "1t",
+                         "1 k",
+                         "1kk",
+                         "1kbb",
+                         "1.5k",
+                         "18446744073709551616",
+                         "17179869184g",
+                         "0x10"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         uint64_t n = 777;
         cr_assert_eq(fy_parse_size(bad[i], &n), -1, "accepted '%s'", bad[i]);

@@ -357,11 +357,12 @@ Test(h1_request, content_length_split_everywhere)
     }
 }
 
-static const char chunked_req[] = "POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
-                                  "5\r\nhello\r\n"
-                                  "6;ext=1\r\n world\r\n"
-                                  "1A\r\nabcdefghijklmnopqrstuvwxyz\r\n"
-                                  "0\r\nX-Trailer: t\r\n\r\n";
+static const char chunked_req[] =
+    "POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+    "5\r\nhello\r\n"
+    "6;ext=1\r\n world\r\n"
+    "1A\r\nabcdefghijklmnopqrstuvwxyz\r\n"
+    "0\r\nX-Trailer: t\r\n\r\n";
 static const char chunked_data[] = "hello worldabcdefghijklmnopqrstuvwxyz";
 
 Test(h1_request, chunked_body)
@@ -417,7 +418,8 @@ Test(h1_request, chunked_byte_by_byte)
 Test(h1_request, chunked_many_chunks_more_than_max_spans)
 {
     char s[4096];
-    int n = snprintf(s, sizeof(s), "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n");
+    int n =
+        snprintf(s, sizeof(s), "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n");
     char want[64];
     for (int i = 0; i < 40; i++) {
         n += snprintf(s + n, sizeof(s) - (size_t)n, "1\r\n%c\r\n", 'A' + i % 26);
@@ -506,8 +508,9 @@ Test(h1_request, pipelined_after_bodies)
 
 Test(h1_request, next_clears_framing)
 {
-    const char *s = "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nExpect: 100-continue\r\n\r\nx"
-                    "GET / HTTP/1.1\r\nHost: h\r\n\r\n";
+    const char *s =
+        "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nExpect: 100-continue\r\n\r\nx"
+        "GET / HTTP/1.1\r\nHost: h\r\n\r\n";
     fy_h1r_init(&R, true, &big);
     struct run out = {0};
     size_t n = run_all(&R, s, strlen(s), &out);
@@ -534,8 +537,16 @@ Test(h1_request, reject_cl_and_te)
 
 Test(h1_request, reject_bad_content_length)
 {
-    static const char *bad[] = {"abc", "-1", "+5", "5 5", "5,5", "0x10", "1.0", "",
-                                "99999999999999999999", "1234567890123456789"};
+    static const char *bad[] = {"abc",
+                                "-1",
+                                "+5",
+                                "5 5",
+                                "5,5",
+                                "0x10",
+                                "1.0",
+                                "",
+                                "99999999999999999999",
+                                "1234567890123456789"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         char s[256];
         snprintf(s, sizeof(s), "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: %s\r\n\r\n", bad[i]);
@@ -555,8 +566,8 @@ Test(h1_request, reject_duplicate_content_length)
 
 Test(h1_request, reject_transfer_encoding_not_chunked)
 {
-    static const char *bad[] = {"gzip, chunked", "chunked, chunked", "identity", "gzip",
-                                "chunkedx", "xchunked", "chunked;q=1", "\"chunked\""};
+    static const char *bad[] = {"gzip, chunked", "chunked, chunked", "identity",    "gzip",
+                                "chunkedx",      "xchunked",         "chunked;q=1", "\"chunked\""};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         char s[256];
         snprintf(s, sizeof(s),
@@ -813,8 +824,9 @@ Test(h1_request, body_too_large_413)
 
 Test(h1_request, reject_bad_chunk_size)
 {
-    static const char *bad[] = {"zz\r\n", "-1\r\n", " 5\r\nhello\r\n",
-                                "fffffffffffffffff\r\n", "5\nhello\r\n", "5\r\nhelloXX0\r\n\r\n"};
+    static const char *bad[] = {"zz\r\n",          "-1\r\n",
+                                " 5\r\nhello\r\n", "fffffffffffffffff\r\n",
+                                "5\nhello\r\n",    "5\r\nhelloXX0\r\n\r\n"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         char s[256];
         snprintf(s, sizeof(s), "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n%s",
@@ -946,7 +958,8 @@ Test(h1_response, status_204_304_no_body)
 }
 
 /* RFC 9110 15.4.5: a 304 never has content; its Content-Length describes the representation and
- * must not make the reader wait for (or steal the next response's bytes as) a body. Same for 204. */
+ * must not make the reader wait for (or steal the next response's bytes as) a body. Same for 204.
+ */
 Test(h1_response, status_304_with_content_length_has_no_body)
 {
     const char *head = "HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n";

@@ -4,8 +4,14 @@
 
 #include "filters/hdr_rules.h"
 
-#define SET(n, v) {(char *)(n), (char *)(v), sizeof(n) - 1, sizeof(v) - 1}
-#define DEL(n) {(char *)(n), NULL, sizeof(n) - 1, 0}
+#define SET(n, v)                                                                                  \
+    {                                                                                              \
+        (char *)(n), (char *)(v), sizeof(n) - 1, sizeof(v) - 1                                     \
+    }
+#define DEL(n)                                                                                     \
+    {                                                                                              \
+        (char *)(n), NULL, sizeof(n) - 1, 0                                                        \
+    }
 
 static void add(struct fy_msg *m, const char *name, const char *value)
 {

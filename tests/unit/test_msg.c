@@ -192,9 +192,9 @@ Test(msg, strip_hop_by_hop)
     add(&m, "Via", "1.1 a");
     fy_msg_strip_hop_by_hop(&m);
     const char *kept[] = {"Host", "Content-Length", "X-Kept", "Via"};
-    const char *gone[] = {"Connection",        "X-Secret", "Keep-Alive", "Proxy-Connection",
-                          "TE",                "Trailer",  "Upgrade",    "Transfer-Encoding",
-                          "X-Other",           "X-Third"};
+    const char *gone[] = {"Connection", "X-Secret", "Keep-Alive", "Proxy-Connection",
+                          "TE",         "Trailer",  "Upgrade",    "Transfer-Encoding",
+                          "X-Other",    "X-Third"};
     for (size_t i = 0; i < sizeof(kept) / sizeof(kept[0]); i++)
         cr_assert_not_null(fy_msg_find(&m, kept[i], (uint32_t)strlen(kept[i])), "%s", kept[i]);
     for (size_t i = 0; i < sizeof(gone) / sizeof(gone[0]); i++)

@@ -1,0 +1,164 @@
+/* Chunked transfer coding decoder; see chunked.h. */
+#include "http/chunked.h"
+
+#include <stdbool.h>
+
+static int hexval(unsigned char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+static bool is_tchar(unsigned char c)
+{
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
+        return true;
+    switch (c) {
+    case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+': case '-':
+    case '.': case '^': case '_': case '`': case '|': case '~':
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* Field and extension text: visible ASCII, obs-text, SP and HTAB. */
+static bool is_text(unsigned char c)
+{
+    return c == '\t' || (c >= 0x20 && c != 0x7f);
+}
+
+static size_t fail(struct fy_chunked *c, const char *why, size_t at)
+{
+    c->state = FY_CH_ERROR;
+    c->error = why;
+    return at;
+}
+
+size_t fy_chunked_decode(struct fy_chunked *c, const char *p, size_t n, struct iovec *spans,
+                         int *nspans, int max)
+{
+    size_t i = 0;
+    while (i < n) {
+        unsigned char ch = (unsigned char)p[i];
+        switch (c->state) {
+        case FY_CH_SIZE:
+        case FY_CH_SIZE_MORE: {
+            int v = hexval(ch);
+            if (v >= 0) {
+                /* 2^60 bytes is far beyond any body; refusing earlier keeps the maths exact. */
+                if (c->remaining >> 59)
+                    return fail(c, "chunk size too large", i);
+                c->remaining = (c->remaining << 4) | (uint64_t)v;
+                c->state = FY_CH_SIZE_MORE;
+            } else if (c->state == FY_CH_SIZE) {
+                return fail(c, "invalid chunk size", i);
+            } else if (ch == '\r') {
+                c->state = FY_CH_SIZE_LF;
+            } else if (ch == ';') {
+                c->state = FY_CH_EXT;
+            } else if (ch == ' ' || ch == '\t') {
+                c->state = FY_CH_SIZE_WS;
+            } else {
+                return fail(c, "invalid chunk size", i);
+            }
+            break;
+        }
+        case FY_CH_SIZE_WS:
+            if (ch == ';')
+                c->state = FY_CH_EXT;
+            else if (ch != ' ' && ch != '\t')
+                return fail(c, "invalid chunk size line", i);
+            break;
+        case FY_CH_EXT:
+            if (ch == '\r')
+                c->state = FY_CH_SIZE_LF;
+            else if (!is_text(ch))
+                return fail(c, "invalid chunk extension", i);
+            break;
+        case FY_CH_SIZE_LF:
+            if (ch != '\n')
+                return fail(c, "chunk size line not ended by CRLF", i);
+            c->line_len = 0;
+            c->state = c->remaining ? FY_CH_DATA : FY_CH_TRAILER;
+            i++;
+            continue;
+        case FY_CH_DATA: {
+            if (*nspans == max)
+                return i;
+            size_t take = n - i;
+            if (take > c->remaining)
+                take = (size_t)c->remaining;
+            spans[*nspans].iov_base = (void *)(p + i);
+            spans[*nspans].iov_len = take;
+            (*nspans)++;
+            c->remaining -= take;
+            i += take;
+            if (c->remaining == 0)
+                c->state = FY_CH_DATA_CR;
+            continue;
+        }
+        case FY_CH_DATA_CR:
+            if (ch != '\r')
+                return fail(c, "chunk data not followed by CRLF", i);
+            c->state = FY_CH_DATA_LF;
+            break;
+        case FY_CH_DATA_LF:
+            if (ch != '\n')
+                return fail(c, "chunk data not followed by CRLF", i);
+            c->state = FY_CH_SIZE;
+            c->line_len = 0;
+            i++;
+            continue;
+        case FY_CH_TRAILER:
+            if (ch == '\r') {
+                c->state = FY_CH_LAST_LF;
+            } else if (is_tchar(ch)) {
+                c->state = FY_CH_TRAILER_NAME;
+            } else {
+                return fail(c, "invalid trailer field", i);
+            }
+            break;
+        case FY_CH_TRAILER_NAME:
+            if (ch == ':')
+                c->state = FY_CH_TRAILER_VALUE;
+            else if (!is_tchar(ch))
+                return fail(c, "invalid trailer field name", i);
+            break;
+        case FY_CH_TRAILER_VALUE:
+            if (ch == '\r')
+                c->state = FY_CH_TRAILER_LF;
+            else if (!is_text(ch))
+                return fail(c, "invalid trailer field value", i);
+            break;
+        case FY_CH_TRAILER_LF:
+            if (ch != '\n')
+                return fail(c, "trailer line not ended by CRLF", i);
+            c->state = FY_CH_TRAILER;
+            c->line_len = 0;
+            i++;
+            continue;
+        case FY_CH_LAST_LF:
+            if (ch != '\n')
+                return fail(c, "chunked body not ended by CRLF", i);
+            c->state = FY_CH_DONE;
+            return i + 1;
+        case FY_CH_DONE:
+        case FY_CH_ERROR:
+            return i;
+        }
+        /* Only line bytes reach here: bound every line and the trailer section. */
+        if (++c->line_len > FY_CHUNKED_MAX_LINE)
+            return fail(c, "chunk line too long", i);
+        if (c->state >= FY_CH_TRAILER && c->state <= FY_CH_LAST_LF &&
+            ++c->trailer_len > FY_CHUNKED_MAX_TRAILERS)
+            return fail(c, "trailer section too large", i);
+        i++;
+    }
+    return i;
+}
