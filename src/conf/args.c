@@ -108,8 +108,10 @@ int fy_parse_duration(const char *s, uint64_t *ms)
 {
     char *end;
     errno = 0;
+    if (!isdigit((unsigned char)*s) && *s != '.')
+        return -1; /* also keeps out "nan", "inf", signs and spaces */
     double v = strtod(s, &end);
-    if (end == s || errno || v < 0)
+    if (end == s || errno || !(v >= 0))
         return -1;
     double mult;
     if (!*end || !strcmp(end, "s"))

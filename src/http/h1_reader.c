@@ -53,6 +53,8 @@ void fy_h1r_free(struct fy_h1_reader *r)
 
 void fy_h1r_next(struct fy_h1_reader *r)
 {
+    /* A fresh llhttp state per message: nothing (upgrade mode, a "close" state) carries over. */
+    llhttp_reset(&r->llh);
     fy_msg_reset(&r->msg);
     r->state = FY_H1R_HEAD;
     r->no_body = r->eof_body = r->trailing = r->own_chunked = false;
@@ -77,6 +79,11 @@ static int scan_head(struct fy_h1_reader *r, const char *h, size_t n)
     uint32_t i = r->scanned;
     for (; i < n; i++) {
         unsigned char c = (unsigned char)h[i];
+        if (i >= max_head) {
+            fail(r, r->nlines == 0 ? 414 : 431, r->nlines == 0 ? "request line too long"
+                                                              : "request header block too large");
+            return -1;
+        }
         if (c == '\n') {
             bool crlf = i > 0 && h[i - 1] == '\r';
             if (!crlf && r->is_request) {
@@ -124,10 +131,6 @@ static int scan_head(struct fy_h1_reader *r, const char *h, size_t n)
         }
         if (r->nlines == 0 && i - r->line_start >= max_line && r->is_request) {
             fail(r, 414, "request line too long");
-            return -1;
-        }
-        if (i >= max_head) {
-            fail(r, 431, "request header block too large");
             return -1;
         }
     }

@@ -212,7 +212,7 @@ static int flush(struct fy_client *c)
     return rc;
 }
 
-static void log_client_error(struct fy_client *c, int status)
+static void log_client_error(struct fy_client *c, int status, int body_bytes)
 {
     struct fy_log_entry e = {0};
     e.client = &c->peer.sa;
@@ -225,11 +225,13 @@ static void log_client_error(struct fy_client *c, int status)
         e.version_minor = m->version_minor;
     }
     e.status = status;
+    e.bytes_out = body_bytes > 0 ? (uint64_t)body_bytes : 0;
     e.total_us = c->w->loop.now_us - c->req_start_us;
     fy_accesslog_write(&c->w->alog, &e);
 }
 
-/* Queues a small complete error response. `close` forces Connection: close. */
+/* Queues a small complete error response. `close` forces Connection: close. Returns the body
+ * length, or -1 when out of memory. */
 static int queue_error(struct fy_client *c, int status, const char *text, bool close)
 {
     struct client_io *io = io_get(c);
@@ -250,17 +252,18 @@ static int queue_error(struct fy_client *c, int status, const char *text, bool c
     if (fy_h1w_copy(&io->wr, head, (size_t)hlen) < 0 ||
         (!c->req_is_head && fy_h1w_copy(&io->wr, body, (size_t)blen) < 0))
         return -1;
-    return 0;
+    return c->req_is_head ? 0 : blen;
 }
 
 /* A request that never became an exchange: answer, log, and close after flushing. */
 static void reject(struct fy_client *c, int status, const char *why)
 {
     fy_info("rejected request from client: %d %s", status, why);
-    log_client_error(c, status);
     c->linger = true;
     c->phase = P_CLOSING;
-    if (queue_error(c, status, why, true) < 0) {
+    int body = queue_error(c, status, why, true);
+    log_client_error(c, status, body);
+    if (body < 0) {
         close_client(c);
         return;
     }
@@ -452,15 +455,17 @@ static int ds_send_body(void *ds, const struct iovec *iov, int n, bool last)
     return rc;
 }
 
-static void ds_send_error(void *ds, int status, const char *text)
+static int ds_send_error(void *ds, int status, const char *text)
 {
     struct fy_client *c = ds;
     /* Keep-alive survives an error only if the request was read to its end. */
     bool body_pending = c->io->rd.state != FY_H1R_DONE;
     if (body_pending)
         c->linger = true;
-    if (queue_error(c, status, text, body_pending) < 0)
+    int body = queue_error(c, status, text, body_pending);
+    if (body < 0)
         c->close_after = true;
+    return body;
 }
 
 static void ds_done(void *ds, bool clean)

@@ -336,7 +336,9 @@ static void fail(struct fy_session *s, int status, const char *text)
         return;
     if (!s->head_sent && s->ds) {
         s->status = status;
-        s->ops->send_error(s->ds, status, text); /* decides keep-alive vs close itself */
+        /* The downstream decides keep-alive vs close itself. */
+        int body = s->ops->send_error(s->ds, status, text);
+        s->bytes_out += body > 0 ? (uint64_t)body : 0;
         finish(s, false, true);
     } else {
         finish(s, false, false);

@@ -39,8 +39,8 @@ struct fy_downstream_ops {
     int (*send_head)(void *ds, struct fy_msg *resp, bool body_until_close);
     /* Body (or tunnel) bytes; 0 = flushed, FY_AGAIN = queued (wake later), <0 = client gone. */
     int (*send_body)(void *ds, const struct iovec *iov, int n, bool last);
-    /* Error response before any head was sent. */
-    void (*send_error)(void *ds, int status, const char *text);
+    /* Error response before any head was sent. Returns the body bytes queued (for the log). */
+    int (*send_error)(void *ds, int status, const char *text);
     /* The session is finished; `clean` is false when the client connection must be closed
      * (e.g. the upstream died mid-body). The downstream forgets the session pointer. */
     void (*done)(void *ds, bool clean);
