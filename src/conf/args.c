@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "http/h1_reader.h"
+#include "http/tokens.h"
 
 static const char usage_text[] =
     "usage: ferry --upstream http://HOST:PORT [options]\n"
@@ -248,6 +249,12 @@ static int add_rule(struct fy_header_rules *rules, const char *opt, const char *
     if (!valid_name(name, nlen))
         return errf(err, errlen, "%s: '%.*s' is not a valid header field name", opt, (int)nlen,
                     name);
+    /* Framing and hop-by-hop fields are ferry's to write: a rule could desynchronise framing. */
+    enum fy_token tok = fy_token_lookup(name, nlen);
+    if (tok == FY_TOK_CONTENT_LENGTH || (fy_token_flags(tok) & FY_TOKF_HOP))
+        return errf(err, errlen, "%s: %.*s is managed by ferry (message framing and connection "
+                                 "fields cannot be set or removed)",
+                    opt, (int)nlen, name);
     char *expanded = NULL;
     if (value) {
         char *missing;
@@ -364,6 +371,25 @@ static const struct size_opt size_opts[] = {
     {"--max-body-size", offsetof(struct fy_config, max_body_size), true, 0, UINT64_MAX},
 };
 
+static bool is_known_option(const char *opt)
+{
+    static const char *const plain[] = {
+        "--listen", "--upstream", "--workers", "--request-header", "--response-header",
+        "--remove-request-header", "--remove-response-header", "--host", "--x-forwarded-for",
+        "--x-forwarded-proto", "--x-forwarded-host", "--via", "--access-log",
+        "--access-log-format", "--log-level"};
+    for (size_t k = 0; k < sizeof(plain) / sizeof(plain[0]); k++)
+        if (!strcmp(opt, plain[k]))
+            return true;
+    for (size_t k = 0; k < sizeof(duration_opts) / sizeof(duration_opts[0]); k++)
+        if (!strcmp(opt, duration_opts[k].name))
+            return true;
+    for (size_t k = 0; k < sizeof(size_opts) / sizeof(size_opts[0]); k++)
+        if (!strcmp(opt, size_opts[k].name))
+            return true;
+    return false;
+}
+
 enum fy_args_result fy_args_parse(struct fy_config *c, int argc, char **argv, char *err,
                                   size_t errlen, void *out_stream)
 {
@@ -390,6 +416,10 @@ enum fy_args_result fy_args_parse(struct fy_config *c, int argc, char **argv, ch
         }
         if (strncmp(opt, "--", 2) != 0) {
             errf(err, errlen, "unexpected argument '%s' (see ferry --help)", opt);
+            return FY_ARGS_ERROR;
+        }
+        if (!is_known_option(opt)) {
+            errf(err, errlen, "unknown option '%s' (see ferry --help)", opt);
             return FY_ARGS_ERROR;
         }
         const char *v = inline_val;

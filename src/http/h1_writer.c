@@ -8,7 +8,12 @@
 
 void fy_h1w_init(struct fy_h1_writer *w)
 {
-    memset(w, 0, sizeof(*w));
+    /* Only the control fields: the iovec and scratch arrays are written before being read. */
+    w->q.n = w->q.first = w->q.nscratch = 0;
+    w->q.head = NULL;
+    w->framing = FY_FRAME_NONE;
+    w->finished = false;
+    w->body_sent = 0;
 }
 
 void fy_h1w_reset(struct fy_h1_writer *w)
@@ -75,6 +80,19 @@ bool fy_h1w_put_field(struct fy_buf *b, const char *name, size_t nlen, const cha
     *p++ = '\n';
     b->end += (uint32_t)(nlen + vlen + 4);
     return true;
+}
+
+size_t fy_u64_to_dec(uint64_t v, char *out)
+{
+    char tmp[24];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++)
+        out[i] = tmp[n - 1 - i];
+    return n;
 }
 
 int fy_h1w_copy(struct fy_h1_writer *w, const char *p, size_t n)

@@ -60,6 +60,9 @@ bool fy_h1w_put_field(struct fy_buf *b, const char *name, size_t nlen, const cha
                       size_t vlen);
 bool fy_h1w_put(struct fy_buf *b, const char *s, size_t n);
 
+/* Writes v in decimal to out (at least 21 bytes); returns the length. No NUL. */
+size_t fy_u64_to_dec(uint64_t v, char *out);
+
 /* Queues body data with the writer's framing; `last` queues the end (e.g. "0\r\n\r\n").
  * Returns 0, or -1 if the queue is too full (flush first; callers size batches to avoid it). */
 int fy_h1w_body(struct fy_h1_writer *w, const struct iovec *iov, int n, bool last);

@@ -81,6 +81,15 @@ int fy_msg_set(struct fy_msg *m, const char *name, uint32_t nlen, const char *va
     return fy_msg_add(m, name, nlen, value, vlen, fy_token_lookup(name, nlen));
 }
 
+int fy_msg_set_tok(struct fy_msg *m, enum fy_token tok, const char *name, uint32_t nlen,
+                   const char *value, uint32_t vlen)
+{
+    for (uint32_t i = 0; i < m->nhdrs; i++)
+        if (m->hdrs[i].tok == tok)
+            m->hdrs[i].removed = true;
+    return fy_msg_add(m, name, nlen, value, vlen, tok);
+}
+
 static bool is_ows(char c)
 {
     return c == ' ' || c == '\t';
@@ -126,7 +135,11 @@ bool fy_list_has(const char *value, uint32_t vlen, const char *tok, uint32_t tle
 static bool hide_named(const char *e, uint32_t n, void *arg)
 {
     struct fy_msg *m = arg;
-    /* "close"/"keep-alive" are options, not field names; hiding them is harmless either way. */
+    /* "close"/"keep-alive" are options, not field names; hiding them is harmless either way.
+     * Host and Content-Length are never hop-by-hop: "Connection: host" must not strip them. */
+    enum fy_token t = fy_token_lookup(e, n);
+    if (t == FY_TOK_HOST || t == FY_TOK_CONTENT_LENGTH)
+        return false;
     fy_msg_remove(m, e, n);
     return false;
 }

@@ -64,6 +64,10 @@ int fy_msg_remove(struct fy_msg *m, const char *name, uint32_t nlen);
 /* Replaces all fields of this name with one (value referenced). Returns 0 or -1 (out of memory). */
 int fy_msg_set(struct fy_msg *m, const char *name, uint32_t nlen, const char *value, uint32_t vlen);
 
+/* Like fy_msg_set for a well-known field: matches by token, not by comparing names. */
+int fy_msg_set_tok(struct fy_msg *m, enum fy_token tok, const char *name, uint32_t nlen,
+                   const char *value, uint32_t vlen);
+
 /* Hides hop-by-hop fields: the fixed set of tokens and every field named in Connection. */
 void fy_msg_strip_hop_by_hop(struct fy_msg *m);
 

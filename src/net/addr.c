@@ -61,8 +61,29 @@ int fy_addr_parse(const char *text, struct fy_addr *out, const char **why)
     return 0;
 }
 
+/* inet_ntop goes through sprintf; this runs once per request for X-Forwarded-For. */
+static size_t format_ipv4(const unsigned char *a, char *buf)
+{
+    char *p = buf;
+    for (int i = 0; i < 4; i++) {
+        unsigned v = a[i];
+        if (v >= 100)
+            *p++ = (char)('0' + v / 100);
+        if (v >= 10)
+            *p++ = (char)('0' + v / 10 % 10);
+        *p++ = (char)('0' + v % 10);
+        if (i < 3)
+            *p++ = '.';
+    }
+    *p = 0;
+    return (size_t)(p - buf);
+}
+
 size_t fy_addr_format_host(const struct sockaddr *sa, char *buf, size_t size)
 {
+    if (sa->sa_family == AF_INET && size >= 16)
+        return format_ipv4((const unsigned char *)&((const struct sockaddr_in *)sa)->sin_addr,
+                           buf);
     const void *src = sa->sa_family == AF_INET6
                           ? (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr
                           : (const void *)&((const struct sockaddr_in *)sa)->sin_addr;

@@ -361,9 +361,10 @@ static int put_fields(struct fy_buf *b, const struct fy_msg *m)
 
 static int put_status_line(struct fy_buf *b, const struct fy_msg *m)
 {
-    char line[64];
-    int n = snprintf(line, sizeof(line), "HTTP/1.1 %03u ", m->status);
-    if (!fy_h1w_put(b, line, (size_t)n))
+    unsigned st = m->status;
+    char line[13] = {'H', 'T', 'T', 'P', '/', '1', '.', '1', ' ', (char)('0' + st / 100 % 10),
+                     (char)('0' + st / 10 % 10), (char)('0' + st % 10), ' '};
+    if (!fy_h1w_put(b, line, sizeof(line)))
         return -1;
     const char *reason = m->reason_len ? m->reason : reason_phrase(m->status);
     size_t rlen = m->reason_len ? m->reason_len : strlen(reason);

@@ -52,6 +52,7 @@ struct fy_session {
     void *ds;
     struct fy_msg req;
     struct sockaddr_storage client;
+    char client_ip[64]; /* X-Forwarded-For value when the client sent none */
     struct fy_upconn *up;
     struct scratch *scratch;
     enum session_state state;
@@ -174,7 +175,7 @@ static int prepare_request(struct fy_session *s)
             h = orig_host;
             hl = orig_host_len;
         }
-        if (fy_msg_set(m, "Host", 4, h, hl) < 0)
+        if (fy_msg_set_tok(m, FY_TOK_HOST, "Host", 4, h, hl) < 0)
             return -1;
     }
     if (cfg->x_forwarded_for && !rule_owns(s, FY_TOK_X_FORWARDED_FOR)) {
@@ -199,28 +200,26 @@ static int prepare_request(struct fy_session *s)
         uint32_t vlen;
         const char *v = prev ? join_list(s, prev, prev_len, ip, iplen, &vlen) : NULL;
         if (!prev) {
-            char *p = scratch_alloc(s, iplen);
-            if (!p)
-                return -1;
-            memcpy(p, ip, iplen);
-            v = p;
+            memcpy(s->client_ip, ip, iplen);
+            v = s->client_ip;
             vlen = (uint32_t)iplen;
         }
-        if (!v || fy_msg_set(m, "X-Forwarded-For", 15, v, vlen) < 0)
+        if (!v || fy_msg_set_tok(m, FY_TOK_X_FORWARDED_FOR, "X-Forwarded-For", 15, v, vlen) < 0)
             return -1;
     }
     if (cfg->x_forwarded_proto && !rule_owns(s, FY_TOK_X_FORWARDED_PROTO) &&
-        fy_msg_set(m, "X-Forwarded-Proto", 17, "http", 4) < 0)
+        fy_msg_set_tok(m, FY_TOK_X_FORWARDED_PROTO, "X-Forwarded-Proto", 17, "http", 4) < 0)
         return -1;
     if (cfg->x_forwarded_host && !rule_owns(s, FY_TOK_X_FORWARDED_HOST) && orig_host &&
-        fy_msg_set(m, "X-Forwarded-Host", 16, orig_host, orig_host_len) < 0)
+        fy_msg_set_tok(m, FY_TOK_X_FORWARDED_HOST, "X-Forwarded-Host", 16, orig_host,
+                       orig_host_len) < 0)
         return -1;
     if (cfg->via && !rule_owns(s, FY_TOK_VIA)) {
         struct fy_hdr *via = fy_msg_find_tok(m, FY_TOK_VIA);
         const char *me = m->version_minor ? "1.1 ferry" : "1.0 ferry";
         uint32_t vlen = 9;
         const char *v = via ? join_list(s, via->value, via->value_len, me, 9, &vlen) : me;
-        if (!v || fy_msg_set(m, "Via", 3, v, vlen) < 0)
+        if (!v || fy_msg_set_tok(m, FY_TOK_VIA, "Via", 3, v, vlen) < 0)
             return -1;
     }
     /* Expect is answered by ferry itself (100 Continue when the body is wanted). */
@@ -251,9 +250,9 @@ static int queue_request_head(struct fy_session *s)
         ok = ok && fy_h1w_put(b, "Transfer-Encoding: chunked\r\n", 28);
         wr->framing = FY_FRAME_CHUNKED;
     } else if (m->content_length >= 0) {
-        char cl[48];
-        int n = snprintf(cl, sizeof(cl), "Content-Length: %lld\r\n", (long long)m->content_length);
-        ok = ok && fy_h1w_put(b, cl, (size_t)n);
+        char digits[24];
+        size_t n = fy_u64_to_dec((uint64_t)m->content_length, digits);
+        ok = ok && fy_h1w_put_field(b, "Content-Length", 14, digits, n);
         wr->framing = m->content_length > 0 ? FY_FRAME_LENGTH : FY_FRAME_NONE;
     } else {
         wr->framing = FY_FRAME_NONE;
@@ -551,7 +550,7 @@ static int prepare_response(struct fy_session *s, struct fy_msg *m)
         const char *me = m->version_minor ? "1.1 ferry" : "1.0 ferry";
         uint32_t vlen = 9;
         const char *v = via ? join_list(s, via->value, via->value_len, me, 9, &vlen) : me;
-        if (!v || fy_msg_set(m, "Via", 3, v, vlen) < 0)
+        if (!v || fy_msg_set_tok(m, FY_TOK_VIA, "Via", 3, v, vlen) < 0)
             return -1;
     }
     return fy_hdr_rules_apply(&cfg->response_rules, m);
@@ -633,7 +632,7 @@ static void response_complete(struct fy_session *s)
     bool reusable = s->req_done && s->req_last_queued && up->rd.msg.keep_alive &&
                     !up->rd.eof_body && fy_buf_len(up->in) == 0;
     /* A response that overtook its request body leaves unread body on the client side. */
-    finish(s, reusable, s->req_done && s->req_last_queued && !(s->req.upgrade));
+    finish(s, reusable, s->req_done && s->req_last_queued);
 }
 
 static int pump_response(struct fy_session *s)

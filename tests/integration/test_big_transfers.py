@@ -132,6 +132,7 @@ def test_1gb_download(ferry_factory, raw_upstream, framing):
     assert total == BIG
     assert got == sent_hash["h"], "downloaded bytes differ from what upstream sent"
     assert sampler.samples > 0
+    print("ferry peak RSS %d kB over %d samples (limit %d kB)" % (sampler.max_kb, sampler.samples, limit))
     assert sampler.max_kb < limit, "ferry RSS peaked at %d kB (limit %d kB)" % (sampler.max_kb, limit)
 
 
@@ -179,4 +180,5 @@ def test_1gb_upload(ferry_factory, raw_upstream, framing):
     if framing == "chunked":
         assert recv["framing"] == "chunked"
     assert sampler.samples > 0
+    print("ferry peak RSS %d kB over %d samples (limit %d kB)" % (sampler.max_kb, sampler.samples, limit))
     assert sampler.max_kb < limit, "ferry RSS peaked at %d kB (limit %d kB)" % (sampler.max_kb, limit)

@@ -240,7 +240,7 @@ def test_hop_by_hop_response_fields_stripped(ferry, upstream):
         h.send_simple(200, b"resp", headers=[
             ("Connection", "X-Up-Hop, Keep-Alive"), ("X-Up-Hop", "secret"),
             ("Keep-Alive", "timeout=99, max=5"), ("Proxy-Connection", "keep-alive"),
-            ("Trailer", "X-T"), ("X-End-To-End", "stays")])
+            ("Trailer", "X-T"), ("Upgrade", "h2c"), ("X-End-To-End", "stays")])
 
     upstream.route("/hop", route)
     s = connect(ferry.port)
@@ -250,7 +250,7 @@ def test_hop_by_hop_response_fields_stripped(ferry, upstream):
         r = rd.read_final()
         assert r.status == 200 and r.body == b"resp"
         names = r.header_names()
-        for n in ("x-up-hop", "keep-alive", "proxy-connection", "trailer"):
+        for n in ("x-up-hop", "keep-alive", "proxy-connection", "trailer", "upgrade"):
             assert n not in names, "hop-by-hop %s forwarded to client: %r" % (n, r.headers)
         for v in r.header_all("Connection"):
             assert "x-up-hop" not in v.lower()
@@ -291,3 +291,52 @@ def test_chunked_te_not_duplicated_with_content_length(ferry, upstream):
     assert r.status == 200
     assert not (r.has_header("Content-Length") and r.has_header("Transfer-Encoding"))
     assert r.header_all("Transfer-Encoding") == ["chunked"]
+
+
+# ---------------------------------------------------------------- preservation
+
+def test_repeated_fields_preserved_in_order(ferry, upstream):
+    def route(h, req):
+        h.send_simple(200, b"x", headers=[("Set-Cookie", "a=1; Path=/"),
+                                          ("Set-Cookie", "b=2, c=3; Expires=Wed, 21 Oct 2026 07:28:00 GMT"),
+                                          ("Set-Cookie", "d=4")])
+
+    upstream.route("/cookies", route)
+    r = _get(ferry.port, "/cookies", headers=[("X-Multi", "one"), ("X-Multi", "two"),
+                                               ("Accept", "text/html"), ("Accept", "*/*")])
+    assert r.status == 200
+    assert r.header_all("Set-Cookie") == ["a=1; Path=/",
+                                          "b=2, c=3; Expires=Wed, 21 Oct 2026 07:28:00 GMT",
+                                          "d=4"], "Set-Cookie must stay separate fields"
+    got = upstream.last
+    assert ",".join(got.header_all("X-Multi")).replace(" ", "") == "one,two"
+    assert ",".join(got.header_all("Accept")).replace(" ", "") == "text/html,*/*"
+
+
+def test_target_forwarded_byte_exact(ferry, upstream):
+    target = "/a%20b/./c/../d;p=1?x=1&y=%2F&z=%zz&empty=#"
+    target = target[:-1]  # no fragment on the wire
+    assert _get(ferry.port, target).status == 200
+    assert upstream.last.path == target
+
+
+def test_header_values_forwarded_verbatim(ferry, upstream):
+    vals = [("X-Spaces", "a  b   c"), ("X-Utf8ish", "caf\xe9"), ("X-Empty", ""),
+            ("X-Quote", '"quoted, with comma"'), ("X-Long", "v" * 4000)]
+    assert _get(ferry.port, headers=vals).status == 200
+    got = upstream.last
+    for k, v in vals:
+        assert got.header(k) == v, (k, got.header(k))
+
+
+def test_status_reason_and_custom_status_passed_through(ferry, upstream):
+    def route(h, req):
+        h.send_response_only(299, "Custom Reason")
+        h.send_header("Content-Length", "2")
+        h.end_headers()
+        h.wfile.write(b"ok")
+
+    upstream.route("/custom", route)
+    r = _get(ferry.port, "/custom")
+    assert r.status == 299 and r.body == b"ok"
+    assert r.reason == "Custom Reason"

@@ -3,7 +3,8 @@ upstream connection pooling."""
 
 import pytest
 
-from harness import (ResponseReader, connect, is_open_after, simple_request, wait_closed)
+from harness import (ResponseReader, connect, is_open_after, pattern_bytes, simple_request,
+                     wait_closed)
 
 
 def test_sequential_requests_one_client_and_one_upstream_connection(ferry, upstream):
@@ -22,6 +23,8 @@ def test_sequential_requests_one_client_and_one_upstream_connection(ferry, upstr
     assert len(reqs) == n
     assert len({q.conn_id for q in reqs}) == 1, "upstream connection not reused"
     assert upstream.conn_count == 1
+    assert ferry.stop() == 0
+    ferry.assert_no_unexpected_errors()
 
 
 def test_upstream_pool_shared_across_client_connections(ferry, upstream):
@@ -63,6 +66,20 @@ def test_http10_without_keepalive_closes(ferry, upstream):
         rd = ResponseReader(s)
         r = rd.read_final()
         assert r.status == 200 and len(r.body) == 10
+        assert rd.at_eof() or wait_closed(s) == b""
+    finally:
+        s.close()
+
+
+def test_http10_chunked_upstream_sent_close_delimited(ferry, upstream):
+    s = connect(ferry.port)
+    try:
+        s.sendall(b"GET /chunked/70000 HTTP/1.0\r\nHost: x\r\n\r\n")
+        rd = ResponseReader(s)
+        r = rd.read_final()
+        assert r.status == 200
+        assert r.header("Transfer-Encoding") is None, "no chunked framing to an HTTP/1.0 client"
+        assert r.body == pattern_bytes(70000)
         assert rd.at_eof() or wait_closed(s) == b""
     finally:
         s.close()

@@ -191,3 +191,61 @@ def test_close_delimited_upstream_response_to_http10_client(ferry_factory, raw_u
     assert r.status == 200
     assert r.header("Transfer-Encoding") is None, "no chunked to an HTTP/1.0 client"
     assert r.body == body
+
+
+def test_request_trailers_dropped_body_intact(ferry_factory, raw_upstream):
+    seen = {}
+
+    def handler(c):
+        rd = SockReader(c)
+        head = rd.read_head()
+        raw = bytearray()
+        # capture the raw chunked body including the trailer section
+        while not raw.endswith(b"\r\n\r\n") or b"0\r\n" not in raw:
+            if not rd.buf and not rd._fill():
+                break
+            raw += rd.buf
+            rd.buf.clear()
+        seen["head"], seen["raw"] = head, bytes(raw)
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        try:
+            rd.read_head()
+        except (EOFError, OSError):
+            pass
+
+    raw_upstream.handler = handler
+    f = ferry_factory(raw_upstream.url)
+    r = _exchange(f.port, b"POST /t HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                          b"Trailer: X-Checksum\r\n\r\n"
+                          b"5\r\nhello\r\n0\r\nX-Checksum: abc\r\n\r\n")
+    assert r.status == 200 and r.body == b"ok"
+    assert b"x-checksum" not in seen["raw"].lower(), "trailer forwarded: %r" % seen["raw"]
+    assert b"trailer:" not in seen["head"].lower()
+    # decode what the upstream got
+    from harness import parse_request_head  # noqa
+    body = bytearray()
+    data = seen["raw"]
+    while True:
+        line, _, data = data.partition(b"\r\n")
+        n = int(line.split(b";")[0], 16)
+        if n == 0:
+            break
+        body += data[:n]
+        data = data[n + 2:]
+    assert bytes(body) == b"hello"
+
+
+def test_asterisk_form_options(ferry, upstream):
+    r = _exchange(ferry.port, b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert r.status == 200
+    got = upstream.wait_requests(1)[-1]
+    assert got.method == "OPTIONS" and got.path == "*"
+
+
+def test_absolute_form_target_accepted(ferry, upstream):
+    """RFC 9112 3.2.2: a server MUST accept the absolute-form."""
+    r = _exchange(ferry.port, b"GET http://client.example/abs/path?q=1 HTTP/1.1\r\n"
+                              b"Host: client.example\r\n\r\n")
+    assert r.status == 200
+    got = upstream.wait_requests(1)[-1]
+    assert got.path in ("http://client.example/abs/path?q=1", "/abs/path?q=1")

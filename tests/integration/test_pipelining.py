@@ -19,6 +19,8 @@ def test_three_pipelined_requests_in_order(ferry, upstream):
     assert r2.status == 200 and r2.body == body
     assert r3.status == 200 and r3.json()["path"] == "/headers?third=1"
     assert [q.path for q in upstream.wait_requests(3)] == ["/size/11", "/echo", "/headers?third=1"]
+    assert ferry.stop() == 0
+    ferry.assert_no_unexpected_errors()
 
 
 def test_pipelined_order_kept_when_first_is_slow(ferry, upstream):

@@ -130,3 +130,36 @@ def test_raw_upgrade_tunnel(ferry_factory, raw_upstream):
     head = seen["head"].lower()
     assert b"upgrade: websocket" in head
     assert b"connection:" in head and b"upgrade" in head.split(b"connection:")[1].split(b"\r\n")[0]
+
+
+def test_upgrade_refused_by_upstream_connection_continues_as_http(ferry_factory, raw_upstream):
+    """RFC 9110 7.8: a server that does not upgrade answers normally and the
+    connection continues; a proxy may close instead but must say Connection: close."""
+    def handler(c):
+        rd = SockReader(c)
+        while True:
+            try:
+                m, t, h, b = rd.read_request()
+            except (EOFError, OSError):
+                return
+            if t == "/chat":
+                c.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 3\r\n\r\nbad")
+            else:
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    raw_upstream.handler = handler
+    f = ferry_factory(raw_upstream.url)
+    s = connect(f.port, timeout=10)
+    try:
+        rd = ResponseReader(s, timeout=10)
+        s.sendall(b"GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                  b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        r = rd.read_final()
+        assert r.status == 400 and r.body == b"bad"
+        if "close" in (r.header("Connection") or "").lower():
+            return  # ferry chose to close and said so: acceptable
+        s.sendall(b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+        r2 = rd.read_final()
+        assert r2.status == 200 and r2.body == b"ok", "connection must continue as HTTP"
+    finally:
+        s.close()
