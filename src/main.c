@@ -20,7 +20,7 @@
 #include "proxy/worker.h"
 
 int fy_accesslog_fd = -1;
-void fy_client_io_freelist_drain(void);
+void fy_client_io_freelist_release(void);
 
 static void raise_fd_limit(void)
 {
@@ -58,6 +58,7 @@ int main(int argc, char **argv)
         if (fy_accesslog_fd < 0) {
             fprintf(stderr, "ferry: cannot open access log %s: %s\n", cfg.access_log_path,
                     strerror(errno));
+            fy_config_free(&cfg);
             return 1;
         }
     }
@@ -68,6 +69,7 @@ int main(int argc, char **argv)
                 rc == -EADDRINUSE ? " (another program is using it; stop it or pick another "
                                     "port with --listen)"
                                   : "");
+        fy_config_free(&cfg);
         return 1;
     }
     struct fy_worker *workers = calloc((size_t)cfg.workers, sizeof(*workers));
@@ -117,8 +119,8 @@ int main(int argc, char **argv)
     for (int i = 0; i < cfg.workers; i++)
         fy_worker_destroy(&workers[i]);
     free(workers);
-    fy_buf_drain_freelist();
-    fy_client_io_freelist_drain();
+    fy_buf_freelist_release();
+    fy_client_io_freelist_release();
     fy_info("stopped");
     fy_config_free(&cfg);
     return 0;

@@ -44,7 +44,7 @@ void fy_buf_put(struct fy_buf *b)
     free_count++;
 }
 
-void fy_buf_drain_freelist(void)
+void fy_buf_freelist_release(void)
 {
     while (free_head) {
         struct fy_buf *b = free_head;

@@ -26,7 +26,7 @@ struct fy_buf *fy_buf_get(size_t size);
 void fy_buf_put(struct fy_buf *b);
 
 /* Frees this thread's free list; called when a worker exits. */
-void fy_buf_drain_freelist(void);
+void fy_buf_freelist_release(void);
 
 static inline size_t fy_buf_len(const struct fy_buf *b)
 {

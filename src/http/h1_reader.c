@@ -213,7 +213,9 @@ size_t fy_h1r_execute(struct fy_h1_reader *r, const char *data, size_t len)
         }
         r->msg.method = data;
         r->msg.method_len = r->method_len;
-        if (llhttp_execute(&r->llh, "GET", 3) != HPE_OK) {
+        /* CONNECT keeps its name: its authority-form target is only valid for CONNECT. */
+        bool connect = r->method_len == 7 && !memcmp(data, "CONNECT", 7);
+        if (llhttp_execute(&r->llh, connect ? "CONNECT" : "GET", connect ? 7 : 3) != HPE_OK) {
             fail(r, 400, "malformed request line");
             return skipped;
         }

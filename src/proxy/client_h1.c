@@ -126,8 +126,8 @@ static void io_put(struct fy_client *c)
     io_free = io;
 }
 
-void fy_client_io_freelist_drain(void);
-void fy_client_io_freelist_drain(void)
+void fy_client_io_freelist_release(void);
+void fy_client_io_freelist_release(void)
 {
     while (io_free) {
         struct client_io *n = io_free->next_free;
@@ -720,7 +720,7 @@ static void client_run(struct fy_task *t)
     if (rc == 0 && c->out_blocked) {
         c->out_blocked = false;
         fy_loop_timer_stop(&c->timer);
-        fy_session_drained(c->session);
+        fy_session_output_flushed(c->session);
     }
     if (c->want_body && (c->sock.rd_ready || c->timed_out))
         fy_session_wake(c->session);

@@ -65,6 +65,7 @@ struct fy_session {
     bool detached;
     /* request side */
     bool req_last_queued, req_done, req_spans_out, req_body_started, sent_continue;
+    bool req_starved; /* waiting for the client's body bytes */
     /* response side */
     bool got_response_bytes, head_sent, resp_spans_out, ds_blocked, resp_last_sent;
     /* tunnel */
@@ -87,7 +88,7 @@ void fy_session_wake(struct fy_session *s)
     fy_loop_queue(&s->w->loop, &s->task);
 }
 
-void fy_session_drained(struct fy_session *s)
+void fy_session_output_flushed(struct fy_session *s)
 {
     s->ds_blocked = false;
     fy_loop_queue(&s->w->loop, &s->task);
@@ -468,6 +469,7 @@ static int pump_request(struct fy_session *s)
     int progress = 0;
     if (s->req_done)
         return 0;
+    s->req_starved = false;
     for (;;) {
         bool starved = false;
         if (!s->req_spans_out && !s->req_last_queued) {
@@ -532,8 +534,10 @@ static int pump_request(struct fy_session *s)
             s->req_done = true;
             return 1;
         }
-        if (starved)
+        if (starved) {
+            s->req_starved = true;
             return progress;
+        }
     }
 }
 
@@ -687,7 +691,6 @@ static int pump_response(struct fy_session *s)
         if (r > 0) {
             in->end += (uint32_t)r;
             s->got_response_bytes = true;
-            fy_loop_timer_set(&s->w->loop, &s->timer, s->w->cfg->upstream_timeout);
             progress = 1;
             continue;
         }
@@ -724,6 +727,7 @@ static void step_exchange(struct fy_session *s)
         }
         return;
     }
+    bool moved = false;
     for (;;) {
         int a = pump_request(s);
         if (a < 0 || s->state != S_EXCHANGE)
@@ -732,8 +736,15 @@ static void step_exchange(struct fy_session *s)
         if (b < 0 || s->state != S_EXCHANGE)
             return;
         if (!a && !b)
-            return;
+            break;
+        moved = true;
     }
+    /* The upstream timeout measures the upstream's silence: it restarts on any progress and
+     * does not run while the client is the one holding things up. */
+    if (s->ds_blocked || (s->req_starved && !s->req_done))
+        fy_loop_timer_stop(&s->timer); /* the client's body/send timeouts apply instead */
+    else if (moved || s->timer.deadline == 0)
+        fy_loop_timer_set(&s->w->loop, &s->timer, s->w->cfg->upstream_timeout);
 }
 
 /* ---- TUNNEL ---- */

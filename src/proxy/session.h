@@ -23,9 +23,6 @@ struct fy_session;
 struct fy_worker;
 struct fy_upconn;
 
-/* Why an exchange failed; picks the status (400 vs 502/504) and whether a retry is allowed. */
-enum fy_err_source { FY_ERRSRC_NONE, FY_ERRSRC_CLIENT, FY_ERRSRC_UPSTREAM, FY_ERRSRC_INTERNAL };
-
 /* What the session needs from whoever carries the client side (HTTP/1 connection, H2 stream). */
 struct fy_downstream_ops {
     /* Up to `max` spans of request body. Returns the count (0 with *last at the end), FY_AGAIN
@@ -52,11 +49,11 @@ struct fy_session *fy_session_start(struct fy_worker *w, const struct fy_downstr
                                     void *ds, struct fy_msg *req, const struct sockaddr *client,
                                     uint64_t start_us);
 
-/* Queues the session to run again (new data, buffers drained). Never runs it inline. */
+/* Queues the session to run again (new data, room in buffers). Never runs it inline. */
 void fy_session_wake(struct fy_session *s);
 
-/* The downstream flushed everything the session gave it; the session may reuse those bytes. */
-void fy_session_drained(struct fy_session *s);
+/* The downstream wrote out everything the session gave it; the session may reuse those bytes. */
+void fy_session_output_flushed(struct fy_session *s);
 
 /* The client connection is going away: abandon the exchange without touching the downstream. */
 void fy_session_detach(struct fy_session *s);

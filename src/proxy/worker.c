@@ -17,7 +17,7 @@
 #define container_of(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
 
 extern int fy_accesslog_fd;
-void fy_client_io_freelist_drain(void);
+void fy_client_io_freelist_release(void);
 
 static void on_accept(struct fy_task *t)
 {
@@ -132,8 +132,8 @@ void *fy_worker_main(void *arg)
     fy_connpool_close_all(&w->pool);
     fy_accesslog_flush(&w->alog);
     /* The free lists are per thread: give their memory back before the thread ends. */
-    fy_buf_drain_freelist();
-    fy_client_io_freelist_drain();
+    fy_buf_freelist_release();
+    fy_client_io_freelist_release();
     return NULL;
 }
 

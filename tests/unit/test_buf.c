@@ -15,7 +15,7 @@ Test(buf, get_is_empty_and_sized)
     cr_assert_eq(fy_buf_room(b), FY_BUF_SIZE);
     memset(b->data, 1, b->cap); /* the whole capacity is usable */
     fy_buf_put(b);
-    fy_buf_drain_freelist();
+    fy_buf_freelist_release();
 }
 
 Test(buf, append_room_len)
@@ -32,7 +32,7 @@ Test(buf, append_room_len)
     fy_buf_append(b, "", 0);
     cr_assert_eq(b->end, 11);
     fy_buf_put(b);
-    fy_buf_drain_freelist();
+    fy_buf_freelist_release();
 }
 
 Test(buf, compact)
@@ -53,7 +53,7 @@ Test(buf, compact)
     cr_assert_eq(b->start, 0);
     cr_assert_eq(b->end, 0);
     fy_buf_put(b);
-    fy_buf_drain_freelist();
+    fy_buf_freelist_release();
 }
 
 Test(buf, compact_full_buffer)
@@ -69,7 +69,7 @@ Test(buf, compact_full_buffer)
     for (uint32_t i = 0; i < b->cap - 1; i++)
         cr_assert_eq(b->data[i], (char)((i + 1) * 7));
     fy_buf_put(b);
-    fy_buf_drain_freelist();
+    fy_buf_freelist_release();
 }
 
 Test(buf, free_list_reuse_resets)
@@ -91,7 +91,7 @@ Test(buf, free_list_reuse_resets)
     cr_assert_eq(d, a);
     fy_buf_put(c);
     fy_buf_put(d);
-    fy_buf_drain_freelist();
+    fy_buf_freelist_release();
     fy_buf_put(NULL); /* allowed */
 }
 
@@ -110,16 +110,16 @@ Test(buf, large_buffer_not_from_free_list)
     cr_assert_eq(again, small);
     cr_assert_eq(again->cap, FY_BUF_SIZE);
     fy_buf_put(again);
-    fy_buf_drain_freelist();
+    fy_buf_freelist_release();
 }
 
 Test(buf, drain_then_get)
 {
     for (int i = 0; i < 10; i++)
         fy_buf_put(fy_buf_get(0));
-    fy_buf_drain_freelist();
+    fy_buf_freelist_release();
     struct fy_buf *b = fy_buf_get(0);
     cr_assert_not_null(b);
     fy_buf_put(b);
-    fy_buf_drain_freelist();
+    fy_buf_freelist_release();
 }

@@ -23,7 +23,7 @@ static void setup(void)
 static void teardown(void)
 {
     fy_h1w_reset(&W);
-    fy_buf_drain_freelist();
+    fy_buf_freelist_release();
 }
 
 /* Concatenates the pending iovecs. */
@@ -246,7 +246,7 @@ static void sock_setup(void)
 static void sock_teardown(void)
 {
     fy_h1w_reset(&W);
-    fy_buf_drain_freelist();
+    fy_buf_freelist_release();
     for (int i = 0; i < 2; i++)
         if (sv[i] >= 0)
             close(sv[i]);
