@@ -16,16 +16,27 @@ static const struct token_info tokens[FY_TOK__COUNT] = {
 #undef FY_TOK_INFO
 };
 
+/* Tokens bucketed by name length, built once: a lookup compares at most two names. */
+static uint8_t by_len[18][3];
+
+__attribute__((constructor)) static void build_index(void)
+{
+    for (int t = 1; t < FY_TOK__COUNT; t++) {
+        uint8_t *slot = by_len[tokens[t].len];
+        while (*slot)
+            slot++;
+        *slot = (uint8_t)t;
+    }
+}
+
 enum fy_token fy_token_lookup(const char *name, size_t len)
 {
-    /* Few tokens: a linear scan filtered by length and first letter is fast enough and obvious. */
     if (len < 2 || len > 17)
         return FY_TOK_OTHER;
     char first = (char)(name[0] | 0x20);
-    for (int t = 1; t < FY_TOK__COUNT; t++) {
-        if (tokens[t].len == len && tokens[t].name[0] == first &&
-            strncasecmp(tokens[t].name, name, len) == 0)
-            return (enum fy_token)t;
+    for (const uint8_t *t = by_len[len]; *t; t++) {
+        if (tokens[*t].name[0] == first && strncasecmp(tokens[*t].name, name, len) == 0)
+            return (enum fy_token)*t;
     }
     return FY_TOK_OTHER;
 }

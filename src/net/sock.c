@@ -27,7 +27,8 @@ static void on_sock_event(struct fy_pollable *p, uint32_t events)
 static ssize_t plain_read(struct fy_sock *s, void *buf, size_t len)
 {
     for (;;) {
-        ssize_t n = read(s->fd, buf, len);
+        /* recv/sendmsg go straight to the socket layer, skipping the VFS work of read/writev. */
+        ssize_t n = recv(s->fd, buf, len, 0);
         if (n >= 0) {
             /* A short read drained the socket and epoll reports new data with a new edge; but
              * an end of stream that arrived with the data gets no edge of its own. */
@@ -48,7 +49,8 @@ static ssize_t plain_read(struct fy_sock *s, void *buf, size_t len)
 static ssize_t plain_writev(struct fy_sock *s, const struct iovec *iov, int iovcnt)
 {
     for (;;) {
-        ssize_t n = writev(s->fd, iov, iovcnt);
+        struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
+        ssize_t n = sendmsg(s->fd, &msg, MSG_NOSIGNAL);
         if (n >= 0)
             return n;
         if (errno == EINTR)
