@@ -61,7 +61,7 @@ define run_tests
 	fi
 endef
 
-.PHONY: all build run test test-sanitize test-tsan fuzz format format-check clean setup
+.PHONY: all build run test test-sanitize test-tsan fuzz format format-check clean setup bench-parser
 
 all: build
 
@@ -109,6 +109,10 @@ fuzz: setup
 	done
 
 C_FILES = $(shell find src tests fuzz -name '*.[ch]' 2>/dev/null)
+
+bench-parser: build
+	cmake --build $(BUILD_DIR) --target parser_bench
+	$(BUILD_DIR)/parser_bench
 
 format:
 	@if [ -n "$(strip $(C_FILES))" ]; then clang-format -i $(C_FILES); fi

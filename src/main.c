@@ -54,7 +54,8 @@ int main(int argc, char **argv)
     if (cfg.access_log == FY_ALOG_STDOUT) {
         fy_accesslog_fd = STDOUT_FILENO;
     } else if (cfg.access_log == FY_ALOG_FILE) {
-        fy_accesslog_fd = open(cfg.access_log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        fy_accesslog_fd =
+            open(cfg.access_log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
         if (fy_accesslog_fd < 0) {
             fprintf(stderr, "ferry: cannot open access log %s: %s\n", cfg.access_log_path,
                     strerror(errno));
@@ -105,8 +106,8 @@ int main(int argc, char **argv)
     }
     char addr[80];
     fy_addr_format((struct sockaddr *)&cfg.listen.ss, addr, sizeof(addr));
-    fy_info("listening on %s, forwarding to %s (%d worker%s)", addr, cfg.upstream_text,
-            cfg.workers, cfg.workers == 1 ? "" : "s");
+    fy_info("listening on %s, forwarding to %s (%d worker%s)", addr, cfg.upstream_text, cfg.workers,
+            cfg.workers == 1 ? "" : "s");
 
     int sig = 0;
     sigwait(&set, &sig);

@@ -144,10 +144,17 @@ int fy_parse_size(const char *s, uint64_t *bytes)
     uint64_t mult = 1;
     if (*end) {
         switch (tolower((unsigned char)*end)) {
-        case 'k': mult = 1024; break;
-        case 'm': mult = 1024 * 1024; break;
-        case 'g': mult = 1024ull * 1024 * 1024; break;
-        default: return -1;
+        case 'k':
+            mult = 1024;
+            break;
+        case 'm':
+            mult = 1024 * 1024;
+            break;
+        case 'g':
+            mult = 1024ull * 1024 * 1024;
+            break;
+        default:
+            return -1;
         }
         end++;
         if (*end == 'b' || *end == 'B')
@@ -212,7 +219,8 @@ char *fy_expand_env(const char *s, char **missing)
     return out;
 }
 
-static int errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int errf(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static int errf(char *err, size_t errlen, const char *fmt, ...)
 {
     va_list ap;
@@ -252,8 +260,9 @@ static int add_rule(struct fy_header_rules *rules, const char *opt, const char *
     /* Framing and hop-by-hop fields are ferry's to write: a rule could desynchronise framing. */
     enum fy_token tok = fy_token_lookup(name, nlen);
     if (tok == FY_TOK_CONTENT_LENGTH || (fy_token_flags(tok) & FY_TOKF_HOP))
-        return errf(err, errlen, "%s: %.*s is managed by ferry (message framing and connection "
-                                 "fields cannot be set or removed)",
+        return errf(err, errlen,
+                    "%s: %.*s is managed by ferry (message framing and connection "
+                    "fields cannot be set or removed)",
                     opt, (int)nlen, name);
     char *expanded = NULL;
     if (value) {
@@ -299,8 +308,7 @@ static int parse_upstream(struct fy_config *c, const char *arg, char *err, size_
     if (!strncmp(rest, "http://", 7))
         rest += 7;
     else if (strstr(rest, "://"))
-        return errf(err, errlen, "--upstream: only http:// upstreams are supported, got '%s'",
-                    arg);
+        return errf(err, errlen, "--upstream: only http:// upstreams are supported, got '%s'", arg);
     size_t n = strcspn(rest, "/");
     if (rest[n] && strcmp(rest + n, "/") != 0)
         return errf(err, errlen, "--upstream: a path is not supported yet, got '%s'", arg);
@@ -373,11 +381,21 @@ static const struct size_opt size_opts[] = {
 
 static bool is_known_option(const char *opt)
 {
-    static const char *const plain[] = {
-        "--listen", "--upstream", "--workers", "--request-header", "--response-header",
-        "--remove-request-header", "--remove-response-header", "--host", "--x-forwarded-for",
-        "--x-forwarded-proto", "--x-forwarded-host", "--via", "--access-log",
-        "--access-log-format", "--log-level"};
+    static const char *const plain[] = {"--listen",
+                                        "--upstream",
+                                        "--workers",
+                                        "--request-header",
+                                        "--response-header",
+                                        "--remove-request-header",
+                                        "--remove-response-header",
+                                        "--host",
+                                        "--x-forwarded-for",
+                                        "--x-forwarded-proto",
+                                        "--x-forwarded-host",
+                                        "--via",
+                                        "--access-log",
+                                        "--access-log-format",
+                                        "--log-level"};
     for (size_t k = 0; k < sizeof(plain) / sizeof(plain[0]); k++)
         if (!strcmp(opt, plain[k]))
             return true;
@@ -504,8 +522,7 @@ enum fy_args_result fy_args_parse(struct fy_config *c, int argc, char **argv, ch
             else if (!strcmp(v, "json"))
                 c->access_log_format = FY_ALOG_JSON;
             else
-                rc = errf(err, errlen, "--access-log-format expects combined or json, got '%s'",
-                          v);
+                rc = errf(err, errlen, "--access-log-format expects combined or json, got '%s'", v);
         } else if (!strcmp(opt, "--log-level")) {
             if (fy_log_parse_level(v, &c->log_level) < 0)
                 rc = errf(err, errlen, "--log-level expects debug, info, warn or error, got '%s'",
@@ -530,8 +547,9 @@ enum fy_args_result fy_args_parse(struct fy_config *c, int argc, char **argv, ch
                 known = true;
                 uint64_t n;
                 if (fy_parse_size(v, &n) < 0 || n < so->min || n > so->max)
-                    rc = errf(err, errlen, "%s expects a size from %llu to %llu (e.g. 16k), got '%s'",
-                              opt, (unsigned long long)so->min, (unsigned long long)so->max, v);
+                    rc = errf(err, errlen,
+                              "%s expects a size from %llu to %llu (e.g. 16k), got '%s'", opt,
+                              (unsigned long long)so->min, (unsigned long long)so->max, v);
                 else if (so->is_u64)
                     *(uint64_t *)((char *)c + so->offset) = n;
                 else

@@ -37,7 +37,7 @@ struct fy_config {
 
     int workers;
 
-    struct fy_header_rules request_rules;  /* applied in order: set or remove */
+    struct fy_header_rules request_rules; /* applied in order: set or remove */
     struct fy_header_rules response_rules;
     enum fy_host_mode host_mode;
     char *host_value;

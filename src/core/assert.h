@@ -11,7 +11,7 @@
 #define FY_ASSERT(cond)                                                                            \
     do {                                                                                           \
         if (__builtin_expect(!(cond), 0)) {                                                        \
-            fprintf(stderr, "error ferry: assertion failed: %s at %s:%d\n", #cond, __FILE__,      \
+            fprintf(stderr, "error ferry: assertion failed: %s at %s:%d\n", #cond, __FILE__,       \
                     __LINE__);                                                                     \
             abort();                                                                               \
         }                                                                                          \

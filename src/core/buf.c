@@ -9,8 +9,10 @@
 
 #define FREELIST_MAX 4096
 
-static __thread struct fy_buf *free_head;
-static __thread unsigned free_count;
+#define BIG_FREELIST_MAX 64
+
+static __thread struct fy_buf *free_head, *big_free_head;
+static __thread unsigned free_count, big_free_count;
 
 struct fy_buf *fy_buf_get(size_t size)
 {
@@ -19,6 +21,10 @@ struct fy_buf *fy_buf_get(size_t size)
         b = free_head;
         free_head = b->next_free;
         free_count--;
+    } else if (size == FY_BIG_BUF_SIZE && big_free_head) {
+        b = big_free_head;
+        big_free_head = b->next_free;
+        big_free_count--;
     } else {
         size_t cap = size > FY_BUF_SIZE ? size : FY_BUF_SIZE;
         b = malloc(sizeof(*b) + cap);
@@ -35,6 +41,12 @@ void fy_buf_put(struct fy_buf *b)
 {
     if (!b)
         return;
+    if (b->cap == FY_BIG_BUF_SIZE && big_free_count < BIG_FREELIST_MAX) {
+        b->next_free = big_free_head;
+        big_free_head = b;
+        big_free_count++;
+        return;
+    }
     if (b->cap != FY_BUF_SIZE || free_count >= FREELIST_MAX) {
         free(b);
         return;
@@ -52,6 +64,12 @@ void fy_buf_freelist_release(void)
         free(b);
     }
     free_count = 0;
+    while (big_free_head) {
+        struct fy_buf *b = big_free_head;
+        big_free_head = b->next_free;
+        free(b);
+    }
+    big_free_count = 0;
 }
 
 void fy_buf_compact(struct fy_buf *b)

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #define FY_BUF_SIZE (16 * 1024)
+#define FY_BIG_BUF_SIZE (64 * 1024) /* for streaming large bodies */
 
 struct fy_buf {
     uint32_t start; /* first unconsumed byte */
@@ -19,10 +20,12 @@ struct fy_buf {
     char data[];
 };
 
-/* Returns an empty buffer of FY_BUF_SIZE bytes (or `size`, if larger), or NULL when out of memory. */
+/* Returns an empty buffer of FY_BUF_SIZE bytes (or `size`, if larger), or NULL when out of memory.
+ */
 struct fy_buf *fy_buf_get(size_t size);
 
-/* Gives the buffer back to this thread's free list (or to malloc when the list is full). NULL ok. */
+/* Gives the buffer back to this thread's free list (or to malloc when the list is full). NULL ok.
+ */
 void fy_buf_put(struct fy_buf *b);
 
 /* Frees this thread's free list; called when a worker exits. */

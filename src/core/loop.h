@@ -34,11 +34,11 @@ struct fy_pollable {
 
 struct fy_loop {
     int epfd;
-    int wake_fd;        /* eventfd: other threads poke it to make the loop look at `stop` */
+    int wake_fd; /* eventfd: other threads poke it to make the loop look at `stop` */
     struct fy_pollable wake;
     volatile int stop_requested;
     bool stopping;
-    uint64_t now_ms;    /* monotonic, refreshed after every wakeup */
+    uint64_t now_ms; /* monotonic, refreshed after every wakeup */
     uint64_t now_us;
     struct fy_task *rq_head, *rq_tail;
     struct fy_timer_heap timers;

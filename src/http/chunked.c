@@ -1,6 +1,8 @@
 /* Chunked transfer coding decoder; see chunked.h. */
 #include "http/chunked.h"
 
+#include "http/tokens.h"
+
 #include <stdbool.h>
 
 static int hexval(unsigned char c)
@@ -12,19 +14,6 @@ static int hexval(unsigned char c)
     if (c >= 'A' && c <= 'F')
         return c - 'A' + 10;
     return -1;
-}
-
-static bool is_tchar(unsigned char c)
-{
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
-        return true;
-    switch (c) {
-    case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+': case '-':
-    case '.': case '^': case '_': case '`': case '|': case '~':
-        return true;
-    default:
-        return false;
-    }
 }
 
 /* Field and extension text: visible ASCII, obs-text, SP and HTAB. */
@@ -118,7 +107,7 @@ size_t fy_chunked_decode(struct fy_chunked *c, const char *p, size_t n, struct i
         case FY_CH_TRAILER:
             if (ch == '\r') {
                 c->state = FY_CH_LAST_LF;
-            } else if (is_tchar(ch)) {
+            } else if (fy_is_tchar(ch)) {
                 c->state = FY_CH_TRAILER_NAME;
             } else {
                 return fail(c, "invalid trailer field", i);
@@ -127,7 +116,7 @@ size_t fy_chunked_decode(struct fy_chunked *c, const char *p, size_t n, struct i
         case FY_CH_TRAILER_NAME:
             if (ch == ':')
                 c->state = FY_CH_TRAILER_VALUE;
-            else if (!is_tchar(ch))
+            else if (!fy_is_tchar(ch))
                 return fail(c, "invalid trailer field name", i);
             break;
         case FY_CH_TRAILER_VALUE:

@@ -20,7 +20,7 @@ enum fy_chunked_state {
     FY_CH_DATA,
     FY_CH_DATA_CR,
     FY_CH_DATA_LF,
-    FY_CH_TRAILER,   /* start of a trailer line or the final CRLF */
+    FY_CH_TRAILER, /* start of a trailer line or the final CRLF */
     FY_CH_TRAILER_NAME,
     FY_CH_TRAILER_VALUE,
     FY_CH_TRAILER_LF,

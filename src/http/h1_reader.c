@@ -18,14 +18,6 @@
 static const llhttp_settings_t *request_settings(void);
 static const llhttp_settings_t *response_settings(void);
 
-bool fy_is_tchar(unsigned char c)
-{
-    static const char extra[] = "!#$%&'*+-.^_`|~";
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
-        return true;
-    return c && memchr(extra, c, sizeof(extra) - 1) != NULL;
-}
-
 static void fail(struct fy_h1_reader *r, uint16_t status, const char *text)
 {
     if (r->state == FY_H1R_ERROR)
@@ -80,8 +72,8 @@ static int scan_head(struct fy_h1_reader *r, const char *h, size_t n)
     for (; i < n; i++) {
         unsigned char c = (unsigned char)h[i];
         if (i >= max_head) {
-            fail(r, r->nlines == 0 ? 414 : 431, r->nlines == 0 ? "request line too long"
-                                                              : "request header block too large");
+            fail(r, r->nlines == 0 ? 414 : 431,
+                 r->nlines == 0 ? "request line too long" : "request header block too large");
             return -1;
         }
         if (c == '\n') {

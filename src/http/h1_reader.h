@@ -32,10 +32,10 @@ enum fy_h1r_state {
 };
 
 struct fy_h1r_limits {
-    uint32_t max_line;    /* request or status line */
-    uint32_t max_head;    /* whole head including the final CRLF */
-    uint32_t max_fields;  /* header fields */
-    uint64_t max_body;    /* 0 = unlimited (requests only) */
+    uint32_t max_line;   /* request or status line */
+    uint32_t max_head;   /* whole head including the final CRLF */
+    uint32_t max_fields; /* header fields */
+    uint64_t max_body;   /* 0 = unlimited (requests only) */
 };
 
 struct fy_h1_reader {
@@ -43,10 +43,10 @@ struct fy_h1_reader {
     struct fy_msg msg;
     enum fy_h1r_state state;
     bool is_request;
-    bool no_body;        /* response to HEAD, or body otherwise known to be absent */
-    bool eof_body;       /* response body delimited by connection close */
-    bool trailing;       /* parsing trailer fields */
-    bool own_chunked;    /* body decoded by fy_chunked, not llhttp */
+    bool no_body;     /* response to HEAD, or body otherwise known to be absent */
+    bool eof_body;    /* response body delimited by connection close */
+    bool trailing;    /* parsing trailer fields */
+    bool own_chunked; /* body decoded by fy_chunked, not llhttp */
     struct fy_chunked chunked;
     uint16_t err_status; /* 400, 413, 414, 431 for requests; 502 for responses */
     const char *err_text;
@@ -55,7 +55,7 @@ struct fy_h1_reader {
     uint32_t scanned;
     uint32_t line_start;
     uint32_t nlines;
-    uint32_t head_len;   /* set when the head is complete */
+    uint32_t head_len; /* set when the head is complete */
     uint32_t method_len;
     /* field under construction */
     const char *fname, *fvalue;
@@ -81,8 +81,5 @@ size_t fy_h1r_execute(struct fy_h1_reader *r, const char *data, size_t len);
 /* The connection ended: for a close-delimited body this completes the message; anywhere else it
  * is an error (truncated message). Returns true if the message is now complete. */
 bool fy_h1r_eof(struct fy_h1_reader *r);
-
-/* True for a token character (RFC 9110 5.6.2). */
-bool fy_is_tchar(unsigned char c);
 
 #endif

@@ -27,9 +27,9 @@ enum fy_framing {
 
 struct fy_outq {
     struct iovec iov[FY_OUTQ_IOV];
-    uint8_t n, first;     /* entries [first, n) are pending */
+    uint8_t n, first; /* entries [first, n) are pending */
     uint8_t nscratch;
-    struct fy_buf *head;  /* serialised head, released once flushed */
+    struct fy_buf *head;               /* serialised head, released once flushed */
     char scratch[FY_OUTQ_IOV / 3][24]; /* chunk-size lines */
 };
 

@@ -26,11 +26,11 @@ struct fy_msg {
     const char *target;
     uint32_t method_len;
     uint32_t target_len;
-    uint16_t status;    /* responses */
+    uint16_t status;       /* responses */
     uint8_t version_minor; /* HTTP/1.x; requests and responses */
-    bool keep_alive;    /* per the message's version and Connection field */
-    bool upgrade;       /* Connection: upgrade with an Upgrade field */
-    bool chunked;       /* body framed by chunked coding */
+    bool keep_alive;       /* per the message's version and Connection field */
+    bool upgrade;          /* Connection: upgrade with an Upgrade field */
+    bool chunked;          /* body framed by chunked coding */
     bool expect_continue;
     int64_t content_length; /* -1 when absent */
     const char *reason;

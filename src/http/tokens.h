@@ -6,6 +6,7 @@
 #ifndef FY_TOKENS_H
 #define FY_TOKENS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -41,6 +42,9 @@ enum fy_token fy_token_lookup(const char *name, size_t len);
 /* Lower-case canonical name and flags of a token. */
 const char *fy_token_name(enum fy_token t);
 unsigned fy_token_flags(enum fy_token t);
+
+/* True for a token character (RFC 9110 5.6.2): what methods and field names are made of. */
+bool fy_is_tchar(unsigned char c);
 
 /* Case-insensitive comparison of two field names. */
 int fy_name_eq(const char *a, size_t alen, const char *b, size_t blen);

@@ -82,8 +82,7 @@ static size_t format_ipv4(const unsigned char *a, char *buf)
 size_t fy_addr_format_host(const struct sockaddr *sa, char *buf, size_t size)
 {
     if (sa->sa_family == AF_INET && size >= 16)
-        return format_ipv4((const unsigned char *)&((const struct sockaddr_in *)sa)->sin_addr,
-                           buf);
+        return format_ipv4((const unsigned char *)&((const struct sockaddr_in *)sa)->sin_addr, buf);
     const void *src = sa->sa_family == AF_INET6
                           ? (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr
                           : (const void *)&((const struct sockaddr_in *)sa)->sin_addr;

@@ -57,7 +57,8 @@ static inline ssize_t fy_sock_writev(struct fy_sock *s, const struct iovec *iov,
     return s->tp->writev(s, iov, n);
 }
 
-/* Starts a non-blocking TCP connect to addr. Returns a fd (connect in progress or done), or -errno. */
+/* Starts a non-blocking TCP connect to addr. Returns a fd (connect in progress or done), or -errno.
+ */
 struct sockaddr;
 int fy_sock_connect_start(const struct sockaddr *addr, unsigned addrlen);
 

@@ -18,8 +18,8 @@
 
 static void on_flush_timer(struct fy_timer *t)
 {
-    struct fy_accesslog *l = (struct fy_accesslog *)((char *)t - offsetof(struct fy_accesslog,
-                                                                         flush_timer));
+    struct fy_accesslog *l =
+        (struct fy_accesslog *)((char *)t - offsetof(struct fy_accesslog, flush_timer));
     fy_accesslog_flush(l);
 }
 

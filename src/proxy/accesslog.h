@@ -29,7 +29,7 @@ struct fy_log_entry {
 };
 
 struct fy_accesslog {
-    int fd;  /* -1 = off */
+    int fd; /* -1 = off */
     enum fy_log_format format;
     struct fy_loop *loop;
     struct fy_timer flush_timer;

@@ -30,7 +30,7 @@
 #include "proxy/session.h"
 #include "proxy/worker.h"
 
-#define container_of(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
+#define container_of(p, type, member) ((type *)((char *)(p)-offsetof(type, member)))
 
 enum phase { P_IDLE, P_HEAD, P_ACTIVE, P_CLOSING };
 
@@ -59,14 +59,15 @@ struct fy_client {
     uint8_t phase;
     uint8_t req_minor;
     bool req_is_head;
-    bool close_after;   /* no keep-alive after the current response */
-    bool tunnel;        /* bytes after a 101 are relayed raw */
-    bool want_body;     /* the session waits for request body bytes */
+    bool close_after; /* no keep-alive after the current response */
+    bool tunnel;      /* bytes after a 101 are relayed raw */
+    bool want_body;   /* the session waits for request body bytes */
     bool timed_out;
-    bool session_done;  /* done() was called; finish flushing, then next request */
-    bool linger;        /* unread input may remain: half-close and drain before closing */
+    bool session_done; /* done() was called; finish flushing, then next request */
+    bool linger;       /* unread input may remain: half-close and drain before closing */
     bool lingering;
-    bool out_blocked;   /* the session waits for our output queue to drain */
+    bool out_blocked;      /* the session waits for our output queue to drain */
+    bool shut_after_flush; /* tunnel: send FIN once the queued bytes are out */
 };
 
 static __thread struct client_io *io_free;
@@ -77,25 +78,44 @@ static void end_exchange(struct fy_client *c);
 static const char *reason_phrase(int status)
 {
     switch (status) {
-    case 100: return "Continue";
-    case 101: return "Switching Protocols";
-    case 200: return "OK";
-    case 204: return "No Content";
-    case 304: return "Not Modified";
-    case 400: return "Bad Request";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Unknown";
+    case 100:
+        return "Continue";
+    case 101:
+        return "Switching Protocols";
+    case 200:
+        return "OK";
+    case 204:
+        return "No Content";
+    case 304:
+        return "Not Modified";
+    case 400:
+        return "Bad Request";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    case 505:
+        return "HTTP Version Not Supported";
+    default:
+        return "Unknown";
     }
 }
 
@@ -362,8 +382,19 @@ static int put_fields(struct fy_buf *b, const struct fy_msg *m)
 static int put_status_line(struct fy_buf *b, const struct fy_msg *m)
 {
     unsigned st = m->status;
-    char line[13] = {'H', 'T', 'T', 'P', '/', '1', '.', '1', ' ', (char)('0' + st / 100 % 10),
-                     (char)('0' + st / 10 % 10), (char)('0' + st % 10), ' '};
+    char line[13] = {'H',
+                     'T',
+                     'T',
+                     'P',
+                     '/',
+                     '1',
+                     '.',
+                     '1',
+                     ' ',
+                     (char)('0' + st / 100 % 10),
+                     (char)('0' + st / 10 % 10),
+                     (char)('0' + st % 10),
+                     ' '};
     if (!fy_h1w_put(b, line, sizeof(line)))
         return -1;
     const char *reason = m->reason_len ? m->reason : reason_phrase(m->status);
@@ -443,7 +474,9 @@ static int ds_send_body(void *ds, const struct iovec *iov, int n, bool last)
         int rc = flush(c);
         if (rc == 0)
             c->sock.tp->shutdown_write(&c->sock);
-        return rc;
+        else if (rc == FY_AGAIN)
+            c->shut_after_flush = true;
+        return rc == FY_AGAIN ? 0 : rc;
     }
     if (fy_h1w_body(wr, iov, n, last) < 0) {
         int rc = flush(c);
@@ -606,7 +639,7 @@ static void read_request(struct fy_client *c)
             break;
         if (!c->in) {
             size_t cap = cfg->max_header_size + 1024 > FY_BUF_SIZE ? cfg->max_header_size + 1024
-                                                                    : FY_BUF_SIZE;
+                                                                   : FY_BUF_SIZE;
             if (!(c->in = fy_buf_get(cap))) {
                 close_client(c);
                 return;
@@ -717,6 +750,10 @@ static void client_run(struct fy_task *t)
     }
     if (!c->session)
         return;
+    if (rc == 0 && c->shut_after_flush) {
+        c->shut_after_flush = false;
+        c->sock.tp->shutdown_write(&c->sock);
+    }
     if (rc == 0 && c->out_blocked) {
         c->out_blocked = false;
         fy_loop_timer_stop(&c->timer);

@@ -8,7 +8,7 @@
 #include "core/assert.h"
 #include "core/log.h"
 
-#define container_of(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
+#define container_of(p, type, member) ((type *)((char *)(p)-offsetof(type, member)))
 
 void fy_connpool_init(struct fy_connpool *p, struct fy_loop *loop, const struct fy_addr *addr,
                       const struct fy_h1r_limits *limits, uint32_t max_idle, uint64_t idle_ms)

@@ -20,14 +20,14 @@ struct fy_worker;
 
 struct fy_upconn {
     struct fy_sock sock;
-    struct fy_task idle_task;  /* runs on events while pooled */
+    struct fy_task idle_task; /* runs on events while pooled */
     struct fy_timer idle_timer;
     struct fy_connpool *pool;
     struct fy_upconn *prev, *next; /* idle list */
-    struct fy_h1_reader rd;    /* responses */
-    struct fy_h1_writer wr;    /* requests */
+    struct fy_h1_reader rd;        /* responses */
+    struct fy_h1_writer wr;        /* requests */
     struct fy_buf *in;
-    uint32_t requests;         /* exchanges completed on this connection */
+    uint32_t requests; /* exchanges completed on this connection */
     bool connected;
     bool idle;
 };
@@ -36,11 +36,11 @@ struct fy_connpool {
     struct fy_loop *loop;
     const struct fy_addr *addr;
     const struct fy_h1r_limits *limits;
-    struct fy_upconn *head;    /* most recently used first */
+    struct fy_upconn *head; /* most recently used first */
     struct fy_upconn *tail;
     uint32_t nidle, max_idle;
     uint64_t idle_timeout_ms;
-    uint64_t connects;         /* new connections opened (for tests and metrics) */
+    uint64_t connects; /* new connections opened (for tests and metrics) */
 };
 
 void fy_connpool_init(struct fy_connpool *p, struct fy_loop *loop, const struct fy_addr *addr,

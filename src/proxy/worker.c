@@ -14,7 +14,7 @@
 #include "filters/hdr_rules.h"
 #include "proxy/client_h1.h"
 
-#define container_of(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
+#define container_of(p, type, member) ((type *)((char *)(p)-offsetof(type, member)))
 
 extern int fy_accesslog_fd;
 void fy_client_io_freelist_release(void);
@@ -28,8 +28,8 @@ static void on_accept(struct fy_task *t)
     for (int i = 0; i < 256; i++) {
         struct sockaddr_storage peer;
         socklen_t len = sizeof(peer);
-        int fd = accept4(w->listen_fd, (struct sockaddr *)&peer, &len,
-                         SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd =
+            accept4(w->listen_fd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
