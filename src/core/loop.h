@@ -69,6 +69,19 @@ static inline void fy_loop_queue(struct fy_loop *loop, struct fy_task *t)
     loop->rq_tail = t;
 }
 
+/* Queues a task to run next, ahead of the others (work that just became possible and is on a
+ * request's critical path, such as forwarding a freshly parsed request). */
+static inline void fy_loop_queue_front(struct fy_loop *loop, struct fy_task *t)
+{
+    if (t->queued)
+        return;
+    t->queued = true;
+    t->next = loop->rq_head;
+    loop->rq_head = t;
+    if (!loop->rq_tail)
+        loop->rq_tail = t;
+}
+
 /* Removes a queued task (used before freeing its owner). */
 void fy_loop_unqueue(struct fy_loop *loop, struct fy_task *t);
 

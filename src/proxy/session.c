@@ -148,7 +148,7 @@ struct fy_session *fy_session_start(struct fy_worker *w, const struct fy_downstr
     s->start_us = start_us;
     s->is_head = s->req.method_len == 4 && memcmp(s->req.method, "HEAD", 4) == 0;
     w->nsessions++;
-    fy_loop_queue(&w->loop, &s->task);
+    fy_loop_queue_front(&w->loop, &s->task);
     return s;
 }
 
