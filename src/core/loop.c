@@ -109,8 +109,7 @@ static void run_queue(struct fy_loop *loop)
 
 void fy_loop_quit(struct fy_loop *loop)
 {
-    loop->stopping = true;
-    loop->stop_requested = 2;
+    loop->quit = true;
 }
 
 void fy_loop_request_stop(struct fy_loop *loop)
@@ -127,7 +126,7 @@ void fy_loop_run(struct fy_loop *loop)
 {
     struct epoll_event events[MAX_EVENTS];
     bool stop_seen = false;
-    while (loop->stop_requested != 2) {
+    while (!loop->quit) {
         int timeout = loop->rq_head ? 0 : fy_timer_heap_wait_ms(&loop->timers, loop->now_ms);
         int n = epoll_wait(loop->epfd, events, MAX_EVENTS, timeout);
         if (n < 0 && errno != EINTR) {

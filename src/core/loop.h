@@ -36,8 +36,8 @@ struct fy_loop {
     int epfd;
     int wake_fd; /* eventfd: other threads poke it to make the loop look at `stop` */
     struct fy_pollable wake;
-    volatile int stop_requested;
-    bool stopping;
+    int stop_requested; /* set by other threads; accessed atomically only */
+    bool quit;          /* fy_loop_quit(): leave fy_loop_run (loop thread only) */
     uint64_t now_ms; /* monotonic, refreshed after every wakeup */
     uint64_t now_us;
     struct fy_task *rq_head, *rq_tail;

@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "http/h1_writer.h"
 #include "net/addr.h"
 
 #define LOG_BUF_SIZE (64 * 1024)
@@ -80,14 +81,8 @@ static void puts_(struct out *o, const char *s)
 
 static void put_u64(struct out *o, uint64_t v)
 {
-    char tmp[24];
-    int i = 0;
-    do {
-        tmp[i++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    while (i && o->p < o->end)
-        *o->p++ = tmp[--i];
+    char digits[24];
+    put(o, digits, fy_u64_to_dec(v, digits));
 }
 
 /* Seconds with millisecond precision: "0.003". */

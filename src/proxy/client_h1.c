@@ -291,6 +291,23 @@ static void reject(struct fy_client *c, int status, const char *why)
     fy_loop_queue(&c->w->loop, &c->task);
 }
 
+/* Reads from the client into the free space of c->in (making room first). Returns what the
+ * transport returned: bytes read, 0 at end of stream, FY_AGAIN or -errno. */
+static ssize_t read_more(struct fy_client *c)
+{
+    struct fy_buf *in = c->in;
+    if (in->start == in->end)
+        in->start = in->end = 0;
+    else if (fy_buf_room(in) == 0)
+        fy_buf_compact(in);
+    if (fy_buf_room(in) == 0)
+        return -ENOBUFS; /* cannot happen with the limits in force; never read 0 as EOF */
+    ssize_t r = fy_sock_read(&c->sock, in->data + in->end, fy_buf_room(in));
+    if (r > 0)
+        in->end += (uint32_t)r;
+    return r;
+}
+
 /* ---- downstream interface for the session ---- */
 
 static int ds_body_read(void *ds, struct iovec *iov, int max, bool *last, int *status)
@@ -344,16 +361,8 @@ static int ds_body_read(void *ds, struct iovec *iov, int max, bool *last, int *s
             fy_loop_timer_set(&c->w->loop, &c->timer, c->w->cfg->body_timeout);
             return FY_AGAIN;
         }
-        if (in->start == in->end)
-            in->start = in->end = 0;
-        else if (fy_buf_room(in) == 0)
-            fy_buf_compact(in);
-        ssize_t r = fy_sock_read(&c->sock, in->data + in->end, fy_buf_room(in));
-        if (r > 0) {
-            in->end += (uint32_t)r;
-            continue;
-        }
-        if (r == FY_AGAIN)
+        ssize_t r = read_more(c);
+        if (r > 0 || r == FY_AGAIN)
             continue;
         if (c->tunnel) {
             *last = true;
@@ -645,16 +654,9 @@ static void read_request(struct fy_client *c)
                 return;
             }
         }
-        struct fy_buf *in = c->in;
-        if (in->start == in->end)
-            in->start = in->end = 0;
-        else if (fy_buf_room(in) == 0)
-            fy_buf_compact(in);
-        ssize_t r = fy_sock_read(&c->sock, in->data + in->end, fy_buf_room(in));
-        if (r > 0) {
-            in->end += (uint32_t)r;
+        ssize_t r = read_more(c);
+        if (r > 0)
             continue;
-        }
         if (r == FY_AGAIN)
             break;
         /* EOF or error between or inside request heads: nothing to answer. */

@@ -52,7 +52,7 @@ struct fy_session {
     void *ds;
     struct fy_msg req;
     struct sockaddr_storage client;
-    char client_ip[64]; /* X-Forwarded-For value when the client sent none */
+    char client_ip[64]; /* the client's address as text, for X-Forwarded-For */
     struct fy_upconn *up;
     struct scratch *scratch;
     enum session_state state;
@@ -127,6 +127,30 @@ static const char *join_list(struct fy_session *s, const char *a, size_t alen, c
     return p;
 }
 
+/*
+ * Sets the list field `tok` to its current elements followed by `value`: several fields of one
+ * name form one comma-separated list (RFC 9110 5.3), so all of them are joined, in order.
+ */
+static int append_to_list(struct fy_session *s, struct fy_msg *m, enum fy_token tok,
+                          const char *name, uint32_t nlen, const char *value, uint32_t vlen)
+{
+    const char *list = NULL;
+    uint32_t list_len = 0;
+    for (uint32_t i = 0; i < m->nhdrs; i++) {
+        struct fy_hdr *h = &m->hdrs[i];
+        if (h->removed || h->tok != tok)
+            continue;
+        list = list ? join_list(s, list, list_len, h->value, h->value_len, &list_len) : h->value;
+        if (!list)
+            return -1;
+        if (list == h->value)
+            list_len = h->value_len;
+    }
+    if (list && !(value = join_list(s, list, list_len, value, vlen, &vlen)))
+        return -1;
+    return fy_msg_set_tok(m, tok, name, nlen, value, vlen);
+}
+
 struct fy_session *fy_session_start(struct fy_worker *w, const struct fy_downstream_ops *ops,
                                     void *ds, struct fy_msg *req, const struct sockaddr *client,
                                     uint64_t start_us)
@@ -182,32 +206,10 @@ static int prepare_request(struct fy_session *s)
             return -1;
     }
     if (cfg->x_forwarded_for && !rule_owns(s, FY_TOK_X_FORWARDED_FOR)) {
-        char ip[64];
-        size_t iplen = fy_addr_format_host((struct sockaddr *)&s->client, ip, sizeof(ip));
-        const char *prev = NULL;
-        uint32_t prev_len = 0;
-        /* Several X-Forwarded-For fields form one list (RFC 9110 5.3). */
-        for (uint32_t i = 0; i < m->nhdrs; i++) {
-            struct fy_hdr *h = &m->hdrs[i];
-            if (h->removed || h->tok != FY_TOK_X_FORWARDED_FOR)
-                continue;
-            if (prev) {
-                prev = join_list(s, prev, prev_len, h->value, h->value_len, &prev_len);
-                if (!prev)
-                    return -1;
-            } else {
-                prev = h->value;
-                prev_len = h->value_len;
-            }
-        }
-        uint32_t vlen;
-        const char *v = prev ? join_list(s, prev, prev_len, ip, iplen, &vlen) : NULL;
-        if (!prev) {
-            memcpy(s->client_ip, ip, iplen);
-            v = s->client_ip;
-            vlen = (uint32_t)iplen;
-        }
-        if (!v || fy_msg_set_tok(m, FY_TOK_X_FORWARDED_FOR, "X-Forwarded-For", 15, v, vlen) < 0)
+        size_t iplen =
+            fy_addr_format_host((struct sockaddr *)&s->client, s->client_ip, sizeof(s->client_ip));
+        if (append_to_list(s, m, FY_TOK_X_FORWARDED_FOR, "X-Forwarded-For", 15, s->client_ip,
+                           (uint32_t)iplen) < 0)
             return -1;
     }
     if (cfg->x_forwarded_proto && !rule_owns(s, FY_TOK_X_FORWARDED_PROTO) &&
@@ -217,14 +219,10 @@ static int prepare_request(struct fy_session *s)
         fy_msg_set_tok(m, FY_TOK_X_FORWARDED_HOST, "X-Forwarded-Host", 16, orig_host,
                        orig_host_len) < 0)
         return -1;
-    if (cfg->via && !rule_owns(s, FY_TOK_VIA)) {
-        struct fy_hdr *via = fy_msg_find_tok(m, FY_TOK_VIA);
-        const char *me = m->version_minor ? "1.1 ferry" : "1.0 ferry";
-        uint32_t vlen = 9;
-        const char *v = via ? join_list(s, via->value, via->value_len, me, 9, &vlen) : me;
-        if (!v || fy_msg_set_tok(m, FY_TOK_VIA, "Via", 3, v, vlen) < 0)
-            return -1;
-    }
+    if (cfg->via && !rule_owns(s, FY_TOK_VIA) &&
+        append_to_list(s, m, FY_TOK_VIA, "Via", 3, m->version_minor ? "1.1 ferry" : "1.0 ferry",
+                       9) < 0)
+        return -1;
     /* Expect is answered by ferry itself (100 Continue when the body is wanted). */
     for (uint32_t i = 0; i < m->nhdrs; i++)
         if (m->hdrs[i].tok == FY_TOK_EXPECT)
@@ -552,14 +550,10 @@ static int prepare_response(struct fy_session *s, struct fy_msg *m)
     fy_msg_strip_hop_by_hop(m);
     if (upgrade)
         upgrade->removed = false;
-    if (cfg->via && !((s->w->resp_rule_mask >> FY_TOK_VIA) & 1)) {
-        struct fy_hdr *via = fy_msg_find_tok(m, FY_TOK_VIA);
-        const char *me = m->version_minor ? "1.1 ferry" : "1.0 ferry";
-        uint32_t vlen = 9;
-        const char *v = via ? join_list(s, via->value, via->value_len, me, 9, &vlen) : me;
-        if (!v || fy_msg_set_tok(m, FY_TOK_VIA, "Via", 3, v, vlen) < 0)
-            return -1;
-    }
+    if (cfg->via && !((s->w->resp_rule_mask >> FY_TOK_VIA) & 1) &&
+        append_to_list(s, m, FY_TOK_VIA, "Via", 3, m->version_minor ? "1.1 ferry" : "1.0 ferry",
+                       9) < 0)
+        return -1;
     return fy_hdr_rules_apply(&cfg->response_rules, m);
 }
 
