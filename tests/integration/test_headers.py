@@ -179,6 +179,19 @@ def test_forwarding_fields_appended(ferry, upstream):
     assert ",".join(r.header_all("Via")).replace(" ", "") == "1.1origin-cache,1.1ferry"
 
 
+def test_forwarding_lists_spread_over_several_fields_joined_in_order(ferry, upstream):
+    # RFC 9110 5.3: repeated fields are one list; every earlier hop must survive, in order.
+    r = _get(ferry.port, "/headers", headers=[("X-Forwarded-For", "198.51.100.1"),
+                                              ("Via", "1.0 a"),
+                                              ("X-Forwarded-For", "203.0.113.7, 192.0.2.9"),
+                                              ("Via", "1.1 b")])
+    assert r.status == 200
+    got = upstream.last
+    assert got.header_all("X-Forwarded-For") == [
+        "198.51.100.1, 203.0.113.7, 192.0.2.9, 127.0.0.1"]
+    assert got.header_all("Via") == ["1.0 a, 1.1 b, 1.1 ferry"]
+
+
 @pytest.mark.parametrize("flag,field", [
     ("--x-forwarded-for", "X-Forwarded-For"),
     ("--x-forwarded-proto", "X-Forwarded-Proto"),
