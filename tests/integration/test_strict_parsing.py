@@ -132,6 +132,11 @@ HEAD_400 = {
     "version-garbage": b"GET /x HTTX/1.1\r\n" + H + b"\r\n",
     "target-with-space": b"GET /a b HTTP/1.1\r\n" + H + b"\r\n",
     "target-with-nul": b"GET /a\x00b HTTP/1.1\r\n" + H + b"\r\n",
+    "double-space-after-method": b"GET  /x HTTP/1.1\r\n" + H + b"\r\n",
+    "space-after-version": b"GET /x HTTP/1.1 \r\n" + H + b"\r\n",
+    "host-with-space": b"GET /x HTTP/1.1\r\nHost: a b\r\n\r\n",
+    "host-with-slash": b"GET /x HTTP/1.1\r\nHost: a/b\r\n\r\n",
+    "host-with-at": b"GET /x HTTP/1.1\r\nHost: user@a\r\n\r\n",
 }
 
 
