@@ -40,7 +40,7 @@ size_t fy_chunked_decode(struct fy_chunked *c, const char *p, size_t n, struct i
         case FY_CH_SIZE_MORE: {
             int v = hexval(ch);
             if (v >= 0) {
-                /* 2^60 bytes is far beyond any body; refusing earlier keeps the maths exact. */
+                /* Sizes of 2^63 or more are refused before the shift could overflow. */
                 if (c->remaining >> 59)
                     return fail(c, "chunk size too large", i);
                 c->remaining = (c->remaining << 4) | (uint64_t)v;
