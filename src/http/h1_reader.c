@@ -67,42 +67,36 @@ void fy_h1r_next(struct fy_h1_reader *r)
  */
 static int scan_head(struct fy_h1_reader *r, const char *h, size_t n)
 {
+    /* Bytes that need a decision; everything else is skipped by a tight loop. */
+    static const bool special[256] = {[0] = true, ['\r'] = true, ['\n'] = true};
     const uint32_t max_line = r->limits.max_line, max_head = r->limits.max_head;
     uint32_t i = r->scanned;
-    for (; i < n; i++) {
-        unsigned char c = (unsigned char)h[i];
-        if (i >= max_head) {
+    for (;;) {
+        if (i < n && i == r->line_start && r->nlines > 0 && (h[i] == ' ' || h[i] == '\t')) {
+            fail(r, 400, "obsolete line folding or whitespace at line start");
+            return -1;
+        }
+        while (i < n && !special[(unsigned char)h[i]])
+            i++;
+        /* The line's content so far: a CR just before the LF under i is not part of it. */
+        uint32_t content_end =
+            (i < n && h[i] == '\n' && i > r->line_start && h[i - 1] == '\r') ? i - 1 : i;
+        if (r->nlines == 0 && content_end - r->line_start > max_line) {
+            fail(r, 414, "request line too long");
+            return -1;
+        }
+        if (i >= max_head && (i < n || i > max_head)) {
+            /* Byte number max_head + 1 exists: the head is too large, wherever it ends. */
             fail(r, r->nlines == 0 ? 414 : 431,
                  r->nlines == 0 ? "request line too long" : "request header block too large");
             return -1;
         }
-        if (c == '\n') {
-            bool crlf = i > 0 && h[i - 1] == '\r';
-            if (!crlf && r->is_request) {
-                fail(r, 400, "bare LF in request head");
-                return -1;
-            }
-            uint32_t line_len = (crlf ? i - 1 : i) - r->line_start;
-            if (line_len == 0) {
-                if (r->nlines == 0) {
-                    fail(r, 400, "empty request line");
-                    return -1;
-                }
-                r->head_len = i + 1;
-                r->scanned = i + 1;
-                return 1;
-            }
-            if (r->nlines == 0 && line_len > max_line) {
-                fail(r, 414, "request line too long");
-                return -1;
-            }
-            if (r->nlines > r->limits.max_fields) {
-                fail(r, 431, "too many header fields");
-                return -1;
-            }
-            r->nlines++;
-            r->line_start = i + 1;
-            continue;
+        if (i >= n)
+            break;
+        unsigned char c = (unsigned char)h[i];
+        if (c == 0) {
+            fail(r, 400, "NUL in head");
+            return -1;
         }
         if (c == '\r') {
             if (i + 1 == n)
@@ -111,26 +105,33 @@ static int scan_head(struct fy_h1_reader *r, const char *h, size_t n)
                 fail(r, 400, "bare CR in head");
                 return -1;
             }
+            i++;
             continue;
         }
-        if (c == 0) {
-            fail(r, 400, "NUL in head");
+        /* c == '\n' */
+        bool crlf = i > 0 && h[i - 1] == '\r';
+        if (!crlf && r->is_request) {
+            fail(r, 400, "bare LF in request head");
             return -1;
         }
-        if (i == r->line_start && r->nlines > 0 && (c == ' ' || c == '\t')) {
-            fail(r, 400, "obsolete line folding or whitespace at line start");
+        uint32_t line_len = (crlf ? i - 1 : i) - r->line_start;
+        if (line_len == 0) {
+            if (r->nlines == 0) {
+                fail(r, 400, "empty request line");
+                return -1;
+            }
+            r->head_len = i + 1;
+            r->scanned = i + 1;
+            return 1;
+        }
+        if (r->nlines > r->limits.max_fields) {
+            fail(r, 431, "too many header fields");
             return -1;
         }
-        if (r->nlines == 0 && i - r->line_start >= max_line && r->is_request) {
-            fail(r, 414, "request line too long");
-            return -1;
-        }
+        r->nlines++;
+        r->line_start = ++i;
     }
     r->scanned = i;
-    if (i >= max_head) {
-        fail(r, 431, "request header block too large");
-        return -1;
-    }
     return 0;
 }
 

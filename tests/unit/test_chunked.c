@@ -73,18 +73,18 @@ Test(chunked, rejects_malformed)
         "0x5\r\nhello\r\n0\r\n\r\n", /* prefix */
         "-5\r\nhello\r\n0\r\n\r\n",  /* sign */
         "+5\r\nhello\r\n0\r\n\r\n",
-        " 5\r\nhello\r\n0\r\n\r\n",  /* leading space */
-        "5 \r\nhello\r\n0\r\n\r\n",  /* whitespace not followed by ';' */
-        "5\nhello\r\n0\r\n\r\n",     /* bare LF after size */
-        "5\rhello\r\n0\r\n\r\n",     /* CR without LF */
-        "5\r\nhelloX\r\n0\r\n\r\n",  /* data longer than its size */
-        "5\r\nhello\n0\r\n\r\n",     /* bare LF after data */
+        " 5\r\nhello\r\n0\r\n\r\n",     /* leading space */
+        "5 \r\nhello\r\n0\r\n\r\n",     /* whitespace not followed by ';' */
+        "5\nhello\r\n0\r\n\r\n",        /* bare LF after size */
+        "5\rhello\r\n0\r\n\r\n",        /* CR without LF */
+        "5\r\nhelloX\r\n0\r\n\r\n",     /* data longer than its size */
+        "5\r\nhello\n0\r\n\r\n",        /* bare LF after data */
         "5;a\nb\r\nhello\r\n0\r\n\r\n", /* LF inside an extension */
         "5;\x01\r\nhello\r\n0\r\n\r\n", /* control byte in an extension */
-        "fffffffffffffffff\r\n",     /* overflow */
-        "0\r\nBad Name: x\r\n\r\n",  /* invalid trailer name */
-        "0\r\nX: a\nb\r\n\r\n",      /* bare LF in a trailer */
-        "0\r\n\n",                   /* bare LF at the end */
+        "fffffffffffffffff\r\n",        /* overflow */
+        "0\r\nBad Name: x\r\n\r\n",     /* invalid trailer name */
+        "0\r\nX: a\nb\r\n\r\n",         /* bare LF in a trailer */
+        "0\r\n\n",                      /* bare LF at the end */
     };
     for (size_t i = 1; i < sizeof(bad) / sizeof(bad[0]); i++) {
         for (size_t step = 1; step <= 64; step *= 4) {
