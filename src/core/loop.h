@@ -38,7 +38,7 @@ struct fy_loop {
     struct fy_pollable wake;
     int stop_requested; /* set by other threads; accessed atomically only */
     bool quit;          /* fy_loop_quit(): leave fy_loop_run (loop thread only) */
-    uint64_t now_ms; /* monotonic, refreshed after every wakeup */
+    uint64_t now_ms;    /* monotonic, refreshed after every wakeup */
     uint64_t now_us;
     struct fy_task *rq_head, *rq_tail;
     struct fy_timer_heap timers;
