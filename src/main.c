@@ -48,6 +48,14 @@ int main(int argc, char **argv)
         break;
     }
     fy_log_min_level = cfg.log_level;
+    /* Block the stop signals before anything listens: a SIGTERM that arrives while ferry starts
+     * waits for sigwait below and drains cleanly instead of killing the process. Workers inherit
+     * this mask, so only the main thread ever takes these signals. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit();
 
@@ -91,12 +99,6 @@ int main(int argc, char **argv)
         }
     }
 
-    /* Workers inherit this mask: signals are taken only by the main thread's sigwait. */
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
     for (int i = 0; i < cfg.workers; i++) {
         rc = pthread_create(&workers[i].thread, NULL, fy_worker_main, &workers[i]);
         if (rc != 0) {

@@ -568,6 +568,18 @@ static int absolute_form(struct fy_msg *m)
     return 0;
 }
 
+/* Accepts origin-form, absolute-form (rewritten to origin-form) and "*" for OPTIONS. */
+static bool normalize_target(struct fy_msg *m)
+{
+    if (m->target_len == 0)
+        return false;
+    if (m->target[0] == '/')
+        return true;
+    if (m->target[0] == '*')
+        return m->target_len == 1 && m->method_len == 7 && !memcmp(m->method, "OPTIONS", 7);
+    return absolute_form(m) == 0 && m->target[0] == '/';
+}
+
 static void start_exchange(struct fy_client *c)
 {
     struct fy_worker *w = c->w;
@@ -579,15 +591,7 @@ static void start_exchange(struct fy_client *c)
         reject(c, 405, "CONNECT is not supported by this reverse proxy");
         return;
     }
-    if (m->target_len == 0 || (m->target[0] != '/' && absolute_form(m) != 0) ||
-        (m->target[0] == '*' && !(m->method_len == 7 && !memcmp(m->method, "OPTIONS", 7)))) {
-        if (!(m->target_len == 1 && m->target[0] == '*' && m->method_len == 7 &&
-              !memcmp(m->method, "OPTIONS", 7))) {
-            reject(c, 400, "invalid request target");
-            return;
-        }
-    }
-    if (m->target[0] != '/' && m->target[0] != '*') {
+    if (!normalize_target(m)) {
         reject(c, 400, "invalid request target");
         return;
     }
