@@ -55,8 +55,17 @@ int fy_addr_parse(const char *text, struct fy_addr *out, const char **why)
         *why = "cannot resolve host";
         return -1;
     }
-    memcpy(&out->ss, res->ai_addr, res->ai_addrlen);
-    out->len = res->ai_addrlen;
+    /* A name like "localhost" may resolve to ::1 first while the server listens on 127.0.0.1
+     * only (the common case): prefer an IPv4 address when there is one. */
+    struct addrinfo *pick = res;
+    for (struct addrinfo *a = res; a; a = a->ai_next) {
+        if (a->ai_family == AF_INET) {
+            pick = a;
+            break;
+        }
+    }
+    memcpy(&out->ss, pick->ai_addr, pick->ai_addrlen);
+    out->len = pick->ai_addrlen;
     freeaddrinfo(res);
     return 0;
 }
