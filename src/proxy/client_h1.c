@@ -19,6 +19,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/assert.h"
@@ -257,16 +258,22 @@ static int queue_error(struct fy_client *c, int status, const char *text, bool c
     struct client_io *io = io_get(c);
     if (!io)
         return -1;
-    char body[256], head[256];
+    char body[256], head[320];
     int blen = snprintf(body, sizeof(body), "%d %s: %s\n", status, reason_phrase(status), text);
     if (blen < 0 || (size_t)blen >= sizeof(body))
         blen = (int)strlen(body);
     if (close)
         c->close_after = true;
+    /* RFC 9110 6.6.1: a response ferry makes itself carries a Date. Errors are rare: no cache. */
+    char date[40];
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
     int hlen = snprintf(head, sizeof(head),
-                        "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                        "HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
                         "Content-Length: %d\r\nCache-Control: no-store\r\n%s\r\n",
-                        status, reason_phrase(status), blen,
+                        status, reason_phrase(status), date, blen,
                         c->close_after ? "Connection: close\r\n" : "");
     io->wr.framing = FY_FRAME_LENGTH;
     if (fy_h1w_copy(&io->wr, head, (size_t)hlen) < 0 ||
