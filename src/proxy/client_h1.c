@@ -578,7 +578,8 @@ static int absolute_form(struct fy_msg *m)
 /* Accepts origin-form, absolute-form (rewritten to origin-form) and "*" for OPTIONS. */
 static bool normalize_target(struct fy_msg *m)
 {
-    if (m->target_len == 0)
+    /* A fragment is never part of a request-target (RFC 9112 3.2); hops disagree on it. */
+    if (m->target_len == 0 || memchr(m->target, '#', m->target_len))
         return false;
     if (m->target[0] == '/')
         return true;

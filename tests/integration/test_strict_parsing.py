@@ -137,6 +137,7 @@ HEAD_400 = {
     "host-with-space": b"GET /x HTTP/1.1\r\nHost: a b\r\n\r\n",
     "host-with-slash": b"GET /x HTTP/1.1\r\nHost: a/b\r\n\r\n",
     "host-with-at": b"GET /x HTTP/1.1\r\nHost: user@a\r\n\r\n",
+    "target-with-fragment": b"GET /x#frag HTTP/1.1\r\n" + H + b"\r\n",
 }
 
 
