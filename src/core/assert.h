@@ -19,6 +19,5 @@
 
 /* Return codes shared by every layer: 0 = done, FY_AGAIN = would block, negative = error. */
 #define FY_AGAIN (-11)
-#define FY_ERR (-1)
 
 #endif

@@ -49,11 +49,6 @@ enum fy_token fy_token_lookup(const char *name, size_t len)
     return FY_TOK_OTHER;
 }
 
-const char *fy_token_name(enum fy_token t)
-{
-    return tokens[t].name;
-}
-
 unsigned fy_token_flags(enum fy_token t)
 {
     return tokens[t].flags;

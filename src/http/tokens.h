@@ -39,8 +39,7 @@ enum fy_token {
 /* Maps a field name (any case) to its token, FY_TOK_OTHER if not well known. */
 enum fy_token fy_token_lookup(const char *name, size_t len);
 
-/* Lower-case canonical name and flags of a token. */
-const char *fy_token_name(enum fy_token t);
+/* Flags (FY_TOKF_*) of a token. */
 unsigned fy_token_flags(enum fy_token t);
 
 /* True for a token character (RFC 9110 5.6.2): what methods and field names are made of. */

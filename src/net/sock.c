@@ -94,10 +94,8 @@ int fy_sock_open(struct fy_sock *s, struct fy_loop *loop, int fd, struct fy_task
     if (err < 0) {
         close(fd);
         s->fd = -1;
-        s->registered = false;
         return err;
     }
-    s->registered = true;
     return 0;
 }
 
@@ -108,7 +106,6 @@ void fy_sock_close(struct fy_sock *s)
     /* close(2) removes the fd from epoll; the explicit DEL is not needed. */
     s->tp->close(s);
     s->fd = -1;
-    s->registered = false;
     s->rd_ready = s->wr_ready = false;
 }
 

@@ -32,7 +32,6 @@ struct fy_sock {
     bool rd_ready;
     bool wr_ready;
     bool eof_pending; /* epoll saw RDHUP/HUP/ERR: a read will report it, never wait for an edge */
-    bool registered;
     const struct fy_transport *tp;
     struct fy_loop *loop;
     struct fy_task *owner; /* queued on every event */

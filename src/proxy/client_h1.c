@@ -434,7 +434,7 @@ static int ds_send_interim(void *ds, const struct fy_msg *m)
     return rc == FY_AGAIN ? 0 : rc;
 }
 
-static int ds_send_head(void *ds, struct fy_msg *m, bool body_until_close)
+static int ds_send_head(void *ds, struct fy_msg *m)
 {
     struct fy_client *c = ds;
     struct fy_h1_writer *wr = &c->io->wr;
@@ -452,7 +452,6 @@ static int ds_send_head(void *ds, struct fy_msg *m, bool body_until_close)
         framing = FY_FRAME_CLOSE;
         c->close_after = true;
     }
-    (void)body_until_close;
     if (c->w->draining)
         c->close_after = true;
     struct fy_buf *b = fy_h1w_head_begin(wr);

@@ -121,7 +121,6 @@ struct fy_upconn *fy_connpool_connect(struct fy_connpool *p, struct fy_task *own
         free(c);
         return NULL;
     }
-    p->connects++;
     return c;
 }
 

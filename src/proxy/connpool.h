@@ -27,7 +27,6 @@ struct fy_upconn {
     struct fy_h1_reader rd;        /* responses */
     struct fy_h1_writer wr;        /* requests */
     struct fy_buf *in;
-    uint32_t requests; /* exchanges completed on this connection */
     bool connected;
     bool idle;
 };
@@ -40,7 +39,6 @@ struct fy_connpool {
     struct fy_upconn *tail;
     uint32_t nidle, max_idle;
     uint64_t idle_timeout_ms;
-    uint64_t connects; /* new connections opened (for tests and metrics) */
 };
 
 void fy_connpool_init(struct fy_connpool *p, struct fy_loop *loop, const struct fy_addr *addr,

@@ -69,7 +69,7 @@ struct fy_session {
     /* response side */
     bool got_response_bytes, head_sent, resp_spans_out, ds_blocked, resp_last_sent;
     /* tunnel */
-    bool up_eof, client_eof, up_shut;
+    bool up_eof, client_eof;
     uint8_t full_reads; /* upstream reads that filled the buffer: a large body is coming */
     uint64_t bytes_in, bytes_out;
     uint64_t start_us, up_start_us, up_head_us;
@@ -308,7 +308,6 @@ static void release_upstream(struct fy_session *s, bool reusable)
         return;
     s->up = NULL;
     if (reusable) {
-        up->requests++;
         fy_connpool_put(&s->w->pool, up);
     } else {
         fy_upconn_close(up);
@@ -596,7 +595,7 @@ static int handle_parsed(struct fy_session *s)
             fail(s, 500, "out of memory");
             return -1;
         }
-        if (s->ops->send_head(s->ds, m, rd->eof_body) < 0) {
+        if (s->ops->send_head(s->ds, m) < 0) {
             client_failed(s, 0);
             return -1;
         }

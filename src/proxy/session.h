@@ -32,8 +32,9 @@ struct fy_downstream_ops {
     void (*body_consumed)(void *ds);
     /* Interim response (100 Continue, 103...). Returns 0 or <0 (client gone). */
     int (*send_interim)(void *ds, const struct fy_msg *m);
-    /* Final response head; `resp_framing_hint` describes the upstream body. Returns 0 or <0. */
-    int (*send_head)(void *ds, struct fy_msg *resp, bool body_until_close);
+    /* Final response head; the downstream picks its own framing from the head's framing
+     * fields. Returns 0 or <0 (client gone). */
+    int (*send_head)(void *ds, struct fy_msg *resp);
     /* Body (or tunnel) bytes; 0 = flushed, FY_AGAIN = queued (wake later), <0 = client gone. */
     int (*send_body)(void *ds, const struct iovec *iov, int n, bool last);
     /* Error response before any head was sent. Returns the body bytes queued (for the log). */
