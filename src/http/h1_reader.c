@@ -408,7 +408,10 @@ static int on_headers_complete(llhttp_t *p)
             fail(r, 400, "missing Host");
             return -1;
         }
-        m->upgrade = conn_upgrade && fy_msg_find_tok(m, FY_TOK_UPGRADE) != NULL;
+        /* CONNECT turns the connection into a tunnel after the head, like an upgrade: llhttp
+         * treats what follows as tunnel bytes, never as a body, whatever Content-Length says. */
+        m->upgrade = (conn_upgrade && fy_msg_find_tok(m, FY_TOK_UPGRADE) != NULL) ||
+                     p->method == HTTP_CONNECT;
         if (r->limits.max_body && m->content_length > 0 &&
             (uint64_t)m->content_length > r->limits.max_body) {
             fail(r, 413, "request body too large");

@@ -1176,3 +1176,18 @@ Test(h1_request, next_after_upgrade_request)
     cr_expect_eq(R.state, FY_H1R_DONE, "request after a non-upgraded upgrade request: %s",
                  R.err_text ? R.err_text : "");
 }
+
+/* Regression (fuzzer): CONNECT with Content-Length. The bytes after a CONNECT head belong to the
+ * tunnel, so the message is complete at the head and flagged like an upgrade. */
+Test(h1_request, connect_with_content_length_is_a_tunnel)
+{
+    const char *a = "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com\r\n"
+                    "Content-Length: 10\r\n\r\nhello world";
+    fy_h1r_init(&R, true, &big);
+    size_t n = fy_h1r_execute(&R, a, strlen(a));
+    cr_assert_eq(R.state, FY_H1R_DONE);
+    cr_assert(R.msg.upgrade);
+    cr_assert_eq(R.nspans, 0);
+    cr_assert_eq(n, strlen(a) - strlen("hello world"));
+    fy_h1r_free(&R);
+}
