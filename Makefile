@@ -3,7 +3,7 @@
 #   make                 configure + build Release in build/ (binary: build/ferry)
 #   make run             setup, build, start the demo (upstream :9000, ferry :8080)
 #   make test            setup, build with -Werror, ctest (unit) + pytest (integration)
-#   make test-sanitize   same with ASan+UBSan, clang, in build-asan/
+#   make test-sanitize   same with ASan+UBSan, clang, in build-asan/, free lists bypassed
 #   make test-tsan       integration tests only, ferry built with TSan (clang), build-tsan/;
 #                        not run by CI (Criterion does not work under TSan)
 #   make fuzz            build libFuzzer targets in build-fuzz/, run each FUZZ_SECONDS
@@ -80,7 +80,7 @@ test: setup
 	$(call run_tests,$(BUILD_DIR),)
 
 test-sanitize: setup
-	$(call cmake_build,$(ASAN_DIR),-DCMAKE_C_COMPILER=$(CLANG) -DFERRY_WERROR=ON -DFERRY_SANITIZE=ON)
+	$(call cmake_build,$(ASAN_DIR),-DCMAKE_C_COMPILER=$(CLANG) -DFERRY_WERROR=ON -DFERRY_SANITIZE=ON -DFERRY_NO_FREELIST=ON)
 	$(call run_tests,$(ASAN_DIR),$(ASAN_ENV))
 
 test-tsan: setup

@@ -17,7 +17,9 @@
         }                                                                                          \
     } while (0)
 
-/* Return codes shared by every layer: 0 = done, FY_AGAIN = would block, negative = error. */
-#define FY_AGAIN (-11)
+/* Return codes shared by every layer: 0 = done, FY_AGAIN = would block, other negative values are
+ * -errno. FY_AGAIN lies outside the errno range on purpose: a raw -EAGAIN from a syscall wrapper
+ * must never pass for "try again later" without going through the transport's readiness. */
+#define FY_AGAIN (-4096)
 
 #endif

@@ -41,6 +41,12 @@ void fy_buf_put(struct fy_buf *b)
 {
     if (!b)
         return;
+#ifdef FY_NO_FREELIST
+    /* Sanitizer builds: every release is a real free, so a use-after-free is reported instead of
+     * reading a buffer that another exchange now owns. */
+    free(b);
+    return;
+#endif
     if (b->cap == FY_BIG_BUF_SIZE && big_free_count < BIG_FREELIST_MAX) {
         b->next_free = big_free_head;
         big_free_head = b;

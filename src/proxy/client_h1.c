@@ -8,7 +8,6 @@
  * connection costs about 200 bytes. The timer means: IDLE idle-timeout, HEAD header-timeout
  * (not extended by trickling bytes: slowloris), ACTIVE body- or send-timeout, CLOSING linger.
  */
-#include <stddef.h>
 #include "proxy/client_h1.h"
 
 #include <errno.h>
@@ -23,6 +22,7 @@
 #include <unistd.h>
 
 #include "core/assert.h"
+#include "core/macros.h"
 #include "core/buf.h"
 #include "core/log.h"
 #include "http/h1_reader.h"
@@ -30,8 +30,6 @@
 #include "net/sock.h"
 #include "proxy/session.h"
 #include "proxy/worker.h"
-
-#define container_of(p, type, member) ((type *)((char *)(p)-offsetof(type, member)))
 
 enum phase { P_IDLE, P_HEAD, P_ACTIVE, P_CLOSING };
 
@@ -143,8 +141,12 @@ static void io_put(struct fy_client *c)
     c->io = NULL;
     fy_h1r_free(&io->rd);
     fy_h1w_reset(&io->wr);
+#ifdef FY_NO_FREELIST
+    free(io);
+#else
     io->next_free = io_free;
     io_free = io;
+#endif
 }
 
 void fy_client_io_freelist_release(void);

@@ -1,14 +1,12 @@
 /* Per-worker upstream connection pool; see connpool.h. */
-#include <stddef.h>
 #include "proxy/connpool.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/assert.h"
+#include "core/macros.h"
 #include "core/log.h"
-
-#define container_of(p, type, member) ((type *)((char *)(p)-offsetof(type, member)))
 
 void fy_connpool_init(struct fy_connpool *p, struct fy_loop *loop, const struct fy_addr *addr,
                       const struct fy_h1r_limits *limits, uint32_t max_idle, uint64_t idle_ms)

@@ -9,7 +9,6 @@
  * side moving data by reference and stopping when its consumer is full (backpressure).
  * I/O callbacks only queue the session; everything happens in session_run().
  */
-#include <stddef.h>
 #include "proxy/session.h"
 
 #include <arpa/inet.h>
@@ -19,13 +18,12 @@
 #include <string.h>
 
 #include "core/assert.h"
+#include "core/macros.h"
 #include "core/log.h"
 #include "filters/hdr_rules.h"
 #include "net/addr.h"
 #include "proxy/connpool.h"
 #include "proxy/worker.h"
-
-#define container_of(p, type, member) ((type *)((char *)(p)-offsetof(type, member)))
 
 #define FY_SESSION_STATES(X)                                                                       \
     X(CONNECT, "obtaining an upstream connection")                                                 \

@@ -1,5 +1,4 @@
 /* Worker threads: accept, drain on shutdown; see worker.h. */
-#include <stddef.h>
 #include "proxy/worker.h"
 
 #include <errno.h>
@@ -10,11 +9,10 @@
 #include <unistd.h>
 
 #include "core/buf.h"
+#include "core/macros.h"
 #include "core/log.h"
 #include "filters/hdr_rules.h"
 #include "proxy/client_h1.h"
-
-#define container_of(p, type, member) ((type *)((char *)(p)-offsetof(type, member)))
 
 extern int fy_accesslog_fd;
 void fy_client_io_freelist_release(void);
