@@ -15,13 +15,13 @@ int fy_hdr_rules_apply(const struct fy_header_rules *rules, struct fy_msg *m)
     return 0;
 }
 
-uint32_t fy_hdr_rules_token_mask(const struct fy_header_rules *rules)
+fy_tokmask fy_hdr_rules_token_mask(const struct fy_header_rules *rules)
 {
-    uint32_t mask = 0;
+    fy_tokmask mask = 0;
     for (uint32_t i = 0; i < rules->n; i++) {
         enum fy_token t = fy_token_lookup(rules->items[i].name, rules->items[i].name_len);
         if (t != FY_TOK_OTHER)
-            mask |= 1u << t;
+            mask |= fy_tokmask_bit(t);
     }
     return mask;
 }

@@ -1,4 +1,9 @@
-/* Header name token table; see tokens.h. A length switch keeps lookups to one or two compares. */
+/*
+ * Header name token table; see tokens.h. Names are grouped by length once at startup (a counting
+ * sort into one array), so a lookup compares only the names of its own length, usually one or
+ * two. The groups are sized from the table itself: adding a name to FY_TOKENS can never overflow
+ * them, and the longest name bounds the lengths worth looking up.
+ */
 #include "http/tokens.h"
 
 #include <stdbool.h>
@@ -17,8 +22,20 @@ static const struct token_info tokens[FY_TOK__COUNT] = {[FY_TOK_OTHER] = {"", 0,
 #undef FY_TOK_INFO
 };
 
-/* Tokens bucketed by name length, built once: a lookup compares at most two names. */
-static uint8_t by_len[18][3];
+/* The size of a union of char arrays is its longest member: the longest name, at compile time. */
+union token_name_sizes {
+#define FY_TOK_SIZE(id, name, flags) char id[sizeof(name)];
+    FY_TOKENS(FY_TOK_SIZE)
+#undef FY_TOK_SIZE
+};
+#define TOKEN_MAX_LEN (sizeof(union token_name_sizes) - 1)
+
+_Static_assert(FY_TOK__COUNT <= 256, "token ids must fit the uint8_t index below");
+_Static_assert(TOKEN_MAX_LEN <= UINT8_MAX, "token name lengths must fit token_info.len");
+
+/* by_len[group[n]] .. by_len[group[n + 1] - 1] are the tokens whose name is n bytes long. */
+static uint8_t by_len[FY_TOK__COUNT];
+static uint8_t group[TOKEN_MAX_LEN + 2];
 
 /* Token characters as a table: this runs for every byte of every method and field name. */
 static bool tchar_table[256];
@@ -29,22 +46,31 @@ __attribute__((constructor)) static void build_index(void)
     for (int i = 0; i < 256; i++)
         tchar_table[i] = (i >= 'a' && i <= 'z') || (i >= 'A' && i <= 'Z') ||
                          (i >= '0' && i <= '9') || (i && strchr(extra, i));
-    for (int t = 1; t < FY_TOK__COUNT; t++) {
-        uint8_t *slot = by_len[tokens[t].len];
-        while (*slot)
-            slot++;
-        *slot = (uint8_t)t;
+    /* Counting sort by length: count, prefix sums, place. */
+    unsigned count[TOKEN_MAX_LEN + 1] = {0};
+    for (int t = 1; t < FY_TOK__COUNT; t++)
+        count[tokens[t].len]++;
+    unsigned at = 0;
+    for (size_t n = 0; n <= TOKEN_MAX_LEN; n++) {
+        group[n] = (uint8_t)at;
+        at += count[n];
     }
+    group[TOKEN_MAX_LEN + 1] = (uint8_t)at;
+    uint8_t fill[TOKEN_MAX_LEN + 1];
+    memcpy(fill, group, sizeof(fill));
+    for (int t = 1; t < FY_TOK__COUNT; t++)
+        by_len[fill[tokens[t].len]++] = (uint8_t)t;
 }
 
 enum fy_token fy_token_lookup(const char *name, size_t len)
 {
-    if (len < 2 || len > 17)
+    if (len == 0 || len > TOKEN_MAX_LEN)
         return FY_TOK_OTHER;
     char first = (char)(name[0] | 0x20);
-    for (const uint8_t *t = by_len[len]; *t; t++) {
-        if (tokens[*t].name[0] == first && strncasecmp(tokens[*t].name, name, len) == 0)
-            return (enum fy_token) * t;
+    for (unsigned i = group[len]; i < group[len + 1]; i++) {
+        const struct token_info *ti = &tokens[by_len[i]];
+        if (ti->name[0] == first && strncasecmp(ti->name, name, len) == 0)
+            return (enum fy_token)by_len[i];
     }
     return FY_TOK_OTHER;
 }

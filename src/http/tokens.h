@@ -36,7 +36,23 @@ enum fy_token {
         FY_TOK__COUNT
 };
 
-/* Maps a field name (any case) to its token, FY_TOK_OTHER if not well known. */
+/* A set of tokens, one bit per token (bit FY_TOK_OTHER is never set by ferry). The assertion
+ * makes a token that does not fit a build error instead of an undefined shift. */
+typedef uint64_t fy_tokmask;
+_Static_assert(FY_TOK__COUNT <= 64, "more tokens than fy_tokmask bits: widen fy_tokmask");
+
+static inline fy_tokmask fy_tokmask_bit(enum fy_token t)
+{
+    return (fy_tokmask)1 << t;
+}
+
+static inline bool fy_tokmask_has(fy_tokmask m, enum fy_token t)
+{
+    return (m >> t) & 1;
+}
+
+/* Maps a field name (any case) to its token, FY_TOK_OTHER if not well known. Names in FY_TOKENS
+ * must be lowercase and unique (tests/unit/test_tokens.c checks both). */
 enum fy_token fy_token_lookup(const char *name, size_t len);
 
 /* Flags (FY_TOKF_*) of a token. */

@@ -12,6 +12,7 @@
 #include "conf/config.h"
 #include "core/loop.h"
 #include "http/h1_reader.h"
+#include "http/tokens.h"
 #include "net/sock.h"
 #include "proxy/accesslog.h"
 #include "proxy/connpool.h"
@@ -27,7 +28,7 @@ struct fy_worker {
     struct fy_task accept_task;
     struct fy_connpool pool;
     struct fy_h1r_limits req_limits, resp_limits;
-    uint32_t req_rule_mask, resp_rule_mask; /* tokens named by header rules */
+    fy_tokmask req_rule_mask, resp_rule_mask; /* tokens named by header rules */
     struct fy_accesslog alog;
     struct fy_client *clients; /* all client connections, for draining */
     uint32_t nclients;
