@@ -48,7 +48,6 @@ void fy_loop_destroy(struct fy_loop *loop)
 {
     close(loop->wake_fd);
     close(loop->epfd);
-    fy_timer_heap_free(&loop->timers);
 }
 
 int fy_loop_add(struct fy_loop *loop, int fd, struct fy_pollable *p)

@@ -85,7 +85,9 @@ static inline void fy_loop_queue_front(struct fy_loop *loop, struct fy_task *t)
 /* Removes a queued task (used before freeing its owner). */
 void fy_loop_unqueue(struct fy_loop *loop, struct fy_task *t);
 
-/* Timers: arm `ms` milliseconds from now; stop is lazy and O(1); del must precede freeing. */
+/* Timers: arm `ms` milliseconds from now; stop is lazy and O(1); del must precede freeing.
+ * Arming cannot fail: the heap is intrusive (timer.h), so a connection or session that exists
+ * always has its timeout, and no allocation happens on the hot path. */
 static inline void fy_loop_timer_set(struct fy_loop *loop, struct fy_timer *t, uint64_t ms)
 {
     fy_timer_heap_arm(&loop->timers, t, loop->now_ms + ms);

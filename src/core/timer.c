@@ -1,100 +1,155 @@
-/* Lazy-rekeyed binary min-heap of timers; see timer.h for the invariant key <= deadline. */
+/*
+ * Intrusive, lazily re-keyed binary min-heap of timers; see timer.h for the invariant
+ * key <= deadline. The tree is complete: node number n (1-based, in level order) is reached from
+ * the root by the bits of n below its leading one (0 = left, 1 = right), so the last node and
+ * the next free place are found in O(log n) without an array.
+ */
 #include "core/timer.h"
 
-#include <stdlib.h>
+#include "core/assert.h"
 
-static void heap_set(struct fy_timer_heap *h, uint32_t i, struct fy_timer *t)
+/* The node at level-order position n (1 <= n <= len). */
+static struct fy_timer *node_at(const struct fy_timer_heap *h, uint32_t n)
 {
-    h->items[i] = t;
-    t->heap_idx = (int32_t)i;
+    struct fy_timer *t = h->root;
+    for (int bit = 30 - __builtin_clz(n); bit >= 0; bit--)
+        t = (n >> bit) & 1 ? t->right : t->left;
+    return t;
 }
 
-static void sift_up(struct fy_timer_heap *h, uint32_t i)
+/* Replaces old by new in old's parent (or as the root). */
+static void replace_child(struct fy_timer_heap *h, struct fy_timer *old, struct fy_timer *new)
 {
-    struct fy_timer *t = h->items[i];
-    while (i > 0) {
-        uint32_t parent = (i - 1) / 2;
-        if (h->items[parent]->key <= t->key)
-            break;
-        heap_set(h, i, h->items[parent]);
-        i = parent;
+    struct fy_timer *p = new->parent;
+    if (!p)
+        h->root = new;
+    else if (p->left == old)
+        p->left = new;
+    else
+        p->right = new;
+}
+
+/* Swaps c with its parent p: c takes p's place in the tree and p takes c's. */
+static void swap_with_parent(struct fy_timer_heap *h, struct fy_timer *c)
+{
+    struct fy_timer *p = c->parent;
+    struct fy_timer *cl = c->left, *cr = c->right;
+    struct fy_timer *sibling;
+    if (p->left == c) {
+        sibling = p->right;
+        c->left = p;
+        c->right = sibling;
+    } else {
+        sibling = p->left;
+        c->left = sibling;
+        c->right = p;
     }
-    heap_set(h, i, t);
+    if (sibling)
+        sibling->parent = c;
+    c->parent = p->parent;
+    replace_child(h, p, c);
+    p->parent = c;
+    p->left = cl;
+    p->right = cr;
+    if (cl)
+        cl->parent = p;
+    if (cr)
+        cr->parent = p;
 }
 
-static void sift_down(struct fy_timer_heap *h, uint32_t i)
+static void sift_up(struct fy_timer_heap *h, struct fy_timer *t)
 {
-    struct fy_timer *t = h->items[i];
+    while (t->parent && t->key < t->parent->key)
+        swap_with_parent(h, t);
+}
+
+static void sift_down(struct fy_timer_heap *h, struct fy_timer *t)
+{
     for (;;) {
-        uint32_t child = 2 * i + 1;
-        if (child >= h->len)
+        struct fy_timer *c = t->left;
+        if (!c)
             break;
-        if (child + 1 < h->len && h->items[child + 1]->key < h->items[child]->key)
-            child++;
-        if (t->key <= h->items[child]->key)
+        if (t->right && t->right->key < c->key)
+            c = t->right;
+        if (t->key <= c->key)
             break;
-        heap_set(h, i, h->items[child]);
-        i = child;
+        swap_with_parent(h, c);
     }
-    heap_set(h, i, t);
 }
 
-static int heap_push(struct fy_timer_heap *h, struct fy_timer *t)
+static void heap_insert(struct fy_timer_heap *h, struct fy_timer *t)
 {
-    if (h->len == h->cap) {
-        uint32_t cap = h->cap ? h->cap * 2 : 256;
-        struct fy_timer **items = realloc(h->items, cap * sizeof(*items));
-        if (!items)
-            return -1;
-        h->items = items;
-        h->cap = cap;
+    t->left = t->right = NULL;
+    t->in_heap = true;
+    uint32_t n = ++h->len;
+    if (n == 1) {
+        t->parent = NULL;
+        h->root = t;
+        return;
     }
-    heap_set(h, h->len++, t);
-    sift_up(h, h->len - 1);
-    return 0;
+    struct fy_timer *p = node_at(h, n / 2);
+    t->parent = p;
+    if (n & 1)
+        p->right = t;
+    else
+        p->left = t;
+    sift_up(h, t);
 }
 
-int fy_timer_heap_arm(struct fy_timer_heap *h, struct fy_timer *t, uint64_t deadline)
+void fy_timer_heap_arm(struct fy_timer_heap *h, struct fy_timer *t, uint64_t deadline)
 {
     if (deadline == 0)
         deadline = 1;
     t->deadline = deadline;
-    if (t->heap_idx < 0) {
+    if (!t->in_heap) {
         t->key = deadline;
-        if (heap_push(h, t) < 0) {
-            t->deadline = 0;
-            return -1;
-        }
+        heap_insert(h, t);
     } else if (deadline < t->key) {
         t->key = deadline;
-        sift_up(h, (uint32_t)t->heap_idx);
+        sift_up(h, t);
     }
     /* A later deadline keeps the early key: the timer is re-keyed when it surfaces. */
-    return 0;
 }
 
 void fy_timer_heap_remove(struct fy_timer_heap *h, struct fy_timer *t)
 {
     t->deadline = 0;
-    if (t->heap_idx < 0)
+    if (!t->in_heap)
         return;
-    uint32_t i = (uint32_t)t->heap_idx;
-    t->heap_idx = -1;
+    FY_ASSERT(h->len > 0);
+    /* Unhook the last node, then let it fill t's place. */
+    struct fy_timer *last = node_at(h, h->len);
+    if (last->parent) {
+        if (last->parent->left == last)
+            last->parent->left = NULL;
+        else
+            last->parent->right = NULL;
+    } else {
+        h->root = NULL;
+    }
     h->len--;
-    if (i == h->len)
-        return;
-    struct fy_timer *last = h->items[h->len];
-    heap_set(h, i, last);
-    if (i > 0 && h->items[(i - 1) / 2]->key > last->key)
-        sift_up(h, i);
-    else
-        sift_down(h, i);
+    t->in_heap = false;
+    if (last != t) {
+        last->parent = t->parent;
+        last->left = t->left;
+        last->right = t->right;
+        replace_child(h, t, last);
+        if (last->left)
+            last->left->parent = last;
+        if (last->right)
+            last->right->parent = last;
+        if (last->parent && last->key < last->parent->key)
+            sift_up(h, last);
+        else
+            sift_down(h, last);
+    }
+    t->parent = t->left = t->right = NULL;
 }
 
 struct fy_timer *fy_timer_heap_pop_due(struct fy_timer_heap *h, uint64_t now)
 {
-    while (h->len > 0 && h->items[0]->key <= now) {
-        struct fy_timer *t = h->items[0];
+    while (h->root && h->root->key <= now) {
+        struct fy_timer *t = h->root;
         if (t->deadline == 0) {
             fy_timer_heap_remove(h, t);
             continue;
@@ -102,7 +157,7 @@ struct fy_timer *fy_timer_heap_pop_due(struct fy_timer_heap *h, uint64_t now)
         if (t->deadline > now) {
             /* Moved later since it was keyed: push it back down. */
             t->key = t->deadline;
-            sift_down(h, 0);
+            sift_down(h, t);
             continue;
         }
         fy_timer_heap_remove(h, t);
@@ -113,18 +168,11 @@ struct fy_timer *fy_timer_heap_pop_due(struct fy_timer_heap *h, uint64_t now)
 
 int fy_timer_heap_wait_ms(const struct fy_timer_heap *h, uint64_t now)
 {
-    if (h->len == 0)
+    if (!h->root)
         return -1;
-    uint64_t key = h->items[0]->key;
+    uint64_t key = h->root->key;
     if (key <= now)
         return 0;
     uint64_t d = key - now;
     return d > 60000 ? 60000 : (int)d;
-}
-
-void fy_timer_heap_free(struct fy_timer_heap *h)
-{
-    free(h->items);
-    h->items = NULL;
-    h->len = h->cap = 0;
 }
