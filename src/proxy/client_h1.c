@@ -524,7 +524,15 @@ static void ds_done(void *ds, bool clean)
     struct fy_client *c = ds;
     c->session = NULL;
     c->session_done = true;
-    if (!clean) {
+    if (clean) {
+        /* Every body span was flushed before a clean end (session.h). */
+        FY_ASSERT(!c->out_blocked);
+    } else {
+        /* The queue may still reference the session's buffers, which are released as soon as we
+         * return: drop all of it. The response is cut short anyway; the connection closes. */
+        fy_h1w_reset(&c->io->wr);
+        c->out_blocked = false;
+        c->shut_after_flush = false;
         c->close_after = true;
         c->linger = !c->tunnel;
     }

@@ -97,6 +97,9 @@ void fy_session_detach(struct fy_session *s)
 {
     s->detached = true;
     s->ds = NULL;
+    /* The client connection and its output queue are gone: no span of ours is out any more. */
+    s->resp_spans_out = false;
+    s->ds_blocked = false;
     fy_loop_queue(&s->w->loop, &s->task);
 }
 
@@ -299,11 +302,15 @@ static void log_exchange(struct fy_session *s)
     fy_accesslog_write(&s->w->alog, &e);
 }
 
+/* Gives the upstream connection back (to the pool or closed), and with it up->in. No span into
+ * that buffer may still be out with the downstream: finish() has the downstream flush or drop
+ * them first. */
 static void release_upstream(struct fy_session *s, bool reusable)
 {
     struct fy_upconn *up = s->up;
     if (!up)
         return;
+    FY_ASSERT(!s->resp_spans_out);
     s->up = NULL;
     if (reusable) {
         fy_connpool_put(&s->w->pool, up);
@@ -312,15 +319,25 @@ static void release_upstream(struct fy_session *s, bool reusable)
     }
 }
 
-/* Ends the exchange: tells the downstream (unless detached), logs, and marks DONE. */
+/*
+ * Ends the exchange: tells the downstream (unless detached), then releases the upstream, logs, and
+ * marks DONE. The order is the ownership rule: body spans given to send_body() point into up->in,
+ * and only done() guarantees the downstream holds none of them any more (a clean end has them all
+ * flushed; an unclean one makes the downstream drop them). Releasing first would let the client
+ * flush bytes from a buffer that already belongs to another exchange.
+ */
 static void finish(struct fy_session *s, bool upstream_reusable, bool client_clean)
 {
     if (s->state == S_DONE)
         return;
-    release_upstream(s, upstream_reusable);
+    /* A clean end is only reached once every span was flushed. */
+    FY_ASSERT(!client_clean || !s->resp_spans_out || !s->ds);
     if (s->ds)
         s->ops->done(s->ds, client_clean);
     s->ds = NULL;
+    s->resp_spans_out = false; /* flushed or dropped by done(), or gone with a detached client */
+    s->ds_blocked = false;
+    release_upstream(s, upstream_reusable);
     log_exchange(s);
     s->state = S_DONE;
 }

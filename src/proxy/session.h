@@ -3,9 +3,16 @@
  * to its client through struct fy_downstream_ops, never to a socket, so an HTTP/1 connection today
  * and an HTTP/2 stream later drive the same object. The session owns its upstream connection.
  *
- * Body data crosses the session by reference: spans from body_read() stay valid until the session
- * calls body_consumed(); spans given to send_body() stay valid until the downstream reports them
- * flushed (send_body returned 0, or a later fy_session_wake()).
+ * Body data crosses the session by reference, in both directions, and the owner of the memory
+ * frees it only once the other side has let go:
+ *  - spans from body_read() point into the downstream's input; they stay valid until the session
+ *    calls body_consumed(), done(), or the downstream detaches the session.
+ *  - spans given to send_body() point into the upstream connection's input buffer; the downstream
+ *    may reference them until it reports them flushed (send_body returned 0, or a later
+ *    fy_session_output_flushed()) or until done() returns: done(clean=false) drops every span
+ *    still queued, so the session may release the upstream buffer right after it. The session
+ *    never releases that buffer while a span is out (asserted), and a detached downstream holds
+ *    none (its queue went with the connection).
  */
 #ifndef FY_SESSION_H
 #define FY_SESSION_H
@@ -40,7 +47,9 @@ struct fy_downstream_ops {
     /* Error response before any head was sent. Returns the body bytes queued (for the log). */
     int (*send_error)(void *ds, int status, const char *text);
     /* The session is finished; `clean` is false when the client connection must be closed
-     * (e.g. the upstream died mid-body). The downstream forgets the session pointer. */
+     * (e.g. the upstream died mid-body). clean=true is only used once all spans were flushed;
+     * with clean=false the downstream drops every queued span before returning. The downstream
+     * forgets the session pointer and never runs its own work inline (it queues its task). */
     void (*done)(void *ds, bool clean);
 };
 
