@@ -30,6 +30,7 @@ static void fail(struct fy_h1_reader *r, uint16_t status, const char *text)
 void fy_h1r_init(struct fy_h1_reader *r, bool is_request, const struct fy_h1r_limits *limits)
 {
     memset(r, 0, sizeof(*r));
+    r->line_minor = -1;
     r->is_request = is_request;
     r->limits = *limits;
     fy_msg_init(&r->msg);
@@ -53,12 +54,86 @@ void fy_h1r_next(struct fy_h1_reader *r)
     r->err_status = 0;
     r->err_text = NULL;
     r->scanned = r->line_start = r->nlines = r->head_len = r->method_len = 0;
+    r->line_target_off = r->line_target_len = 0;
+    r->line_minor = -1;
+    r->err_method_len = r->err_target_len = 0;
     r->fname = r->fvalue = NULL;
     r->fname_len = r->fvalue_len = 0;
     r->host_count = 0;
     r->te_seen = false;
     r->body_bytes = 0;
     r->nspans = 0;
+}
+
+static bool is_digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+/* request-line = method SP request-target SP HTTP-version (RFC 9112 3), checked as soon as the
+ * line is complete so a malformed one is answered at once, not when the head timeout fires. */
+static int check_request_line(struct fy_h1_reader *r, const char *l, uint32_t n)
+{
+    uint32_t i = 0;
+    while (i < n && fy_is_tchar((unsigned char)l[i]))
+        i++;
+    if (i == 0 || i >= n || l[i] != ' ')
+        return 400;
+    uint32_t t = ++i;
+    while (i < n && l[i] != ' ' && (unsigned char)l[i] > 0x20 && l[i] != 0x7f)
+        i++;
+    if (i == t || (i < n && l[i] != ' '))
+        return 400;
+    if (i == n)
+        return 505; /* "GET /": HTTP/0.9 */
+    r->line_target_off = t;
+    r->line_target_len = i - t;
+    const char *v = l + i + 1;
+    if (n - i - 1 != 8 || memcmp(v, "HTTP/", 5) != 0 || !is_digit(v[5]) || v[6] != '.' ||
+        !is_digit(v[7]))
+        return 400;
+    if (v[5] == '1')
+        r->line_minor = (int8_t)(v[7] - '0');
+    return 0; /* other major versions get 505 once the head is complete */
+}
+
+/* status-line = HTTP-version SP 3DIGIT SP [ reason-phrase ] (RFC 9112 4). */
+static bool check_status_line(const char *l, uint32_t n)
+{
+    return n >= 12 && memcmp(l, "HTTP/", 5) == 0 && is_digit(l[5]) && l[6] == '.' &&
+           is_digit(l[7]) && l[8] == ' ' && is_digit(l[9]) && is_digit(l[10]) &&
+           is_digit(l[11]) && (n == 12 || l[12] == ' ');
+}
+
+/* field-line = field-name ":" OWS field-value OWS, with no whitespace before the colon
+ * (RFC 9112 5.1). */
+static bool check_field_line(const char *l, uint32_t n)
+{
+    uint32_t i = 0;
+    while (i < n && fy_is_tchar((unsigned char)l[i]))
+        i++;
+    return i > 0 && i < n && l[i] == ':';
+}
+
+/* A line of the head is complete: h[start, start + len). Returns false (after fail()) if bad. */
+static bool check_line(struct fy_h1_reader *r, const char *h, uint32_t start, uint32_t len)
+{
+    const char *l = h + start;
+    if (r->nlines == 0) {
+        int status = r->is_request ? check_request_line(r, l, len)
+                                   : (check_status_line(l, len) ? 0 : 400);
+        if (status == 0)
+            return true;
+        fail(r, (uint16_t)status,
+             status == 505         ? "unsupported HTTP version"
+             : r->is_request ? "malformed request line"
+                                   : "malformed status line");
+        return false;
+    }
+    if (check_field_line(l, len))
+        return true;
+    fail(r, 400, "malformed field line (no colon, or whitespace before it)");
+    return false;
 }
 
 /*
@@ -82,13 +157,17 @@ static int scan_head(struct fy_h1_reader *r, const char *h, size_t n)
         uint32_t content_end =
             (i < n && h[i] == '\n' && i > r->line_start && h[i - 1] == '\r') ? i - 1 : i;
         if (r->nlines == 0 && content_end - r->line_start > max_line) {
-            fail(r, 414, "request line too long");
+            fail(r, 414, r->is_request ? "request line too long" : "status line too long");
             return -1;
         }
         if (i >= max_head && (i < n || i > max_head)) {
             /* Byte number max_head + 1 exists: the head is too large, wherever it ends. */
-            fail(r, r->nlines == 0 ? 414 : 431,
-                 r->nlines == 0 ? "request line too long" : "request header block too large");
+            if (r->nlines == 0)
+                fail(r, 414, r->is_request ? "request line too long" : "status line too long");
+            else
+                fail(r, 431,
+                     r->is_request ? "request header block too large"
+                                   : "response header block too large");
             return -1;
         }
         if (i >= n)
@@ -128,6 +207,8 @@ static int scan_head(struct fy_h1_reader *r, const char *h, size_t n)
             fail(r, 431, "too many header fields");
             return -1;
         }
+        if (!check_line(r, h, r->line_start, line_len))
+            return -1;
         r->nlines++;
         r->line_start = ++i;
     }
@@ -169,6 +250,21 @@ static size_t run_llhttp(struct fy_h1_reader *r, const char *p, size_t n)
     return 0;
 }
 
+/* A request rejected while its head was read: copy what is known of the request line (the
+ * input is reused before the log line is written). */
+static void keep_request_line(struct fy_h1_reader *r, const char *h)
+{
+    if (r->nlines == 0)
+        return; /* the request line itself was not complete or not valid */
+    const char *sp = memchr(h, ' ', r->line_target_off);
+    uint32_t mlen = sp ? (uint32_t)(sp - h) : 0;
+    r->err_method_len = mlen < sizeof(r->err_method) ? mlen : (uint32_t)sizeof(r->err_method);
+    memcpy(r->err_method, h, r->err_method_len);
+    uint32_t tlen = r->line_target_len;
+    r->err_target_len = tlen < sizeof(r->err_target) ? tlen : (uint32_t)sizeof(r->err_target);
+    memcpy(r->err_target, h + r->line_target_off, r->err_target_len);
+}
+
 size_t fy_h1r_execute(struct fy_h1_reader *r, const char *data, size_t len)
 {
     r->nspans = 0;
@@ -187,6 +283,8 @@ size_t fy_h1r_execute(struct fy_h1_reader *r, const char *data, size_t len)
         len -= skipped;
     }
     int rc = scan_head(r, data, len);
+    if (rc < 0 && r->is_request)
+        keep_request_line(r, data);
     if (rc <= 0)
         return skipped;
 

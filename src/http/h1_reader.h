@@ -57,6 +57,12 @@ struct fy_h1_reader {
     uint32_t nlines;
     uint32_t head_len; /* set when the head is complete */
     uint32_t method_len;
+    /* The start line, checked as soon as it is complete (offsets from the head's start). A
+     * rejected request is still logged with what was read of it. */
+    uint32_t line_target_off, line_target_len;
+    int8_t line_minor; /* HTTP/1.x of the request line, -1 until it was read */
+    char err_method[32], err_target[256];
+    uint32_t err_method_len, err_target_len;
     /* field under construction */
     const char *fname, *fvalue;
     uint32_t fname_len, fvalue_len;

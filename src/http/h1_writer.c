@@ -16,9 +16,18 @@ void fy_h1w_init(struct fy_h1_writer *w)
     w->body_sent = 0;
 }
 
+static void release_heads(struct fy_outq *q)
+{
+    while (q->head) {
+        struct fy_buf *b = q->head;
+        q->head = b->next_free;
+        fy_buf_put(b);
+    }
+}
+
 void fy_h1w_reset(struct fy_h1_writer *w)
 {
-    fy_buf_put(w->q.head);
+    release_heads(&w->q);
     fy_h1w_init(w);
 }
 
@@ -34,11 +43,17 @@ static int push(struct fy_outq *q, const void *p, size_t n)
     return 0;
 }
 
-struct fy_buf *fy_h1w_head_begin(struct fy_h1_writer *w)
+struct fy_buf *fy_h1w_head_begin(struct fy_h1_writer *w, size_t need)
 {
-    if (!w->q.head)
-        w->q.head = fy_buf_get(FY_BUF_SIZE);
-    return w->q.head;
+    struct fy_outq *q = &w->q;
+    if (q->head && fy_buf_room(q->head) >= need)
+        return q->head;
+    struct fy_buf *b = fy_buf_get(need > FY_BUF_SIZE ? need : FY_BUF_SIZE);
+    if (!b)
+        return NULL;
+    b->next_free = q->head; /* owned by this writer: the link chains its head buffers */
+    q->head = b;
+    return b;
 }
 
 void fy_h1w_head_done(struct fy_h1_writer *w, struct fy_buf *b, size_t from)
@@ -97,8 +112,10 @@ size_t fy_u64_to_dec(uint64_t v, char *out)
 
 int fy_h1w_copy(struct fy_h1_writer *w, const char *p, size_t n)
 {
-    struct fy_buf *b = fy_h1w_head_begin(w);
-    if (!b || fy_buf_room(b) < n)
+    if (n > FY_BUF_SIZE)
+        return -1;
+    struct fy_buf *b = fy_h1w_head_begin(w, n);
+    if (!b)
         return -1;
     size_t from = b->end;
     fy_buf_append(b, p, n);
@@ -112,6 +129,12 @@ int fy_h1w_body(struct fy_h1_writer *w, const struct iovec *iov, int n, bool las
     size_t total = 0;
     for (int i = 0; i < n; i++)
         total += iov[i].iov_len;
+    if (q->n + n + 3 > FY_OUTQ_IOV && q->first > 0) {
+        /* Partly flushed: move the pending entries to the front to make room. */
+        memmove(q->iov, q->iov + q->first, (size_t)(q->n - q->first) * sizeof(q->iov[0]));
+        q->n = (uint8_t)(q->n - q->first);
+        q->first = 0;
+    }
     if (q->n + n + 3 > FY_OUTQ_IOV)
         return -1;
     if (w->framing == FY_FRAME_NONE) {
@@ -180,9 +203,6 @@ int fy_h1w_flush(struct fy_h1_writer *w, struct fy_sock *s)
         }
     }
     q->first = q->n = q->nscratch = 0;
-    if (q->head) {
-        fy_buf_put(q->head);
-        q->head = NULL;
-    }
+    release_heads(q);
     return 0;
 }

@@ -29,7 +29,8 @@ struct fy_outq {
     struct iovec iov[FY_OUTQ_IOV];
     uint8_t n, first; /* entries [first, n) are pending */
     uint8_t nscratch;
-    struct fy_buf *head;               /* serialised head, released once flushed */
+    struct fy_buf *head;               /* serialised heads (newest first, chained through
+                                        * next_free), all released once the queue is flushed */
     char scratch[FY_OUTQ_IOV / 3][24]; /* chunk-size lines */
 };
 
@@ -50,9 +51,11 @@ static inline bool fy_h1w_pending(const struct fy_h1_writer *w)
     return w->q.first < w->q.n;
 }
 
-/* Starts a head in a fresh buffer (or the current unflushed one). Returns the buffer to append the
- * serialised head to, or NULL when out of memory. fy_h1w_head_done() queues it. */
-struct fy_buf *fy_h1w_head_begin(struct fy_h1_writer *w);
+/* Starts a head of up to `need` bytes: returns a buffer with at least that much room (the current
+ * unflushed head buffer when it has the room, else a new one of at least FY_BUF_SIZE bytes chained
+ * to it, so queued iovecs into older ones stay valid), or NULL when out of memory. The writer owns
+ * the buffer; fy_h1w_head_done() queues what was appended. */
+struct fy_buf *fy_h1w_head_begin(struct fy_h1_writer *w, size_t need);
 void fy_h1w_head_done(struct fy_h1_writer *w, struct fy_buf *b, size_t from);
 
 /* Appends "Name: value\r\n" to b if it fits; returns false if the head would overflow. */
@@ -63,11 +66,14 @@ bool fy_h1w_put(struct fy_buf *b, const char *s, size_t n);
 /* Writes v in decimal to out (at least 21 bytes); returns the length. No NUL. */
 size_t fy_u64_to_dec(uint64_t v, char *out);
 
-/* Queues body data with the writer's framing; `last` queues the end (e.g. "0\r\n\r\n").
- * Returns 0, or -1 if the queue is too full (flush first; callers size batches to avoid it). */
+/* Queues body data with the writer's framing; `last` queues the end (e.g. "0\r\n\r\n"). The
+ * spans are referenced until flushed or the writer is reset. Returns 0, or -1 (nothing queued) if
+ * even after compacting the queue there is no room for n spans plus framing: callers keep at most
+ * one batch of FY_H1R_MAX_SPANS spans out, which always fits. */
 int fy_h1w_body(struct fy_h1_writer *w, const struct iovec *iov, int n, bool last);
 
-/* Queues bytes that are copied into the head buffer (interim responses, error bodies). */
+/* Queues bytes that are copied into the head buffer (interim responses, error bodies); at most
+ * FY_BUF_SIZE bytes. Returns 0 or -1. */
 int fy_h1w_copy(struct fy_h1_writer *w, const char *p, size_t n);
 
 /* Writes as much as possible. Returns 0 when everything is flushed, FY_AGAIN, or -errno. */

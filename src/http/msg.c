@@ -157,6 +157,15 @@ void fy_msg_strip_hop_by_hop(struct fy_msg *m)
             m->hdrs[i].removed = true;
 }
 
+size_t fy_msg_fields_size(const struct fy_msg *m)
+{
+    size_t n = 0;
+    for (uint32_t i = 0; i < m->nhdrs; i++)
+        if (!m->hdrs[i].removed)
+            n += (size_t)m->hdrs[i].name_len + m->hdrs[i].value_len + 4;
+    return n;
+}
+
 static char *own_copy(char **p, const char *s, uint32_t n)
 {
     char *d = *p;

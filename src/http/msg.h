@@ -8,6 +8,7 @@
 #define FY_MSG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "http/tokens.h"
@@ -70,6 +71,9 @@ int fy_msg_set_tok(struct fy_msg *m, enum fy_token tok, const char *name, uint32
 
 /* Hides hop-by-hop fields: the fixed set of tokens and every field named in Connection. */
 void fy_msg_strip_hop_by_hop(struct fy_msg *m);
+
+/* Bytes the visible fields take serialised as HTTP/1 field lines ("Name: value\r\n" each). */
+size_t fy_msg_fields_size(const struct fy_msg *m);
 
 /* Copies every string the message references into one block it owns. Returns 0 or -1. */
 int fy_msg_own(struct fy_msg *m);

@@ -155,8 +155,9 @@ void fy_accesslog_write(struct fy_accesslog *l, const struct fy_log_entry *e)
         put_escaped(&o, method, mlen, true);
         puts_(&o, "\",\"target\":\"");
         put_escaped(&o, target, tlen, true);
-        puts_(&o, e->version_minor ? "\",\"protocol\":\"HTTP/1.1\",\"status\":"
-                                   : "\",\"protocol\":\"HTTP/1.0\",\"status\":");
+        puts_(&o, e->version_minor < 0    ? "\",\"protocol\":\"-\",\"status\":"
+                  : e->version_minor ? "\",\"protocol\":\"HTTP/1.1\",\"status\":"
+                                     : "\",\"protocol\":\"HTTP/1.0\",\"status\":");
         put_u64(&o, (uint64_t)e->status);
         puts_(&o, ",\"bytes_in\":");
         put_u64(&o, e->bytes_in);
@@ -180,10 +181,16 @@ void fy_accesslog_write(struct fy_accesslog *l, const struct fy_log_entry *e)
         puts_(&o, " - - [");
         puts_(&o, cached_clf);
         puts_(&o, "] \"");
-        put_escaped(&o, method, mlen, false);
-        puts_(&o, " ");
-        put_escaped(&o, target, tlen, false);
-        puts_(&o, e->version_minor ? " HTTP/1.1\" " : " HTTP/1.0\" ");
+        if (e->method) {
+            /* What was read of the request line; "-" for a request that has none (nginx). */
+            put_escaped(&o, method, mlen, false);
+            puts_(&o, " ");
+            put_escaped(&o, target, tlen, false);
+            puts_(&o, e->version_minor < 0 ? " -\" " : e->version_minor ? " HTTP/1.1\" "
+                                                                        : " HTTP/1.0\" ");
+        } else {
+            puts_(&o, "-\" ");
+        }
         put_u64(&o, (uint64_t)e->status);
         puts_(&o, " ");
         put_u64(&o, e->bytes_out);

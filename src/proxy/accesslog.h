@@ -18,7 +18,7 @@ struct fy_log_entry {
     uint32_t method_len;
     const char *target;
     uint32_t target_len;
-    uint8_t version_minor;
+    int8_t version_minor; /* HTTP/1.x; -1 when the request line was not read */
     int status;
     uint64_t bytes_in, bytes_out;
     const struct sockaddr *upstream; /* NULL if none was contacted */

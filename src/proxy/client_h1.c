@@ -11,6 +11,7 @@
 #include "proxy/client_h1.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -235,17 +236,36 @@ static int flush(struct fy_client *c)
     return rc;
 }
 
+/* The access log line of a request ferry answered itself: whatever was read of it. */
 static void log_client_error(struct fy_client *c, int status, int body_bytes)
 {
     struct fy_log_entry e = {0};
     e.client = &c->peer.sa;
-    struct fy_msg *m = c->io ? &c->io->rd.msg : NULL;
-    if (m && m->method) {
+    e.version_minor = -1;
+    struct fy_h1_reader *rd = c->io ? &c->io->rd : NULL;
+    struct fy_msg *m = rd ? &rd->msg : NULL;
+    if (m && m->method && m->target) {
         e.method = m->method;
         e.method_len = m->method_len;
         e.target = m->target;
-        e.target_len = m->target ? m->target_len : 0;
-        e.version_minor = m->version_minor;
+        e.target_len = m->target_len;
+        e.version_minor = rd->line_minor >= 0 ? rd->line_minor : (int8_t)m->version_minor;
+        struct fy_hdr *ref = fy_msg_find(m, "Referer", 7);
+        struct fy_hdr *ua = fy_msg_find(m, "User-Agent", 10);
+        if (ref) {
+            e.referer = ref->value;
+            e.referer_len = ref->value_len;
+        }
+        if (ua) {
+            e.user_agent = ua->value;
+            e.user_agent_len = ua->value_len;
+        }
+    } else if (rd && rd->err_method_len) {
+        e.method = rd->err_method;
+        e.method_len = rd->err_method_len;
+        e.target = rd->err_target;
+        e.target_len = rd->err_target_len;
+        e.version_minor = rd->line_minor;
     }
     e.status = status;
     e.bytes_out = body_bytes > 0 ? (uint64_t)body_bytes : 0;
@@ -284,10 +304,40 @@ static int queue_error(struct fy_client *c, int status, const char *text, bool c
     return c->req_is_head ? 0 : blen;
 }
 
+/* Diagnostics about a client connection: "client ADDR "REQUEST LINE": what" (session.c's slog
+ * adds the upstream for exchanges). */
+static void client_log(struct fy_client *c, enum fy_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void client_log(struct fy_client *c, enum fy_log_level level, const char *fmt, ...)
+{
+    if (level < fy_log_min_level)
+        return;
+    char what[512], addr[64], line[300] = "";
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof(what), fmt, ap);
+    va_end(ap);
+    fy_addr_format(&c->peer.sa, addr, sizeof(addr));
+    struct fy_h1_reader *rd = c->io ? &c->io->rd : NULL;
+    const char *mth = NULL, *tgt = NULL;
+    uint32_t ml = 0, tl = 0;
+    if (rd && rd->msg.method && rd->msg.target) {
+        mth = rd->msg.method, ml = rd->msg.method_len, tgt = rd->msg.target;
+        tl = rd->msg.target_len;
+    } else if (rd && rd->err_method_len) {
+        mth = rd->err_method, ml = rd->err_method_len, tgt = rd->err_target;
+        tl = rd->err_target_len;
+    }
+    if (mth)
+        snprintf(line, sizeof(line), " \"%.*s %.*s%s\"", (int)ml, mth, tl > 200 ? 200 : (int)tl,
+                 tgt, tl > 200 ? "..." : "");
+    fy_log(level, "client %s%s: %s", addr, line, what);
+}
+
 /* A request that never became an exchange: answer, log, and close after flushing. */
 static void reject(struct fy_client *c, int status, const char *why)
 {
-    fy_info("rejected request from client: %d %s", status, why);
+    client_log(c, FY_LOG_INFO, "rejected with %d: %s", status, why);
     c->linger = true;
     c->phase = P_CLOSING;
     int body = queue_error(c, status, why, true);
@@ -338,10 +388,12 @@ static int ds_body_read(void *ds, struct iovec *iov, int max, bool *last, int *s
             }
         } else {
             if (rd->nspans > 0) {
+                /* Spans beyond `max` stay for the next call, in order. */
                 int n = rd->nspans < max ? rd->nspans : max;
                 memcpy(iov, rd->spans, (size_t)n * sizeof(*iov));
-                rd->nspans = 0;
-                *last = rd->state == FY_H1R_DONE;
+                rd->nspans -= n;
+                memmove(rd->spans, rd->spans + n, (size_t)rd->nspans * sizeof(*iov));
+                *last = rd->state == FY_H1R_DONE && rd->nspans == 0;
                 c->want_body = false;
                 return n;
             }
@@ -351,7 +403,7 @@ static int ds_body_read(void *ds, struct iovec *iov, int max, bool *last, int *s
             }
             if (rd->state == FY_H1R_ERROR) {
                 *status = rd->err_status;
-                fy_info("bad request body from client: %s", rd->err_text);
+                client_log(c, FY_LOG_INFO, "bad request body: %s", rd->err_text);
                 return -1;
             }
             if (in->start < in->end) {
@@ -420,17 +472,29 @@ static int put_status_line(struct fy_buf *b, const struct fy_msg *m)
     return fy_h1w_put(b, reason, rlen) && fy_h1w_put(b, "\r\n", 2) ? 0 : -1;
 }
 
+/* Upper bound of the serialised head: status line, fields, and the fields ferry adds. */
+static size_t head_size(const struct fy_msg *m)
+{
+    size_t reason = m->reason_len ? m->reason_len : 40;
+    return 13 + reason + 2 + fy_msg_fields_size(m) + 28 + 24 + 2;
+}
+
 static int ds_send_interim(void *ds, const struct fy_msg *m)
 {
     struct fy_client *c = ds;
     if (c->req_minor == 0)
         return 0; /* RFC 9110 15.2: no 1xx to HTTP/1.0 clients */
-    struct fy_buf *b = fy_h1w_head_begin(&c->io->wr);
+    size_t need = head_size(m);
+    if (need > FY_BUF_SIZE)
+        return -ENOSPC;
+    struct fy_buf *b = fy_h1w_head_begin(&c->io->wr, need);
     if (!b)
         return -1;
     size_t from = b->end;
-    if (put_status_line(b, m) < 0 || put_fields(b, m) < 0 || !fy_h1w_put(b, "\r\n", 2))
-        return -1;
+    if (put_status_line(b, m) < 0 || put_fields(b, m) < 0 || !fy_h1w_put(b, "\r\n", 2)) {
+        b->end = (uint32_t)from;
+        return -ENOSPC;
+    }
     fy_h1w_head_done(&c->io->wr, b, from);
     int rc = flush(c);
     return rc == FY_AGAIN ? 0 : rc;
@@ -456,12 +520,19 @@ static int ds_send_head(void *ds, struct fy_msg *m)
     }
     if (c->w->draining)
         c->close_after = true;
-    struct fy_buf *b = fy_h1w_head_begin(wr);
+    /* A head that does not fit one buffer once rewritten is refused whole (the session
+     * answers 502): nothing is queued, so the client still gets a complete response. */
+    size_t need = head_size(m);
+    if (need > FY_BUF_SIZE)
+        return -ENOSPC;
+    struct fy_buf *b = fy_h1w_head_begin(wr, need);
     if (!b)
         return -1;
     size_t from = b->end;
-    if (put_status_line(b, m) < 0 || put_fields(b, m) < 0)
-        return -1;
+    if (put_status_line(b, m) < 0 || put_fields(b, m) < 0) {
+        b->end = (uint32_t)from;
+        return -ENOSPC;
+    }
     bool ok = true;
     if (framing == FY_FRAME_CHUNKED)
         ok = fy_h1w_put(b, "Transfer-Encoding: chunked\r\n", 28);
@@ -471,8 +542,10 @@ static int ds_send_head(void *ds, struct fy_msg *m)
         ok = ok && fy_h1w_put(b, "Connection: close\r\n", 19);
     else if (c->req_minor == 0)
         ok = ok && fy_h1w_put(b, "Connection: keep-alive\r\n", 24);
-    if (!ok || !fy_h1w_put(b, "\r\n", 2))
-        return -1;
+    if (!ok || !fy_h1w_put(b, "\r\n", 2)) {
+        b->end = (uint32_t)from;
+        return -ENOSPC;
+    }
     fy_h1w_head_done(wr, b, from);
     wr->framing = framing;
     if (m->status == 101)
@@ -495,11 +568,11 @@ static int ds_send_body(void *ds, const struct iovec *iov, int n, bool last)
             c->shut_after_flush = true;
         return rc == FY_AGAIN ? 0 : rc;
     }
+    /* The session keeps one batch out at a time, which always fits the queue: a refusal here
+     * is a bug, and failing the exchange beats pretending the spans were queued. */
     if (fy_h1w_body(wr, iov, n, last) < 0) {
-        int rc = flush(c);
-        if (rc != 0)
-            return rc < 0 ? rc : -1;
-        FY_ASSERT(fy_h1w_body(wr, iov, n, last) == 0);
+        client_log(c, FY_LOG_ERROR, "output queue full (%d spans); closing the connection", n);
+        return -ENOBUFS;
     }
     int rc = flush(c);
     c->out_blocked = rc == FY_AGAIN;
@@ -762,7 +835,8 @@ static void client_run(struct fy_task *t)
         return;
     }
     if (c->timed_out && rc == FY_AGAIN) {
-        fy_info("client stopped reading the response; closing");
+        client_log(c, FY_LOG_INFO, "stopped reading the response for %llu ms; closing",
+             (unsigned long long)c->w->cfg->send_timeout);
         close_client(c);
         return;
     }

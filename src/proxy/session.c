@@ -13,6 +13,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,6 +102,30 @@ void fy_session_detach(struct fy_session *s)
     s->resp_spans_out = false;
     s->ds_blocked = false;
     fy_loop_queue(&s->w->loop, &s->task);
+}
+
+/*
+ * Diagnostics about one exchange, in one format everywhere:
+ *   warn ferry: client 127.0.0.1:51234 "GET /path HTTP/1.1" upstream http://10.0.0.1:3000: <what>
+ * so a line names the client, the request and the upstream without reading the access log.
+ */
+static void slog(struct fy_session *s, enum fy_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void slog(struct fy_session *s, enum fy_log_level level, const char *fmt, ...)
+{
+    if (level < fy_log_min_level)
+        return;
+    char what[512], client[64];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof(what), fmt, ap);
+    va_end(ap);
+    fy_addr_format((const struct sockaddr *)&s->client, client, sizeof(client));
+    const struct fy_msg *m = &s->req;
+    int tlen = m->target_len > 200 ? 200 : (int)m->target_len;
+    fy_log(level, "client %s \"%.*s %.*s%s HTTP/1.%d\" upstream %s: %s", client,
+           (int)m->method_len, m->method, tlen, m->target, m->target_len > 200 ? "..." : "",
+           m->version_minor, s->w->cfg->upstream_text, what);
 }
 
 static char *scratch_alloc(struct fy_session *s, size_t n)
@@ -236,7 +261,9 @@ static int queue_request_head(struct fy_session *s)
 {
     struct fy_msg *m = &s->req;
     struct fy_h1_writer *wr = &s->up->wr;
-    struct fy_buf *b = fy_h1w_head_begin(wr);
+    /* Sized for this head: the client's head may be as large as --max-header-size allows. */
+    size_t need = (size_t)m->method_len + m->target_len + 13 + fy_msg_fields_size(m) + 64;
+    struct fy_buf *b = fy_h1w_head_begin(wr, need);
     if (!b)
         return -1;
     size_t from = b->end;
@@ -281,7 +308,7 @@ static void log_exchange(struct fy_session *s)
     e.method_len = s->req.method_len;
     e.target = s->req.target;
     e.target_len = s->req.target_len;
-    e.version_minor = s->req.version_minor;
+    e.version_minor = (int8_t)s->req.version_minor;
     e.status = s->status;
     e.bytes_in = s->bytes_in;
     e.bytes_out = s->bytes_out;
@@ -378,8 +405,8 @@ static void upstream_failed(struct fy_session *s, int err, const char *what)
 {
     if (s->reused && !s->got_response_bytes && !s->req_body_started && idempotent(&s->req) &&
         s->attempts < 2) {
-        fy_debug("reused upstream connection failed while %s (%s); retrying on a new one", what,
-                 err ? strerror(-err) : "closed");
+        slog(s, FY_LOG_DEBUG, "reused connection failed while %s (%s); retrying on a new one",
+             what, err ? strerror(-err) : "closed");
         release_upstream(s, false);
         s->reused = false;
         s->req_last_queued = s->req_done = false;
@@ -387,14 +414,9 @@ static void upstream_failed(struct fy_session *s, int err, const char *what)
         fy_loop_queue(&s->w->loop, &s->task);
         return;
     }
-    char ubuf[64];
-    fy_addr_format((const struct sockaddr *)&s->w->cfg->upstream.ss, ubuf, sizeof(ubuf));
-    if (s->head_sent)
-        fy_warn("upstream %s failed while %s (%s); closing the client connection", ubuf, what,
-                err ? strerror(-err) : "connection closed");
-    else
-        fy_warn("upstream %s failed while %s (%s)", ubuf, what,
-                err ? strerror(-err) : "connection closed");
+    slog(s, FY_LOG_WARN, "upstream failed while %s (%s)%s", what,
+         err ? strerror(-err) : "connection closed",
+         s->head_sent ? "; closing the client connection" : "");
     fail(s, 502, "the upstream server closed the connection or sent an invalid response");
 }
 
@@ -425,7 +447,7 @@ static void step_connect(struct fy_session *s)
             int err = 0;
             s->up = fy_connpool_connect(&w->pool, &s->task, &err);
             if (!s->up) {
-                fy_warn("cannot connect to upstream %s: %s", w->cfg->upstream_text, strerror(-err));
+                slog(s, FY_LOG_WARN, "cannot connect: %s", strerror(-err));
                 fail(s, 502, "could not connect to the upstream server");
                 return;
             }
@@ -444,7 +466,8 @@ static void step_connect(struct fy_session *s)
     struct fy_upconn *up = s->up;
     if (!up->connected) {
         if (s->timed_out) {
-            fy_warn("connecting to upstream %s timed out", w->cfg->upstream_text);
+            slog(s, FY_LOG_WARN, "connect timed out after %llu ms",
+                 (unsigned long long)w->cfg->connect_timeout);
             fail(s, 502, "timed out connecting to the upstream server");
             return;
         }
@@ -452,14 +475,14 @@ static void step_connect(struct fy_session *s)
             return;
         int rc = fy_sock_connect_result(&up->sock);
         if (rc < 0) {
-            fy_warn("cannot connect to upstream %s: %s", w->cfg->upstream_text, strerror(-rc));
+            slog(s, FY_LOG_WARN, "cannot connect: %s", strerror(-rc));
             fail(s, 502, "could not connect to the upstream server");
             return;
         }
         up->connected = true;
     }
     if (queue_request_head(s) < 0) {
-        fail(s, 500, "request head too large to forward");
+        fail(s, 500, "out of memory");
         return;
     }
     if (!up->in)
@@ -577,9 +600,7 @@ static int handle_parsed(struct fy_session *s)
 {
     struct fy_h1_reader *rd = &s->up->rd;
     if (rd->state == FY_H1R_ERROR) {
-        char ubuf[64];
-        fy_addr_format((const struct sockaddr *)&s->w->cfg->upstream.ss, ubuf, sizeof(ubuf));
-        fy_warn("invalid response from upstream %s: %s", ubuf, rd->err_text);
+        slog(s, FY_LOG_WARN, "invalid response from the upstream: %s", rd->err_text);
         fail(s, 502, "the upstream server sent an invalid response");
         return -1;
     }
@@ -610,7 +631,16 @@ static int handle_parsed(struct fy_session *s)
             fail(s, 500, "out of memory");
             return -1;
         }
-        if (s->ops->send_head(s->ds, m) < 0) {
+        int rc = s->ops->send_head(s->ds, m);
+        if (rc == -ENOSPC) {
+            slog(s, FY_LOG_WARN,
+                 "the upstream's response head is larger than %u bytes once rewritten for the "
+                 "client",
+                 (unsigned)FY_BUF_SIZE);
+            fail(s, 502, "the upstream server sent a response head that is too large");
+            return -1;
+        }
+        if (rc < 0) {
             client_failed(s, 0);
             return -1;
         }
@@ -700,8 +730,8 @@ static int pump_response(struct fy_session *s)
         } else if (fy_buf_room(in) == 0) {
             fy_buf_compact(in);
             if (fy_buf_room(in) == 0) {
-                fy_warn("upstream %s sent a response head larger than %u bytes",
-                        s->w->cfg->upstream_text, (unsigned)in->cap);
+                slog(s, FY_LOG_WARN, "the upstream sent a response head larger than %u bytes",
+                     (unsigned)in->cap);
                 fail(s, 502, "the upstream server sent an invalid response");
                 return -1;
             }
@@ -718,6 +748,7 @@ static int pump_response(struct fy_session *s)
         if (r == FY_AGAIN)
             return progress;
         if (r == 0 && up->rd.state == FY_H1R_BODY && up->rd.eof_body) {
+            /* The close ends a close-delimited body: a normal end, not a failure. */
             fy_h1r_eof(&up->rd);
             up->rd.nspans = 0;
             int rc = handle_parsed(s);
@@ -725,7 +756,11 @@ static int pump_response(struct fy_session *s)
                 return -1;
             if (rc > 0)
                 return 1;
-            continue;
+            FY_ASSERT(s->resp_last_sent);
+            if (!s->req_done)
+                return 1;
+            response_complete(s);
+            return -1;
         }
         upstream_failed(s, (int)(r == 0 ? 0 : r),
                         s->head_sent ? "sending the response body" : "waiting for the response");
@@ -738,12 +773,13 @@ static void step_exchange(struct fy_session *s)
     if (s->timed_out) {
         s->timed_out = false;
         if (!s->head_sent) {
-            fy_warn("upstream %s did not answer within %llu ms", s->w->cfg->upstream_text,
-                    (unsigned long long)s->w->cfg->upstream_timeout);
+            slog(s, FY_LOG_WARN, "the upstream did not answer within %llu ms",
+                 (unsigned long long)s->w->cfg->upstream_timeout);
             fail(s, 504, "the upstream server did not answer in time");
         } else {
-            fy_warn("upstream %s stalled while sending the response body",
-                    s->w->cfg->upstream_text);
+            slog(s, FY_LOG_WARN, "the upstream stalled for %llu ms while sending the response "
+                 "body; closing the client connection",
+                 (unsigned long long)s->w->cfg->upstream_timeout);
             finish(s, false, false);
         }
         return;
@@ -775,6 +811,8 @@ static void step_tunnel(struct fy_session *s)
     struct fy_upconn *up = s->up;
     struct fy_buf *in = up->in;
     if (s->timed_out) {
+        slog(s, FY_LOG_INFO, "tunnel idle for %llu ms; closing it",
+             (unsigned long long)s->w->cfg->upstream_timeout);
         finish(s, false, false);
         return;
     }

@@ -1191,3 +1191,86 @@ Test(h1_request, connect_with_content_length_is_a_tunnel)
     cr_assert_eq(n, strlen(a) - strlen("hello world"));
     fy_h1r_free(&R);
 }
+
+/*
+ * Regression (issue: a malformed request line or a field line without a colon was only answered
+ * when the header timeout fired): the line is judged as soon as it is complete, with the rest of
+ * the head still missing.
+ */
+static void expect_early_status(const char *partial, int status, const char *why)
+{
+    fy_h1r_init(&R, true, &big);
+    fy_h1r_execute(&R, partial, strlen(partial));
+    cr_expect_eq(R.state, FY_H1R_ERROR, "%s: not rejected before the head ended", why);
+    cr_expect_eq(R.err_status, status, "%s: status %d", why, R.err_status);
+    fy_h1r_free(&R);
+}
+
+static void expect_early_error(const char *partial, const char *why)
+{
+    expect_early_status(partial, 400, why);
+}
+
+Test(h1_request, bad_lines_rejected_before_head_ends)
+{
+    expect_early_error("GARBAGE\r\n", "no spaces");
+    expect_early_status("GET /\r\n", 505, "HTTP/0.9 request line");
+    expect_early_error("GET / HTTP/1.1 \r\n", "trailing space");
+    expect_early_error("GET  / HTTP/1.1\r\n", "two spaces");
+    expect_early_error("GET / HTTQ/1.1\r\n", "bad version name");
+    expect_early_error("GET / HTTP/11\r\n", "bad version digits");
+    expect_early_error("G(T / HTTP/1.1\r\n", "method with a delimiter");
+    expect_early_error("GET / HTTP/1.1\r\nHost: h\r\nNoColonHere\r\n", "field without colon");
+    expect_early_error("GET / HTTP/1.1\r\nHost : h\r\n", "space before colon");
+    expect_early_error("GET / HTTP/1.1\r\n: v\r\n", "empty field name");
+}
+
+Test(h1_request, good_lines_wait_for_the_rest)
+{
+    const char *p = "GET /a?b HTTP/1.1\r\nHost: h\r\nX-Empty:\r\n";
+    fy_h1r_init(&R, true, &big);
+    cr_assert_eq(fy_h1r_execute(&R, p, strlen(p)), 0);
+    cr_assert_eq(R.state, FY_H1R_HEAD);
+    cr_assert_eq(R.line_minor, 1);
+    fy_h1r_free(&R);
+}
+
+Test(h1_response, bad_status_line_rejected_early)
+{
+    const char *p = "HTTP/1.1 2x0 OK\r\n";
+    fy_h1r_init(&R, false, &big);
+    fy_h1r_execute(&R, p, strlen(p));
+    cr_assert_eq(R.state, FY_H1R_ERROR);
+    cr_assert_eq(R.err_status, 502);
+    fy_h1r_free(&R);
+}
+
+/* A request rejected for its size keeps its request line for the log. */
+Test(h1_request, rejected_head_keeps_request_line)
+{
+    const struct fy_h1r_limits small = {
+        .max_line = 100, .max_head = 200, .max_fields = 100, .max_body = 0};
+    char s[512];
+    int n = snprintf(s, sizeof(s), "POST /upload?x=1 HTTP/1.0\r\nX-Big: %0300d\r\n\r\n", 0);
+    fy_h1r_init(&R, true, &small);
+    fy_h1r_execute(&R, s, (size_t)n);
+    cr_assert_eq(R.state, FY_H1R_ERROR);
+    cr_assert_eq(R.err_status, 431);
+    cr_assert(str_eq(R.err_method, R.err_method_len, "POST"));
+    cr_assert(str_eq(R.err_target, R.err_target_len, "/upload?x=1"));
+    cr_assert_eq(R.line_minor, 0);
+    fy_h1r_free(&R);
+}
+
+Test(h1_response, oversized_head_says_response)
+{
+    const struct fy_h1r_limits small = {
+        .max_line = 100, .max_head = 200, .max_fields = 100, .max_body = 0};
+    char s[512];
+    int n = snprintf(s, sizeof(s), "HTTP/1.1 200 OK\r\nX-Big: %0300d\r\n\r\n", 0);
+    fy_h1r_init(&R, false, &small);
+    fy_h1r_execute(&R, s, (size_t)n);
+    cr_assert_eq(R.state, FY_H1R_ERROR);
+    cr_assert_str_eq(R.err_text, "response header block too large");
+    fy_h1r_free(&R);
+}

@@ -181,7 +181,7 @@ Test(h1_writer, queue_full_returns_error)
 
 Test(h1_writer, put_field_and_head)
 {
-    struct fy_buf *b = fy_h1w_head_begin(&W);
+    struct fy_buf *b = fy_h1w_head_begin(&W, 64);
     cr_assert_not_null(b);
     size_t from = b->end;
     cr_assert(fy_h1w_put(b, "HTTP/1.1 200 OK\r\n", 17));
@@ -191,12 +191,12 @@ Test(h1_writer, put_field_and_head)
     fy_h1w_head_done(&W, b, from);
     cr_assert(fy_h1w_pending(&W));
     expect_queued("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Empty: \r\n\r\n");
-    cr_assert_eq(fy_h1w_head_begin(&W), b); /* unflushed head buffer is reused */
+    cr_assert_eq(fy_h1w_head_begin(&W, 64), b); /* unflushed head buffer is reused */
 }
 
 Test(h1_writer, put_field_overflow)
 {
-    struct fy_buf *b = fy_h1w_head_begin(&W);
+    struct fy_buf *b = fy_h1w_head_begin(&W, 64);
     b->end = b->cap - 10;
     uint32_t end = b->end;
     cr_assert_not(fy_h1w_put_field(b, "Name", 4, "vv", 3)); /* 4+3+4 = 11 > 10 */
@@ -210,7 +210,7 @@ Test(h1_writer, put_field_overflow)
 
 Test(h1_writer, copy_merges_with_head)
 {
-    struct fy_buf *b = fy_h1w_head_begin(&W);
+    struct fy_buf *b = fy_h1w_head_begin(&W, 64);
     size_t from = b->end;
     fy_h1w_put(b, "HTTP/1.1 100 Continue\r\n\r\n", 25);
     fy_h1w_head_done(&W, b, from);
@@ -280,7 +280,7 @@ TestSuite(h1_writer_flush, .init = sock_setup, .fini = sock_teardown);
 Test(h1_writer_flush, head_and_chunked_body)
 {
     struct fy_sock s = plain_sock(sv[0]);
-    struct fy_buf *b = fy_h1w_head_begin(&W);
+    struct fy_buf *b = fy_h1w_head_begin(&W, 64);
     size_t from = b->end;
     fy_h1w_put(b, "POST / HTTP/1.1\r\n", 17);
     fy_h1w_put_field(b, "Transfer-Encoding", 17, "chunked", 7);
