@@ -1,16 +1,24 @@
 /*
  * ferry's entry point: parse the command line, bind one SO_REUSEPORT listener per worker, start
- * the workers, and turn SIGTERM/SIGINT into a graceful drain. The main thread only waits for
- * signals; all traffic is handled by the workers.
+ * the workers, and handle signals. The main thread only waits for signals and for the workers to
+ * end; all traffic is handled by the workers.
+ *
+ * Signals (blocked in every thread, read by the main thread from a signalfd):
+ *   SIGTERM, SIGINT  graceful drain; a second one during the drain stops at once
+ *   SIGUSR1          reopen the access log file (after logrotate moved it)
+ *   SIGHUP           ignored with a warning: reload does not exist yet
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/resource.h>
+#include <sys/signalfd.h>
 #include <unistd.h>
 
 #include "conf/config.h"
@@ -19,8 +27,21 @@
 #include "net/listener.h"
 #include "proxy/worker.h"
 
-int fy_accesslog_fd = -1;
-void fy_client_io_freelist_release(void);
+/* How long a SIGUSR1 waits for the workers to write out their buffered lines before the file is
+ * switched anyway (a worker answers within one loop iteration; this only bounds a stuck one). */
+#define REOPEN_FLUSH_WAIT_MS 2000
+
+struct ferry {
+    struct fy_config cfg;
+    int alog_fd; /* shared by the workers; SIGUSR1 replaces the file behind the same number */
+    struct fy_worker *workers;
+    int nworkers; /* initialised */
+    int nthreads; /* started */
+    int sig_fd;   /* signalfd for the signals below */
+    int done_fd;  /* eventfd the workers poke after a flush and on exit */
+    unsigned flush_gen;
+    bool draining;
+};
 
 static void raise_fd_limit(void)
 {
@@ -31,100 +52,260 @@ static void raise_fd_limit(void)
     }
 }
 
+static int open_access_log(const char *path)
+{
+    return open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+}
+
+static bool all_exited(const struct ferry *f)
+{
+    for (int i = 0; i < f->nthreads; i++)
+        if (!fy_worker_exited(&f->workers[i]))
+            return false;
+    return true;
+}
+
+static void drain_done_fd(const struct ferry *f)
+{
+    uint64_t n;
+    ssize_t r = read(f->done_fd, &n, sizeof(n));
+    (void)r;
+}
+
+/* SIGUSR1: the workers write out the lines they buffered (to the old file), then the new file
+ * takes the old one's descriptor number with dup3(), so the workers keep writing to the same fd
+ * without locks or a handshake. */
+static void reopen_access_log(struct ferry *f)
+{
+    if (f->cfg.access_log != FY_ALOG_FILE) {
+        fy_info("received SIGUSR1: the access log is not a file, nothing to reopen");
+        return;
+    }
+    f->flush_gen++;
+    for (int i = 0; i < f->nthreads; i++)
+        fy_worker_request_flush(&f->workers[i], f->flush_gen);
+    for (int waited = 0;;) {
+        bool flushed = true;
+        for (int i = 0; i < f->nthreads; i++)
+            flushed = flushed && fy_worker_flushed(&f->workers[i], f->flush_gen);
+        if (flushed)
+            break;
+        if (waited >= REOPEN_FLUSH_WAIT_MS) {
+            fy_warn("SIGUSR1: a worker did not write out its access log lines within %d ms; "
+                    "reopening anyway (those lines go to the new file)",
+                    REOPEN_FLUSH_WAIT_MS);
+            break;
+        }
+        struct pollfd p = {.fd = f->done_fd, .events = POLLIN};
+        if (poll(&p, 1, 100) > 0)
+            drain_done_fd(f);
+        waited += 100; /* coarse: only bounds the wait */
+    }
+    int fd = open_access_log(f->cfg.access_log_path);
+    if (fd < 0) {
+        fy_warn("SIGUSR1: cannot reopen access log %s: %s (still writing to the old file)",
+                f->cfg.access_log_path, strerror(errno));
+        return;
+    }
+    if (dup3(fd, f->alog_fd, O_CLOEXEC) < 0)
+        fy_warn("SIGUSR1: cannot reopen access log %s: dup3: %s (still writing to the old file)",
+                f->cfg.access_log_path, strerror(errno));
+    else
+        fy_info("received SIGUSR1: reopened access log %s", f->cfg.access_log_path);
+    close(fd);
+}
+
+static const char *signal_name(int sig)
+{
+    switch (sig) {
+    case SIGTERM:
+        return "SIGTERM";
+    case SIGINT:
+        return "SIGINT";
+    case SIGHUP:
+        return "SIGHUP";
+    case SIGUSR1:
+        return "SIGUSR1";
+    default:
+        return "a signal";
+    }
+}
+
+static void on_signal(struct ferry *f, int sig)
+{
+    switch (sig) {
+    case SIGUSR1:
+        reopen_access_log(f);
+        break;
+    case SIGHUP:
+        fy_warn("received SIGHUP: reload is not supported yet; restart ferry to apply new "
+                "settings (SIGUSR1 reopens the access log)");
+        break;
+    case SIGTERM:
+    case SIGINT:
+        if (!f->draining) {
+            f->draining = true;
+            fy_info("received %s: draining (up to %llu ms; send it again to stop at once)",
+                    signal_name(sig), (unsigned long long)f->cfg.drain_timeout);
+            for (int i = 0; i < f->nthreads; i++)
+                fy_loop_request_stop(&f->workers[i].loop);
+        } else {
+            fy_warn("received %s during the drain: stopping now", signal_name(sig));
+            for (int i = 0; i < f->nthreads; i++)
+                fy_worker_request_quit(&f->workers[i]);
+        }
+        break;
+    }
+}
+
+/* Waits for signals until every worker has ended. */
+static void serve(struct ferry *f)
+{
+    struct pollfd p[2] = {{.fd = f->sig_fd, .events = POLLIN},
+                          {.fd = f->done_fd, .events = POLLIN}};
+    while (!all_exited(f)) {
+        if (poll(p, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            fy_error("poll failed: %s", strerror(errno));
+            break;
+        }
+        if (p[1].revents)
+            drain_done_fd(f);
+        if (p[0].revents) {
+            struct signalfd_siginfo si;
+            if (read(f->sig_fd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+                on_signal(f, (int)si.ssi_signo);
+        }
+    }
+}
+
+/* Stops the started threads and releases the workers; safe at any point of startup. */
+static void stop_workers(struct ferry *f)
+{
+    for (int i = 0; i < f->nthreads; i++)
+        fy_loop_request_stop(&f->workers[i].loop);
+    for (int i = 0; i < f->nthreads; i++)
+        pthread_join(f->workers[i].thread, NULL);
+    for (int i = 0; i < f->nworkers; i++)
+        fy_worker_destroy(&f->workers[i]);
+    free(f->workers);
+    f->workers = NULL;
+    f->nworkers = f->nthreads = 0;
+}
+
 int main(int argc, char **argv)
 {
-    struct fy_config cfg;
-    fy_config_defaults(&cfg);
+    struct ferry f = {.alog_fd = -1, .sig_fd = -1, .done_fd = -1};
+    fy_config_defaults(&f.cfg);
     char err[512];
-    switch (fy_args_parse(&cfg, argc, argv, err, sizeof(err), stdout)) {
+    switch (fy_args_parse(&f.cfg, argc, argv, err, sizeof(err), stdout)) {
     case FY_ARGS_EXIT_OK:
-        fy_config_free(&cfg);
+        fy_config_free(&f.cfg);
         return 0;
     case FY_ARGS_ERROR:
         fprintf(stderr, "ferry: %s\n", err);
-        fy_config_free(&cfg);
+        fy_config_free(&f.cfg);
         return 2;
     case FY_ARGS_OK:
         break;
     }
-    fy_log_min_level = cfg.log_level;
-    /* Block the stop signals before anything listens: a SIGTERM that arrives while ferry starts
-     * waits for sigwait below and drains cleanly instead of killing the process. Workers inherit
-     * this mask, so only the main thread ever takes these signals. */
+    fy_log_min_level = f.cfg.log_level;
+    /* Block the handled signals before anything listens: a SIGTERM that arrives while ferry
+     * starts waits in the signalfd and drains cleanly instead of killing the process. Workers
+     * inherit this mask, so only the main thread ever takes these signals. */
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit();
 
-    if (cfg.access_log == FY_ALOG_STDOUT) {
-        fy_accesslog_fd = STDOUT_FILENO;
-    } else if (cfg.access_log == FY_ALOG_FILE) {
-        fy_accesslog_fd =
-            open(cfg.access_log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-        if (fy_accesslog_fd < 0) {
-            fprintf(stderr, "ferry: cannot open access log %s: %s\n", cfg.access_log_path,
+    f.sig_fd = signalfd(-1, &set, SFD_CLOEXEC);
+    f.done_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (f.sig_fd < 0 || f.done_fd < 0) {
+        fprintf(stderr, "ferry: cannot set up signal handling: %s\n", strerror(errno));
+        goto fail_fds;
+    }
+
+    if (f.cfg.access_log == FY_ALOG_STDOUT) {
+        f.alog_fd = STDOUT_FILENO;
+    } else if (f.cfg.access_log == FY_ALOG_FILE) {
+        f.alog_fd = open_access_log(f.cfg.access_log_path);
+        if (f.alog_fd < 0) {
+            fprintf(stderr, "ferry: cannot open access log %s: %s\n", f.cfg.access_log_path,
                     strerror(errno));
-            fy_config_free(&cfg);
-            return 1;
+            goto fail_fds;
         }
     }
 
-    int rc = fy_listener_check_free(&cfg.listen);
+    int rc = fy_listener_check_free(&f.cfg.listen);
     if (rc < 0) {
-        fprintf(stderr, "ferry: cannot listen on %s: %s%s\n", cfg.listen_text, strerror(-rc),
+        fprintf(stderr, "ferry: cannot listen on %s: %s%s\n", f.cfg.listen_text, strerror(-rc),
                 rc == -EADDRINUSE ? " (another program is using it; stop it or pick another "
                                     "port with --listen)"
                                   : "");
-        fy_config_free(&cfg);
-        return 1;
+        goto fail_alog;
     }
-    struct fy_worker *workers = calloc((size_t)cfg.workers, sizeof(*workers));
-    if (!workers) {
+    f.workers = calloc((size_t)f.cfg.workers, sizeof(*f.workers));
+    if (!f.workers) {
         fprintf(stderr, "ferry: out of memory\n");
-        return 1;
+        goto fail_alog;
     }
-    for (int i = 0; i < cfg.workers; i++) {
-        int fd = fy_listener_open(&cfg.listen);
+    for (int i = 0; i < f.cfg.workers; i++) {
+        int fd = fy_listener_open(&f.cfg.listen);
         if (fd < 0) {
-            fprintf(stderr, "ferry: cannot listen on %s: %s\n", cfg.listen_text, strerror(-fd));
-            return 1;
+            fprintf(stderr, "ferry: cannot listen on %s: %s\n", f.cfg.listen_text, strerror(-fd));
+            goto fail_workers;
         }
-        rc = fy_worker_init(&workers[i], &cfg, i, fd);
+        rc = fy_worker_init(&f.workers[i], &f.cfg, i, fd, f.alog_fd);
         if (rc < 0) {
             fprintf(stderr, "ferry: cannot start worker %d: %s\n", i, strerror(-rc));
-            return 1;
+            goto fail_workers;
         }
+        f.workers[i].notify_fd = f.done_fd;
+        f.nworkers++;
     }
-
-    for (int i = 0; i < cfg.workers; i++) {
-        rc = pthread_create(&workers[i].thread, NULL, fy_worker_main, &workers[i]);
+    for (int i = 0; i < f.cfg.workers; i++) {
+        rc = pthread_create(&f.workers[i].thread, NULL, fy_worker_main, &f.workers[i]);
         if (rc != 0) {
             fprintf(stderr, "ferry: cannot start worker thread: %s\n", strerror(rc));
-            return 1;
+            goto fail_workers;
         }
+        f.nthreads++;
     }
     char addr[80];
-    fy_addr_format((struct sockaddr *)&cfg.listen.ss, addr, sizeof(addr));
-    fy_info("listening on %s, forwarding to %s (%d worker%s)", addr, cfg.upstream_text, cfg.workers,
-            cfg.workers == 1 ? "" : "s");
+    fy_addr_format((struct sockaddr *)&f.cfg.listen.ss, addr, sizeof(addr));
+    fy_info("listening on %s, forwarding to %s (%d worker%s)", addr, f.cfg.upstream_text,
+            f.cfg.workers, f.cfg.workers == 1 ? "" : "s");
 
-    int sig = 0;
-    sigwait(&set, &sig);
-    fy_info("received %s: draining (up to %llu ms)", sig == SIGTERM ? "SIGTERM" : "SIGINT",
-            (unsigned long long)cfg.drain_timeout);
-    for (int i = 0; i < cfg.workers; i++)
-        fy_loop_request_stop(&workers[i].loop);
-    for (int i = 0; i < cfg.workers; i++)
-        pthread_join(workers[i].thread, NULL);
-    for (int i = 0; i < cfg.workers; i++)
-        fy_worker_destroy(&workers[i]);
-    free(workers);
+    serve(&f);
+
+    stop_workers(&f);
+    /* The main thread's own free lists (normally empty: traffic runs on the workers). */
     fy_buf_freelist_release();
     fy_client_io_freelist_release();
     fy_info("stopped");
-    fy_config_free(&cfg);
+    if (f.alog_fd > STDERR_FILENO)
+        close(f.alog_fd);
+    close(f.done_fd);
+    close(f.sig_fd);
+    fy_config_free(&f.cfg);
     return 0;
+
+fail_workers:
+    stop_workers(&f);
+fail_alog:
+    if (f.alog_fd > STDERR_FILENO)
+        close(f.alog_fd);
+fail_fds:
+    if (f.done_fd >= 0)
+        close(f.done_fd);
+    if (f.sig_fd >= 0)
+        close(f.sig_fd);
+    fy_config_free(&f.cfg);
+    return 1;
 }

@@ -106,6 +106,11 @@ static void run_queue(struct fy_loop *loop)
     }
 }
 
+void fy_loop_run_pending(struct fy_loop *loop)
+{
+    run_queue(loop);
+}
+
 void fy_loop_quit(struct fy_loop *loop)
 {
     loop->quit = true;
@@ -116,6 +121,14 @@ void fy_loop_request_stop(struct fy_loop *loop)
     if (__atomic_load_n(&loop->stop_requested, __ATOMIC_ACQUIRE))
         return;
     __atomic_store_n(&loop->stop_requested, 1, __ATOMIC_RELEASE);
+    uint64_t one = 1;
+    ssize_t w = write(loop->wake_fd, &one, sizeof(one));
+    (void)w;
+}
+
+void fy_loop_notify(struct fy_loop *loop, unsigned bits)
+{
+    __atomic_fetch_or(&loop->notify, bits, __ATOMIC_ACQ_REL);
     uint64_t one = 1;
     ssize_t w = write(loop->wake_fd, &one, sizeof(one));
     (void)w;
@@ -141,6 +154,11 @@ void fy_loop_run(struct fy_loop *loop)
             stop_seen = true;
             if (loop->on_stop)
                 loop->on_stop(loop);
+        }
+        if (__atomic_load_n(&loop->notify, __ATOMIC_RELAXED)) {
+            unsigned bits = __atomic_exchange_n(&loop->notify, 0, __ATOMIC_ACQ_REL);
+            if (bits && loop->on_notify)
+                loop->on_notify(loop, bits);
         }
         struct fy_timer *t;
         while ((t = fy_timer_heap_pop_due(&loop->timers, loop->now_ms)) != NULL)

@@ -32,17 +32,22 @@ struct fy_pollable {
     fy_event_fn *on_event;
 };
 
+typedef void fy_loop_stop_fn(struct fy_loop *loop);
+typedef void fy_loop_notify_fn(struct fy_loop *loop, unsigned bits);
+
 struct fy_loop {
     int epfd;
     int wake_fd; /* eventfd: other threads poke it to make the loop look at `stop` */
     struct fy_pollable wake;
     int stop_requested; /* set by other threads; accessed atomically only */
+    unsigned notify;    /* fy_loop_notify() bits not yet handled; accessed atomically only */
     bool quit;          /* fy_loop_quit(): leave fy_loop_run (loop thread only) */
     uint64_t now_ms;    /* monotonic, refreshed after every wakeup */
     uint64_t now_us;
     struct fy_task *rq_head, *rq_tail;
     struct fy_timer_heap timers;
-    void (*on_stop)(struct fy_loop *loop); /* runs once when a stop is first seen */
+    fy_loop_stop_fn *on_stop;     /* runs once when a stop is first seen */
+    fy_loop_notify_fn *on_notify; /* runs in the loop thread with the bits of fy_loop_notify() */
     void *owner;
 };
 
@@ -106,9 +111,19 @@ void fy_loop_update_time(struct fy_loop *loop);
 
 /* Runs until fy_loop_quit() has been called from a task. */
 void fy_loop_run(struct fy_loop *loop);
+
+/* Runs the queued tasks, and those they queue, until the run queue is empty, without waiting for
+ * events or timers. For teardown after fy_loop_run returned: objects detached at exit (sessions
+ * of killed clients) finish and free themselves in their own task. Tasks must not wait on I/O. */
+void fy_loop_run_pending(struct fy_loop *loop);
 void fy_loop_quit(struct fy_loop *loop);
 
 /* Thread-safe: asks the loop to start stopping (runs on_stop in the loop's thread). */
 void fy_loop_request_stop(struct fy_loop *loop);
+
+/* Thread-safe: sets `bits` (owner-defined, non-zero) and wakes the loop. After the events of its
+ * next wakeup the loop thread calls on_notify once with every bit set since the previous call;
+ * requests of the same kind made in between merge into one. */
+void fy_loop_notify(struct fy_loop *loop, unsigned bits);
 
 #endif

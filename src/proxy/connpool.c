@@ -1,6 +1,7 @@
 /* Per-worker upstream connection pool; see connpool.h. */
 #include "proxy/connpool.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -97,7 +98,7 @@ struct fy_upconn *fy_connpool_connect(struct fy_connpool *p, struct fy_task *own
 {
     struct fy_upconn *c = calloc(1, sizeof(*c));
     if (!c) {
-        *err = -12;
+        *err = -ENOMEM;
         return NULL;
     }
     c->pool = p;
@@ -108,18 +109,19 @@ struct fy_upconn *fy_connpool_connect(struct fy_connpool *p, struct fy_task *own
     int fd = fy_sock_connect_start((const struct sockaddr *)&p->addr->ss, p->addr->len);
     if (fd < 0) {
         *err = fd;
-        fy_h1r_free(&c->rd);
-        free(c);
-        return NULL;
+        goto fail_conn;
     }
-    int rc = fy_sock_open(&c->sock, p->loop, fd, owner);
+    int rc = fy_sock_open(&c->sock, p->loop, fd, owner); /* closes fd on failure */
     if (rc < 0) {
         *err = rc;
-        fy_h1r_free(&c->rd);
-        free(c);
-        return NULL;
+        goto fail_conn;
     }
     return c;
+
+fail_conn:
+    fy_h1r_free(&c->rd);
+    free(c);
+    return NULL;
 }
 
 void fy_connpool_put(struct fy_connpool *p, struct fy_upconn *c)

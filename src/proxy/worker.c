@@ -8,14 +8,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "core/assert.h"
 #include "core/buf.h"
 #include "core/macros.h"
 #include "core/log.h"
 #include "filters/hdr_rules.h"
 #include "proxy/client_h1.h"
-
-extern int fy_accesslog_fd;
-void fy_client_io_freelist_release(void);
 
 static void on_accept(struct fy_task *t)
 {
@@ -88,17 +86,66 @@ static void on_stop(struct fy_loop *loop)
     fy_worker_check_drained(w);
 }
 
-int fy_worker_init(struct fy_worker *w, const struct fy_config *cfg, int id, int listen_fd)
+static void poke_main(struct fy_worker *w)
+{
+    if (w->notify_fd < 0)
+        return;
+    uint64_t one = 1;
+    ssize_t n = write(w->notify_fd, &one, sizeof(one));
+    (void)n;
+}
+
+static void on_notify(struct fy_loop *loop, unsigned bits)
+{
+    struct fy_worker *w = loop->owner;
+    if (bits & FY_WORKER_FLUSH) {
+        unsigned gen = __atomic_load_n(&w->flush_req, __ATOMIC_ACQUIRE);
+        fy_accesslog_flush(&w->alog);
+        __atomic_store_n(&w->flush_done, gen, __ATOMIC_RELEASE);
+        poke_main(w);
+    }
+    if (bits & FY_WORKER_QUIT) {
+        /* fy_worker_main closes what is left once the loop has returned. */
+        fy_loop_quit(loop);
+    }
+}
+
+void fy_worker_request_flush(struct fy_worker *w, unsigned gen)
+{
+    __atomic_store_n(&w->flush_req, gen, __ATOMIC_RELEASE);
+    fy_loop_notify(&w->loop, FY_WORKER_FLUSH);
+}
+
+bool fy_worker_flushed(const struct fy_worker *w, unsigned gen)
+{
+    return __atomic_load_n(&w->flush_done, __ATOMIC_ACQUIRE) == gen ||
+           __atomic_load_n(&w->exited, __ATOMIC_ACQUIRE);
+}
+
+void fy_worker_request_quit(struct fy_worker *w)
+{
+    fy_loop_notify(&w->loop, FY_WORKER_QUIT);
+}
+
+bool fy_worker_exited(const struct fy_worker *w)
+{
+    return __atomic_load_n(&w->exited, __ATOMIC_ACQUIRE);
+}
+
+int fy_worker_init(struct fy_worker *w, const struct fy_config *cfg, int id, int listen_fd,
+                   int alog_fd)
 {
     memset(w, 0, sizeof(*w));
+    w->listen_fd = -1;
+    w->notify_fd = -1;
     int rc = fy_loop_init(&w->loop);
     if (rc < 0)
-        return rc;
+        goto fail_fd;
     w->loop.owner = w;
     w->loop.on_stop = on_stop;
+    w->loop.on_notify = on_notify;
     w->cfg = cfg;
     w->id = id;
-    w->listen_fd = listen_fd;
     w->req_limits = (struct fy_h1r_limits){
         .max_line = cfg->max_request_line,
         .max_head = cfg->max_header_size,
@@ -114,9 +161,24 @@ int fy_worker_init(struct fy_worker *w, const struct fy_config *cfg, int id, int
                      cfg->pool_idle_timeout);
     fy_timer_init(&w->drain_timer, on_drain_timeout);
     w->accept_task.fn = on_accept;
-    if (fy_accesslog_init(&w->alog, &w->loop, fy_accesslog_fd, cfg->access_log_format) < 0)
-        return -ENOMEM;
+    if (fy_accesslog_init(&w->alog, &w->loop, alog_fd, cfg->access_log_format) < 0) {
+        rc = -ENOMEM;
+        goto fail_alog;
+    }
     rc = fy_sock_open(&w->listener, &w->loop, listen_fd, &w->accept_task);
+    if (rc < 0) {
+        listen_fd = -1; /* fy_sock_open closed it */
+        goto fail_alog;
+    }
+    w->listen_fd = listen_fd;
+    return 0;
+
+fail_alog:
+    fy_accesslog_destroy(&w->alog);
+    fy_loop_destroy(&w->loop);
+fail_fd:
+    if (listen_fd >= 0)
+        close(listen_fd);
     return rc;
 }
 
@@ -125,13 +187,22 @@ void *fy_worker_main(void *arg)
     struct fy_worker *w = arg;
     fy_loop_queue(&w->loop, &w->accept_task);
     fy_loop_run(&w->loop);
+    /* The loop has ended (drained, drain timeout, or a loop failure). Killing a client detaches
+     * its session, which finishes and frees itself in its own task: run those tasks here, since
+     * the loop no longer does, before the pool and the free lists go. */
+    if (w->nclients)
+        fy_warn("stopping now: closing %u connection(s) still in progress", w->nclients);
     while (w->clients)
         fy_client_kill(w->clients);
+    fy_loop_run_pending(&w->loop);
+    FY_ASSERT(w->nclients == 0 && w->nsessions == 0);
     fy_connpool_close_all(&w->pool);
     fy_accesslog_flush(&w->alog);
     /* The free lists are per thread: give their memory back before the thread ends. */
     fy_buf_freelist_release();
     fy_client_io_freelist_release();
+    __atomic_store_n(&w->exited, true, __ATOMIC_RELEASE);
+    poke_main(w);
     return NULL;
 }
 

@@ -272,9 +272,10 @@ Test(timer, randomized_against_model)
 #endif
 
 static volatile int fail_allocs;
-static volatile unsigned failed_allocs;
 
 #ifndef NO_ALLOC_INJECTION
+static volatile unsigned failed_allocs;
+
 void *__libc_malloc(size_t n);
 void *__libc_calloc(size_t n, size_t size);
 void *__libc_realloc(void *p, size_t n);
