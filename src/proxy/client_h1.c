@@ -485,9 +485,7 @@ static int ds_send_interim(void *ds, const struct fy_msg *m)
     if (c->req_minor == 0)
         return 0; /* RFC 9110 15.2: no 1xx to HTTP/1.0 clients */
     size_t need = head_size(m);
-    if (need > FY_BUF_SIZE)
-        return -ENOSPC;
-    struct fy_buf *b = fy_h1w_head_begin(&c->io->wr, need);
+    struct fy_buf *b = fy_h1w_head_begin(&c->io->wr, need < FY_BUF_SIZE ? need : FY_BUF_SIZE);
     if (!b)
         return -1;
     size_t from = b->end;
@@ -520,12 +518,12 @@ static int ds_send_head(void *ds, struct fy_msg *m)
     }
     if (c->w->draining)
         c->close_after = true;
-    /* A head that does not fit one buffer once rewritten is refused whole (the session
-     * answers 502): nothing is queued, so the client still gets a complete response. */
+    /* A head that does not fit one buffer (FY_BUF_SIZE bytes) once rewritten is refused whole
+     * (the session answers 502): nothing is queued, so the client still gets a whole response.
+     * The buffer asked for has room for the estimate, capped at the limit, so exactly the heads
+     * over the limit fail. */
     size_t need = head_size(m);
-    if (need > FY_BUF_SIZE)
-        return -ENOSPC;
-    struct fy_buf *b = fy_h1w_head_begin(wr, need);
+    struct fy_buf *b = fy_h1w_head_begin(wr, need < FY_BUF_SIZE ? need : FY_BUF_SIZE);
     if (!b)
         return -1;
     size_t from = b->end;

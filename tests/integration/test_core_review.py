@@ -1,0 +1,200 @@
+"""Regression tests for the defects found by the core review (one test per defect, named after it).
+"""
+
+import socket
+import time
+
+import pytest
+
+from harness import (
+    RawUpstream, ResponseReader, SockReader, connect, recv_until_close, wait_for,
+)
+
+BUF = 16384  # FY_BUF_SIZE: the response head ferry writes for a client fits one buffer
+
+
+def head_with_size(total, body=b"ok"):
+    """An upstream response head of exactly `total` bytes (including the final CRLF)."""
+    start = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nX-Pad: " % len(body)
+    pad = total - len(start) - 4
+    assert pad > 0
+    h = start + b"a" * pad + b"\r\n\r\n"
+    assert len(h) == total
+    return h
+
+
+def serve_fixed(head, body):
+    def handler(c):
+        rd = SockReader(c)
+        while True:
+            try:
+                rd.read_request()
+            except (EOFError, OSError):
+                return
+            c.sendall(head + body)
+    return handler
+
+
+def get(port, target="/", extra=b""):
+    s = connect(port)
+    s.sendall(b"GET " + target.encode() + b" HTTP/1.1\r\nHost: t\r\n" + extra + b"\r\n")
+    r = ResponseReader(s).read_final()
+    return s, r
+
+
+# Via: 1.1 ferry is the one field ferry adds to this response.
+VIA = len(b"Via: 1.1 ferry\r\n")
+
+
+@pytest.mark.parametrize("rewritten,ok", [(BUF, True), (BUF + 1, False)])
+def test_response_head_that_overflows_writer_is_502(ferry_factory, rewritten, ok):
+    """Defect 1: a head that fits the reader but not the client writer once rewritten."""
+    head = head_with_size(rewritten - VIA)
+    up = RawUpstream(serve_fixed(head, b"ok")).start()
+    try:
+        f = ferry_factory(up.url)
+        s, r = get(f.port)
+        if ok:
+            assert r.status == 200 and r.body == b"ok"
+            assert r.raw.index(b"\r\n\r\n") + 4 == rewritten  # the boundary is exact
+        else:
+            assert r.status == 502
+            assert "response head is larger than 16384 bytes" in f.stderr_text()
+            # The connection stays usable: the error was a whole response.
+            s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert ResponseReader(s).read_final().status == 502
+        s.close()
+    finally:
+        up.stop()
+
+
+def test_response_head_over_reader_limit_is_502_and_says_response(ferry_factory):
+    head = head_with_size(BUF)  # one byte over the reader's 16383
+    up = RawUpstream(serve_fixed(head, b"ok")).start()
+    try:
+        f = ferry_factory(up.url)
+        s, r = get(f.port)
+        assert r.status == 502
+        s.close()
+        err = f.stderr_text()
+        assert "request header block" not in err
+        assert "response head" in err or "response header block too large" in err
+    finally:
+        up.stop()
+
+
+@pytest.mark.parametrize("size", [16 << 10, 64 << 10, 1000 << 10])
+def test_large_request_head_forwarded_up_to_max_header_size(ferry_factory, upstream, size):
+    """Defect 2: heads up to --max-header-size are forwarded (they got a 500 over ~16 KiB)."""
+    f = ferry_factory(upstream.url, "--max-header-size", "1m")
+    fields = []
+    left = size - 200
+    i = 0
+    while left > 0:
+        n = min(left, 60000)
+        fields.append(b"X-Big-%d: %s\r\n" % (i, b"v" * n))
+        left -= n + 12
+        i += 1
+    s = connect(f.port, timeout=10)
+    s.sendall(b"GET /echo HTTP/1.1\r\nHost: t\r\n" + b"".join(fields) + b"\r\n")
+    r = ResponseReader(s, timeout=10).read_final()
+    assert r.status == 200
+    got = upstream.last
+    assert got.header("X-Big-0") == "v" * min(size - 200, 60000)
+    assert len(got.header_names()) >= len(fields)
+    s.close()
+
+
+def test_request_head_over_max_header_size_is_431(ferry_factory, upstream):
+    f = ferry_factory(upstream.url, "--max-header-size", "64k")
+    s = connect(f.port)
+    s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nX-Big: " + b"v" * (70 << 10) + b"\r\n\r\n")
+    r = ResponseReader(s).read_final()
+    assert r.status == 431
+    s.close()
+
+
+@pytest.mark.parametrize("partial", [
+    b"GARBAGE\r\n",
+    b"GET / HTTP/1.1 extra\r\n",
+    b"GET / HTTP/1.1\r\nHost: t\r\nNoColon\r\n",
+    b"GET / HTTP/1.1\r\nHost : t\r\n",
+])
+def test_malformed_line_rejected_at_once(ferry_factory, upstream, partial):
+    """Defect 3: answered with 400 as soon as the bad line is complete, not at the header
+    timeout (set to 30 s here so a late answer fails the bounded read)."""
+    f = ferry_factory(upstream.url, "--header-timeout", "30s")
+    s = connect(f.port, timeout=5)
+    t0 = time.monotonic()
+    s.sendall(partial)  # the head is never finished
+    r = ResponseReader(s, timeout=5).read_final()
+    assert r.status == 400
+    assert time.monotonic() - t0 < 5
+    s.close()
+
+
+def close_delimited_handler(c):
+    rd = SockReader(c)
+    rd.read_request()
+    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil-close body")
+    c.shutdown(socket.SHUT_WR)
+
+
+def test_close_delimited_response_keeps_client_connection(ferry_factory):
+    """Defect 4: the upstream's EOF ends a close-delimited body normally: no warning, and the
+    client's keep-alive connection answers the next request."""
+    up = RawUpstream(close_delimited_handler).start()
+    try:
+        f = ferry_factory(up.url, "--access-log", "stdout")
+        s = connect(f.port)
+        rd = ResponseReader(s)
+        for i in range(3):
+            s.sendall(b"GET /%d HTTP/1.1\r\nHost: t\r\n\r\n" % i)
+            r = rd.read_final()
+            assert r.status == 200 and r.body == b"until-close body"
+            assert r.header("Transfer-Encoding") == "chunked"
+            assert (r.header("Connection") or "").lower() != "close"
+        s.close()
+        f.wait_access_log(3)
+        assert "warn" not in f.stderr_text(), f.stderr_text()
+    finally:
+        up.stop()
+
+
+def test_close_delimited_response_to_http10_client_closes(ferry_factory):
+    up = RawUpstream(close_delimited_handler).start()
+    try:
+        f = ferry_factory(up.url)
+        s = connect(f.port)
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        raw = recv_until_close(s)
+        assert raw.endswith(b"\r\n\r\nuntil-close body")
+        s.close()
+    finally:
+        up.stop()
+
+
+def test_rejected_requests_logged_with_what_was_read(ferry_factory, upstream):
+    """Rejected while reading the head: the log shows the request line as read (not HTTP/1.0
+    for everything), and a 413 line keeps User-Agent and Referer."""
+    f = ferry_factory(upstream.url, "--access-log", "stdout", "--max-header-size", "2k",
+                      "--max-body-size", "10")
+    cases = [
+        b"GET /big HTTP/1.1\r\nHost: t\r\nX-Big: " + b"v" * 3000 + b"\r\n\r\n",    # 431
+        b"GET /" + b"x" * 9000 + b" HTTP/1.1\r\n\r\n",                           # 414
+        b"POST /up HTTP/1.1\r\nHost: t\r\nUser-Agent: ua/1\r\nReferer: http://r/\r\n"
+        b"Content-Length: 100\r\n\r\n",                                          # 413
+    ]
+    for data in cases:
+        s = connect(f.port)
+        s.sendall(data)
+        ResponseReader(s).read_final()
+        s.close()
+    lines = f.wait_access_log(3)
+    l431 = next(l for l in lines if '" 431 ' in l)
+    assert '"GET /big HTTP/1.1" 431' in l431
+    l414 = next(l for l in lines if '" 414 ' in l)
+    assert '"-" 414' in l414 and "HTTP/1.0" not in l414
+    l413 = next(l for l in lines if '" 413 ' in l)
+    assert '"POST /up HTTP/1.1" 413' in l413
+    assert '"http://r/" "ua/1"' in l413
