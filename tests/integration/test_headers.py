@@ -2,15 +2,8 @@
 
 import pytest
 
-from harness import (SANITIZER_MARKERS, ResponseReader, SockReader, connect, simple_request)
-from harness import run_ferry as _run_ferry
-
-
-def run_ferry(*args, **kw):
-    p = _run_ferry(*args, **kw)
-    err = p.stderr.decode(errors="replace")
-    assert not any(m in err for m in SANITIZER_MARKERS), err
-    return p
+# harness.run_ferry fails on sanitizer reports, assertion failures and error lines
+from harness import ResponseReader, SockReader, connect, run_ferry, simple_request
 
 
 def _get(port, path="/headers", headers=(), host="client.example:8080", method="GET",

@@ -2,7 +2,7 @@
 
 Every rejected request must get an error status line with Content-Length, the
 connection must be closed afterwards, and nothing of the request may reach the
-upstream. The upstream used here records every byte it receives (wire.py), and
+upstream. The upstream used here records every byte it receives (harness.UpstreamServer), and
 each check synchronises with a canary request instead of sleeping.
 """
 
@@ -10,24 +10,22 @@ import types
 
 import pytest
 
-from wire import (Conn, RecordingUpstream, FerryPool, assert_error_response,
-                  assert_upstream_saw)
+from harness import (Client, UpstreamServer, expect_error_response, expect_upstream_saw,
+                     route_ok_len)
 
 H = b"Host: example.test\r\n"
 
 
 @pytest.fixture(scope="module")
-def env():
-    up = RecordingUpstream().start()
-    pool = FerryPool()
+def env(module_ferry_factory):
+    up = UpstreamServer(default_route=route_ok_len).start()
     try:
-        f = pool.start(up.url)
+        # a short drain bound keeps module teardown fast even when a test left
+        # a half-open connection behind
+        f = module_ferry_factory(up.url, "--drain-timeout", "2s")
         yield types.SimpleNamespace(ferry=f, up=up, port=f.port)
     finally:
-        problems = pool.teardown()
         up.stop()
-        if problems:
-            pytest.fail("\n\n".join(problems), pytrace=False)
 
 
 @pytest.fixture(autouse=True)
@@ -41,16 +39,16 @@ def reject(env, data, statuses=(400,), expected_targets=(), partial_ok=False):
     pipelined requests in front of the bad one) must be 200; then an error
     response with a status in `statuses`, then close; the upstream must have
     seen only `expected_targets`."""
-    with Conn(env.port) as c:
+    with Client(env.port) as c:
         c.send(data)
         for t in expected_targets:
-            ok = c.read_response()
+            ok = c.rxresp()
             assert ok.status == 200, "valid request %s before the bad one: %r" % (t, ok)
-        resp = c.read_response()
+        resp = c.rxresp()
         assert resp.status in statuses, "expected %s for %r, got %r" % (statuses, data, resp)
-        assert_error_response(resp, resp.status, upstream_port=env.up.port)
-        c.assert_closed()
-    assert_upstream_saw(env.port, env.up, expected_targets, partial_ok=partial_ok)
+        expect_error_response(resp, resp.status, upstream_port=env.up.port)
+        c.expect_close()
+    expect_upstream_saw(env.port, env.up, expected_targets, partial_ok=partial_ok)
     return resp
 
 
@@ -229,9 +227,9 @@ def test_smuggling_after_valid_request(env, bad):
 # ---------------------------------------------------------------------------
 
 def exchange_ok(env, data, n):
-    with Conn(env.port) as c:
+    with Client(env.port) as c:
         c.send(data)
-        resps = [c.read_response() for _ in range(n)]
+        resps = [c.rxresp() for _ in range(n)]
     for r in resps:
         assert r.status == 200, r
     return resps
@@ -240,20 +238,20 @@ def exchange_ok(env, data, n):
 def test_te_chunked_case_insensitive(env):
     data = post(b"Transfer-Encoding: Chunked\r\n", b"5\r\nhello\r\n0\r\n\r\n", target=b"/ci")
     exchange_ok(env, data, 1)
-    (req,) = assert_upstream_saw(env.port, env.up, ["/ci"])
+    (req,) = expect_upstream_saw(env.port, env.up, ["/ci"])
     assert req.body == b"hello"
 
 
 def test_http10_without_host_accepted(env):
     exchange_ok(env, b"GET /old HTTP/1.0\r\n\r\n", 1)
-    assert_upstream_saw(env.port, env.up, ["/old"])
+    expect_upstream_saw(env.port, env.up, ["/old"])
 
 
 def test_absolute_form_accepted(env):
     data = b"GET http://example.test/abs?q=1 HTTP/1.1\r\nHost: example.test\r\n\r\n"
     exchange_ok(env, data, 1)
     (req,) = env.up.wait_requests(1)
-    assert req.target in ("/abs?q=1", "http://example.test/abs?q=1"), req.target
+    assert req.path in ("/abs?q=1", "http://example.test/abs?q=1"), req.path
 
 
 VALID_CHUNKED = {
@@ -275,7 +273,7 @@ def test_chunked_valid_variants_accepted(env, name):
     upper-case hex, leading zeros and trailers are valid and must be accepted."""
     body, expected = VALID_CHUNKED[name]
     exchange_ok(env, post(TE, body, target=b"/variants"), 1)
-    (req,) = assert_upstream_saw(env.port, env.up, ["/variants"])
+    (req,) = expect_upstream_saw(env.port, env.up, ["/variants"])
     assert req.body == expected
 
 
@@ -287,7 +285,7 @@ def test_chunked_body_then_pipelined_request(env):
     resps = exchange_ok(env, data, 2)
     assert resps[0].body.startswith(b"ok POST /a len=5"), resps[0]
     assert resps[1].body.startswith(b"ok GET /b"), resps[1]
-    a, b = assert_upstream_saw(env.port, env.up, ["/a", "/b"])
+    a, b = expect_upstream_saw(env.port, env.up, ["/a", "/b"])
     assert (a.method, a.body) == ("POST", b"hello")
     assert (b.method, b.body) == ("GET", b"")
 
@@ -297,7 +295,7 @@ def test_request_inside_content_length_body_is_data(env):
     data = post(b"Content-Length: %d\r\n" % len(HIDDEN), HIDDEN, target=b"/a") + get(target=b"/b")
     resps = exchange_ok(env, data, 2)
     assert resps[0].body.startswith(b"ok POST /a len=%d" % len(HIDDEN))
-    a, b = assert_upstream_saw(env.port, env.up, ["/a", "/b"])
+    a, b = expect_upstream_saw(env.port, env.up, ["/a", "/b"])
     assert a.body == HIDDEN
     assert b.method == "GET"
 
@@ -306,7 +304,7 @@ def test_request_inside_chunk_is_data(env):
     body = b"%x\r\n" % len(HIDDEN) + HIDDEN + b"\r\n0\r\n\r\n"
     resps = exchange_ok(env, post(TE, body, target=b"/a"), 1)
     assert resps[0].body.startswith(b"ok POST /a len=%d" % len(HIDDEN))
-    (a,) = assert_upstream_saw(env.port, env.up, ["/a"])
+    (a,) = expect_upstream_saw(env.port, env.up, ["/a"])
     assert a.body == HIDDEN
 
 
@@ -318,11 +316,11 @@ def test_keepalive_survives_many_valid_requests(env):
             + post(TE, b"3\r\nxyz\r\n0\r\n\r\n", target=b"/3")
             + b"HEAD /4 HTTP/1.1\r\nHost: example.test\r\nX-Weird-But-Valid: a\tb \x80\xff\r\n\r\n"
             + b"PURGE /5 HTTP/1.1\r\nHost: example.test\r\n\r\n")
-    with Conn(env.port) as c:
+    with Client(env.port) as c:
         c.send(data)
         for i in range(5):
-            r = c.read_response(method="HEAD" if i == 3 else "GET")
+            r = c.rxresp(head=i == 3)
             assert r.status == 200, (i, r)
-    reqs = assert_upstream_saw(env.port, env.up, ["/1", "/2", "/3", "/4", "/5"])
+    reqs = expect_upstream_saw(env.port, env.up, ["/1", "/2", "/3", "/4", "/5"])
     assert [q.body for q in reqs] == [b"", b"abc", b"xyz", b"", b""]
     assert [q.method for q in reqs] == ["GET", "POST", "POST", "HEAD", "PURGE"]
