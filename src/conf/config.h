@@ -42,6 +42,7 @@ struct fy_config {
     enum fy_host_mode host_mode;
     char *host_value;
     bool x_forwarded_for, x_forwarded_proto, x_forwarded_host, via;
+    char *upgrade_protocols; /* comma-separated Upgrade protocols tunnelled; NULL = "websocket" */
 
     enum fy_log_target access_log;
     char *access_log_path;

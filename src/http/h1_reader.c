@@ -394,21 +394,6 @@ static bool parse_length(const char *v, uint32_t n, int64_t *out)
     return true;
 }
 
-/* uri-host [ ":" port ] (RFC 9110 7.2): reg-name, IPv4 or [IPv6] characters only. An empty
- * value is allowed (a target without authority). */
-static bool valid_host(const char *v, uint32_t n)
-{
-    static const char extra[] = "-._~%!$&'()*+,;=:[]";
-    for (uint32_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)v[i];
-        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                  memchr(extra, c, sizeof(extra) - 1) != NULL;
-        if (!ok)
-            return false;
-    }
-    return true;
-}
-
 static int field_error(struct fy_h1_reader *r, const char *text)
 {
     fail(r, 400, text);
@@ -458,7 +443,7 @@ static int on_header_value_complete(llhttp_t *p)
     case FY_TOK_HOST:
         if (++r->host_count > 1)
             return field_error(r, "duplicate Host");
-        if (r->is_request && !valid_host(value, vlen))
+        if (r->is_request && !fy_valid_host(value, vlen))
             return field_error(r, "invalid Host");
         break;
     default:

@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <string.h>
 #include <strings.h>
+#include <arpa/inet.h>
 
 struct token_info {
     const char *name;
@@ -88,4 +89,78 @@ bool fy_is_tchar(unsigned char c)
 int fy_name_eq(const char *a, size_t alen, const char *b, size_t blen)
 {
     return alen == blen && strncasecmp(a, b, alen) == 0;
+}
+
+static bool is_hex(unsigned char c)
+{
+    return (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'f');
+}
+
+/* unreserved / sub-delims (RFC 3986 2.2-2.3) */
+static bool is_reg_char(unsigned char c)
+{
+    static const char extra[] = "-._~!$&'()*+,;=";
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c && strchr(extra, c));
+}
+
+static bool valid_ip_literal(const char *v, size_t n)
+{
+    if (n == 0)
+        return false;
+    if ((v[0] | 0x20) == 'v') {
+        /* IPvFuture = "v" 1*HEXDIG "." 1*( unreserved / sub-delims / ":" ) */
+        size_t i = 1;
+        while (i < n && is_hex((unsigned char)v[i]))
+            i++;
+        if (i == 1 || i >= n || v[i] != '.' || i + 1 == n)
+            return false;
+        for (i++; i < n; i++)
+            if (!is_reg_char((unsigned char)v[i]) && v[i] != ':')
+                return false;
+        return true;
+    }
+    char text[64];
+    struct in6_addr a;
+    if (n >= sizeof(text))
+        return false;
+    memcpy(text, v, n);
+    text[n] = 0;
+    return inet_pton(AF_INET6, text, &a) == 1;
+}
+
+bool fy_valid_host(const char *v, size_t n)
+{
+    size_t i = 0;
+    if (n > 0 && v[0] == '[') {
+        const char *close = memchr(v, ']', n);
+        if (!close || !valid_ip_literal(v + 1, (size_t)(close - v) - 1))
+            return false;
+        i = (size_t)(close - v) + 1;
+    } else {
+        while (i < n && v[i] != ':') {
+            unsigned char c = (unsigned char)v[i];
+            if (c == '%') {
+                if (i + 2 >= n || !is_hex((unsigned char)v[i + 1]) ||
+                    !is_hex((unsigned char)v[i + 2]))
+                    return false;
+                i += 3;
+                continue;
+            }
+            if (!is_reg_char(c))
+                return false;
+            i++;
+        }
+    }
+    if (i == n)
+        return true;
+    if (v[i] != ':' || n - i - 1 > 5)
+        return false;
+    unsigned port = 0;
+    for (i++; i < n; i++) {
+        if (v[i] < '0' || v[i] > '9')
+            return false;
+        port = port * 10 + (unsigned)(v[i] - '0');
+    }
+    return port <= 65535;
 }

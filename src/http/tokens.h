@@ -24,7 +24,11 @@
     X(X_FORWARDED_FOR, "x-forwarded-for", 0)                                                       \
     X(X_FORWARDED_PROTO, "x-forwarded-proto", 0)                                                   \
     X(X_FORWARDED_HOST, "x-forwarded-host", 0)                                                     \
-    X(VIA, "via", 0)
+    X(VIA, "via", 0)                                                                               \
+    X(MAX_FORWARDS, "max-forwards", 0)                                                             \
+    X(HTTP2_SETTINGS, "http2-settings", FY_TOKF_HOP) /* only meaningful with Upgrade: h2c */       \
+    X(USER_AGENT, "user-agent", 0)                                                                 \
+    X(REFERER, "referer", 0)
 
 #define FY_TOKF_HOP 1
 
@@ -60,6 +64,11 @@ unsigned fy_token_flags(enum fy_token t);
 
 /* True for a token character (RFC 9110 5.6.2): what methods and field names are made of. */
 bool fy_is_tchar(unsigned char c);
+
+/* True for a Host value: uri-host [ ":" port ] (RFC 9110 7.2, RFC 3986 3.2.2-3.2.3): a reg-name
+ * (unreserved, pct-encoded, sub-delims), an IPv4 address, or an IPv6 or IPvFuture literal in
+ * brackets, then an optional numeric port up to 65535. The empty value is valid (RFC 9110 7.2). */
+bool fy_valid_host(const char *v, size_t n);
 
 /* Case-insensitive comparison of two field names. */
 int fy_name_eq(const char *a, size_t alen, const char *b, size_t blen);

@@ -132,3 +132,15 @@ int fy_sock_connect_result(struct fy_sock *s)
         return -errno;
     return err ? -err : 0;
 }
+
+bool fy_sock_peer_gone(struct fy_sock *s)
+{
+    char byte;
+    ssize_t n;
+    do
+        n = recv(s->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    if (n == 0)
+        return true;
+    return n < 0 && errno != EAGAIN;
+}

@@ -61,6 +61,11 @@ static inline ssize_t fy_sock_writev(struct fy_sock *s, const struct iovec *iov,
 struct sockaddr;
 int fy_sock_connect_start(const struct sockaddr *addr, unsigned addrlen);
 
+/* The peer hung up: a FIN with no unread byte before it, or a reset. Looks without consuming
+ * (MSG_PEEK on the TCP socket, below any transport), so bytes still unread, such as a pipelined
+ * request, say "not hung up". Meant for a connection that is not being read from. */
+bool fy_sock_peer_gone(struct fy_sock *s);
+
 /* After the socket became writable: 0 if the connect succeeded, else -errno (SO_ERROR). */
 int fy_sock_connect_result(struct fy_sock *s);
 

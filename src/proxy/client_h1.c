@@ -68,6 +68,8 @@ struct fy_client {
     bool lingering;
     bool out_blocked;      /* the session waits for our output queue to drain */
     bool shut_after_flush; /* tunnel: send FIN once the queued bytes are out */
+    bool head_sent;        /* the session gave us the final response head */
+    char max_forwards[24]; /* the decremented Max-Forwards, until the head is owned */
 };
 
 static __thread struct client_io *io_free;
@@ -334,6 +336,13 @@ static void client_log(struct fy_client *c, enum fy_log_level level, const char 
     fy_log(level, "client %s%s: %s", addr, line, what);
 }
 
+static bool trace_hides(const struct fy_hdr *h)
+{
+    return fy_name_eq(h->name, h->name_len, "Authorization", 13) ||
+           fy_name_eq(h->name, h->name_len, "Proxy-Authorization", 19) ||
+           fy_name_eq(h->name, h->name_len, "Cookie", 6);
+}
+
 /* A request that never became an exchange: answer, log, and close after flushing. */
 static void reject(struct fy_client *c, int status, const char *why)
 {
@@ -347,6 +356,70 @@ static void reject(struct fy_client *c, int status, const char *why)
         return;
     }
     fy_loop_timer_set(&c->w->loop, &c->timer, c->w->cfg->send_timeout);
+    fy_loop_queue(&c->w->loop, &c->task);
+}
+
+/*
+ * ferry is the final recipient of an OPTIONS or TRACE with Max-Forwards: 0. OPTIONS gets the
+ * methods ferry forwards; TRACE gets the request as received, in message/http, without the
+ * fields that carry credentials (RFC 9110 9.3.8). The connection stays open unless the request
+ * has a body (never read) or asked to close.
+ */
+static void answer_max_forwards(struct fy_client *c, struct fy_msg *m, bool trace)
+{
+    struct client_io *io = c->io;
+    bool has_body = m->chunked || m->content_length > 0;
+    if (has_body) {
+        c->close_after = true;
+        c->linger = true;
+    }
+    char date[40];
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    size_t body_len = 0;
+    if (trace) {
+        body_len = m->method_len + 1 + m->target_len + 11 + 2;
+        for (uint32_t i = 0; i < m->nhdrs; i++) {
+            const struct fy_hdr *h = &m->hdrs[i];
+            if (!h->removed && !trace_hides(h))
+                body_len += h->name_len + h->value_len + 4;
+        }
+    }
+    char head[512];
+    int hlen = snprintf(head, sizeof(head),
+                        "HTTP/1.1 200 OK\r\nDate: %s\r\n%sContent-Length: %zu\r\n%s\r\n", date,
+                        trace ? "Content-Type: message/http\r\n"
+                              : "Allow: GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH\r\n",
+                        body_len, c->close_after ? "Connection: close\r\n" : "");
+    struct fy_buf *b = fy_h1w_head_begin(&io->wr, (size_t)hlen + body_len);
+    if (!b) {
+        close_client(c);
+        return;
+    }
+    size_t from = b->end;
+    fy_h1w_put(b, head, (size_t)hlen);
+    if (trace && !c->req_is_head) {
+        fy_h1w_put(b, m->method, m->method_len);
+        fy_h1w_put(b, " ", 1);
+        fy_h1w_put(b, m->target, m->target_len);
+        fy_h1w_put(b, m->version_minor ? " HTTP/1.1\r\n" : " HTTP/1.0\r\n", 11);
+        for (uint32_t i = 0; i < m->nhdrs; i++) {
+            const struct fy_hdr *h = &m->hdrs[i];
+            if (!h->removed && !trace_hides(h))
+                fy_h1w_put_field(b, h->name, h->name_len, h->value, h->value_len);
+        }
+        fy_h1w_put(b, "\r\n", 2);
+    }
+    fy_h1w_head_done(&io->wr, b, from);
+    io->wr.framing = FY_FRAME_LENGTH;
+    log_client_error(c, 200, (int)body_len);
+    /* Served like an exchange that just ended: flush, then the next request (or close). */
+    fy_loop_timer_set(&c->w->loop, &c->timer, c->w->cfg->send_timeout);
+    c->phase = P_ACTIVE;
+    c->session = NULL;
+    c->session_done = true;
     fy_loop_queue(&c->w->loop, &c->task);
 }
 
@@ -546,6 +619,7 @@ static int ds_send_head(void *ds, struct fy_msg *m)
     }
     fy_h1w_head_done(wr, b, from);
     wr->framing = framing;
+    c->head_sent = true;
     if (m->status == 101)
         c->tunnel = true;
     /* Sent with the first body bytes when they follow right away, else by the client task. */
@@ -637,7 +711,7 @@ static int absolute_form(struct fy_msg *m)
     uint32_t alen = 0;
     while (skip + alen < len && auth[alen] != '/' && auth[alen] != '?')
         alen++;
-    if (alen == 0 || memchr(auth, '@', alen))
+    if (alen == 0 || memchr(auth, '@', alen) || !fy_valid_host(auth, alen))
         return -1;
     if (fy_msg_set(m, "Host", 4, auth, alen) < 0)
         return -1;
@@ -668,6 +742,72 @@ static bool normalize_target(struct fy_msg *m)
     return absolute_form(m) == 0 && m->target[0] == '/';
 }
 
+/* Every protocol the client asks to upgrade to (all Upgrade fields) is on the allowlist
+ * (--upgrade-protocols, "websocket" by default). */
+static bool upgrade_allowed(struct fy_client *c, struct fy_msg *m)
+{
+    const char *allow = c->w->cfg->upgrade_protocols ? c->w->cfg->upgrade_protocols : "websocket";
+    bool any = false;
+    for (uint32_t i = 0; i < m->nhdrs; i++) {
+        const struct fy_hdr *h = &m->hdrs[i];
+        if (h->removed || h->tok != FY_TOK_UPGRADE)
+            continue;
+        const char *v = h->value, *end = v + h->value_len;
+        while (v < end) {
+            while (v < end && (*v == ' ' || *v == '\t' || *v == ','))
+                v++;
+            const char *p = v;
+            while (v < end && *v != ',')
+                v++;
+            const char *e = v;
+            while (e > p && (e[-1] == ' ' || e[-1] == '\t'))
+                e--;
+            if (e == p)
+                continue;
+            const char *slash = memchr(p, '/', (size_t)(e - p));
+            uint32_t name_len = (uint32_t)((slash ? slash : e) - p);
+            if (!fy_list_has(allow, (uint32_t)strlen(allow), p, name_len))
+                return false;
+            any = true;
+        }
+    }
+    return any;
+}
+
+/*
+ * Max-Forwards on OPTIONS and TRACE (RFC 9110 7.6.2): at 0 ferry is the final recipient and
+ * answers itself; otherwise the value goes upstream decremented. Other methods ignore it.
+ * Returns 0 to forward, 1 when answered, -1 for an invalid value.
+ */
+static int max_forwards(struct fy_client *c, struct fy_msg *m)
+{
+    bool options = m->method_len == 7 && !memcmp(m->method, "OPTIONS", 7);
+    bool trace = m->method_len == 5 && !memcmp(m->method, "TRACE", 5);
+    if (!options && !trace)
+        return 0;
+    struct fy_hdr *h = fy_msg_find_tok(m, FY_TOK_MAX_FORWARDS);
+    if (!h)
+        return 0;
+    if (h->value_len == 0 || h->value_len > 18)
+        return -1;
+    uint64_t n = 0;
+    for (uint32_t i = 0; i < h->value_len; i++) {
+        if (h->value[i] < '0' || h->value[i] > '9')
+            return -1;
+        n = n * 10 + (uint64_t)(h->value[i] - '0');
+    }
+    if (n > 0) {
+        /* The decremented value lives in the client until fy_msg_own() copies it. */
+        size_t len = fy_u64_to_dec(n - 1, c->max_forwards);
+        return fy_msg_set_tok(m, FY_TOK_MAX_FORWARDS, "Max-Forwards", 12, c->max_forwards,
+                              (uint32_t)len) < 0
+                   ? -1
+                   : 0;
+    }
+    answer_max_forwards(c, m, trace);
+    return 1;
+}
+
 static void start_exchange(struct fy_client *c)
 {
     struct fy_worker *w = c->w;
@@ -684,9 +824,25 @@ static void start_exchange(struct fy_client *c)
         return;
     }
     struct fy_hdr *upgrade = m->upgrade ? fy_msg_find_tok(m, FY_TOK_UPGRADE) : NULL;
+    if (upgrade && !upgrade_allowed(c, m)) {
+        /* Forwarded as a plain request (Upgrade is hop-by-hop): never a raw tunnel for a
+         * protocol ferry does not vouch for, such as h2c (h2c smuggling). An upstream that
+         * switches anyway gets a 502. */
+        m->upgrade = false;
+        upgrade = NULL;
+    }
     fy_msg_strip_hop_by_hop(m);
     if (upgrade)
         upgrade->removed = false;
+    switch (max_forwards(c, m)) {
+    case 0:
+        break;
+    case 1:
+        return; /* answered by ferry */
+    default:
+        reject(c, 400, "invalid Max-Forwards");
+        return;
+    }
     if (fy_msg_own(m) < 0) {
         reject(c, 500, "out of memory");
         return;
@@ -770,6 +926,7 @@ static void end_exchange(struct fy_client *c)
     c->timed_out = false;
     c->out_blocked = false;
     c->tunnel = false;
+    c->head_sent = false;
     if (c->close_after) {
         c->phase = P_CLOSING;
         fy_loop_queue(&c->w->loop, &c->task);
@@ -845,6 +1002,17 @@ static void client_run(struct fy_task *t)
     }
     if (!c->session)
         return;
+    /* A client that hangs up while ferry waits on the upstream (the request is read, so nobody
+     * reads this socket) would otherwise sit in CLOSE-WAIT and keep the upstream busy until its
+     * timeout: abandon the exchange now, like nginx (logged 499). Unread bytes (a request body
+     * still to come, a pipelined request) mean the client is still there. Once the response has
+     * started, a half-closed client still gets all of it (a reset fails the writes). */
+    if (c->sock.eof_pending && !c->want_body && !c->head_sent && fy_sock_peer_gone(&c->sock)) {
+        client_log(c, FY_LOG_INFO, "closed the connection before the response was complete; "
+                                   "abandoning the exchange");
+        close_client(c);
+        return;
+    }
     if (rc == 0 && c->shut_after_flush) {
         c->shut_after_flush = false;
         c->sock.tp->shutdown_write(&c->sock);

@@ -198,3 +198,170 @@ def test_rejected_requests_logged_with_what_was_read(ferry_factory, upstream):
     l413 = next(l for l in lines if '" 413 ' in l)
     assert '"POST /up HTTP/1.1" 413' in l413
     assert '"http://r/" "ua/1"' in l413
+
+
+class SlowUpstream:
+    """Reads one request, then holds the connection without answering until ferry closes it;
+    records when that happened."""
+
+    def __init__(self):
+        import threading
+        self.got_request = threading.Event()
+        self.closed_by_ferry = threading.Event()
+        self.raw = RawUpstream(self.handler).start()
+
+    def handler(self, c):
+        rd = SockReader(c, timeout=30)
+        rd.read_request()
+        self.got_request.set()
+        c.settimeout(30)
+        try:
+            while c.recv(4096):
+                pass
+        except OSError:
+            pass
+        self.closed_by_ferry.set()
+
+    def stop(self):
+        self.raw.stop()
+
+
+@pytest.mark.parametrize("how", ["fin", "rst"])
+def test_client_hangup_while_waiting_abandons_upstream(ferry_factory, how):
+    """Defect 10: a client that hangs up while ferry waits for a slow upstream is noticed at
+    once: the upstream request is abandoned (its connection closed) and the exchange is logged
+    as 499, long before the 30 s upstream timeout."""
+    up = SlowUpstream()
+    try:
+        f = ferry_factory(up.raw.url, "--access-log", "stdout", "--upstream-timeout", "30s")
+        s = connect(f.port)
+        s.sendall(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert up.got_request.wait(5)
+        if how == "fin":
+            s.shutdown(socket.SHUT_WR)
+        else:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            s.close()
+        assert up.closed_by_ferry.wait(5), "ferry kept the upstream request after the hang-up"
+        lines = f.wait_access_log(1, timeout=5)
+        assert '"GET /slow HTTP/1.1" 499 ' in lines[0]
+        if how == "fin":
+            assert recv_until_close(s, timeout=5) == b""
+            s.close()
+    finally:
+        up.stop()
+
+
+def test_pipelined_request_before_fin_is_not_a_hangup(ferry_factory, upstream):
+    """Unread bytes before the FIN (a pipelined request) mean the client is still there."""
+    f = ferry_factory(upstream.url)
+    s = connect(f.port)
+    s.sendall(b"GET /slow?ms=300 HTTP/1.1\r\nHost: t\r\n\r\n"
+              b"GET /status?code=204 HTTP/1.1\r\nHost: t\r\n\r\n")
+    rd = ResponseReader(s)
+    assert rd.read_final().status == 200
+    s.close()
+
+
+def test_h2c_upgrade_is_never_a_tunnel(ferry_factory):
+    """Defect 11: Upgrade: h2c is not on the allowlist: the request is forwarded as a plain one,
+    without Upgrade or HTTP2-Settings, and an upstream that switches anyway gets a 502."""
+    seen = []
+
+    def handler(c):
+        rd = SockReader(c)
+        method, target, headers, body = rd.read_request()
+        seen.append(headers)
+        c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+                  b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        try:
+            c.recv(100)
+        except OSError:
+            pass
+
+    up = RawUpstream(handler).start()
+    try:
+        f = ferry_factory(up.url)
+        s = connect(f.port)
+        s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+                  b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n")
+        r = ResponseReader(s).read_final()
+        assert r.status == 502
+        names = [k.lower() for k, _ in seen[0]]
+        assert "upgrade" not in names and "http2-settings" not in names
+        assert "connection" not in names
+        s.close()
+    finally:
+        up.stop()
+
+
+def test_websocket_upgrade_still_tunnels(ferry_factory):
+    def handler(c):
+        rd = SockReader(c)
+        method, target, headers, body = rd.read_request()
+        assert ("upgrade", "websocket") in [(k.lower(), v.lower()) for k, v in headers]
+        c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+                  b"Upgrade: websocket\r\n\r\nhello")
+
+    up = RawUpstream(handler).start()
+    try:
+        f = ferry_factory(up.url)
+        s = connect(f.port)
+        s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: WebSocket\r\n\r\n")
+        got = recv_until_close(s)
+        assert got.startswith(b"HTTP/1.1 101 ") and got.endswith(b"\r\n\r\nhello")
+        s.close()
+    finally:
+        up.stop()
+
+
+@pytest.mark.parametrize("host,ok", [
+    (b"example.com", True), (b"example.com:8080", True), (b"127.0.0.1:80", True),
+    (b"[::1]:8080", True), (b"[v1.fe80::a+en1]", True), (b"ex%41mple.com", True),
+    (b"example.com:80a", False), (b"example.com:123456", False), (b"example.com:99999", False),
+    (b"[::1", False), (b"[not-ip]:80", False), (b"ex ample.com", False),
+    (b"example.com:80:90", False), (b"ex%4", False), (b"a@b", False),
+])
+def test_host_is_an_rfc3986_authority(ferry_factory, upstream, host, ok):
+    f = ferry_factory(upstream.url)
+    s = connect(f.port)
+    s.sendall(b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+    r = ResponseReader(s).read_final()
+    assert (r.status == 200) == ok, (host, r.status)
+    s.close()
+
+
+def test_max_forwards_zero_answered_by_ferry(ferry_factory, upstream):
+    """RFC 9110 7.6.2: OPTIONS and TRACE with Max-Forwards: 0 are answered by ferry itself;
+    TRACE reflects the request (without credentials); the connection stays usable."""
+    f = ferry_factory(upstream.url)
+    s = connect(f.port)
+    rd = ResponseReader(s)
+    s.sendall(b"OPTIONS * HTTP/1.1\r\nHost: t\r\nMax-Forwards: 0\r\n\r\n")
+    r = rd.read_final()
+    assert r.status == 200 and "OPTIONS" in r.header("Allow")
+    s.sendall(b"TRACE /t HTTP/1.1\r\nHost: t\r\nMax-Forwards: 0\r\nX-A: b\r\n"
+              b"Cookie: secret=1\r\nAuthorization: Bearer xyz\r\n\r\n")
+    r = rd.read_final()
+    assert r.status == 200 and r.header("Content-Type") == "message/http"
+    assert r.body.startswith(b"TRACE /t HTTP/1.1\r\n") and b"X-A: b\r\n" in r.body
+    assert b"secret" not in r.body and b"xyz" not in r.body
+    s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert rd.read_final().status == 200
+    assert [r.method for r in upstream.wait_requests(1)] == ["GET"]
+    s.close()
+
+
+def test_max_forwards_decremented_upstream(ferry_factory, upstream):
+    f = ferry_factory(upstream.url)
+    s = connect(f.port)
+    rd = ResponseReader(s)
+    s.sendall(b"OPTIONS /x HTTP/1.1\r\nHost: t\r\nMax-Forwards: 5\r\n\r\n")
+    assert rd.read_final().status == 200
+    assert upstream.last.header("Max-Forwards") == "4"
+    s.sendall(b"GET /x HTTP/1.1\r\nHost: t\r\nMax-Forwards: 0\r\n\r\n")  # other methods: as is
+    assert rd.read_final().status == 200
+    assert upstream.last.header("Max-Forwards") == "0"
+    s.sendall(b"TRACE /x HTTP/1.1\r\nHost: t\r\nMax-Forwards: x1\r\n\r\n")
+    assert rd.read_final().status == 400
+    s.close()

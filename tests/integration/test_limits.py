@@ -14,7 +14,7 @@ import types
 
 import pytest
 
-from harness import (Client, IncompleteResponse, UpstreamServer, expect_error_response,
+from harness import (Client, IncompleteResponse, parse_responses, UpstreamServer, expect_error_response,
                      expect_upstream_saw, route_ok_len)
 
 
@@ -299,21 +299,24 @@ def test_client_eof_mid_request_closes_promptly(env, partial):
 
 
 def test_client_half_close_after_request(env):
-    """A complete request followed by the client's FIN: the response is sent and
-    then ferry closes (the client cannot send another request)."""
+    """A complete request followed by the client's FIN: a hang-up while ferry waits for the
+    upstream abandons the exchange (like nginx); once the response has started it is sent whole.
+    Either way ferry closes at once and never sends part of a response."""
     for i in range(3):
         c = Client(env.small.port)
         try:
             t0 = time.monotonic()
             c.sock.sendall(b"GET /hc%d HTTP/1.1\r\nHost: example.test\r\n\r\n" % i)
             c.sock.shutdown(socket.SHUT_WR)
-            resp = c.rxresp()
-            assert resp.status == 200, resp
-            extra = c.wait_closed(timeout=1.2, what="ferry (half-closed client)")
+            got = c.wait_closed(timeout=1.2, what="ferry (half-closed client)")
             dt = time.monotonic() - t0
         finally:
             c.close()
-        assert not extra, extra[:100]
+        if got:
+            # The upstream was fast enough to answer before the hang-up was seen: then the whole
+            # response came, never a part of one.
+            resps = parse_responses(got)
+            assert len(resps) == 1 and resps[0].status == 200, got[:200]
         assert dt < 0.8, \
             "connection of a half-closed client still open %.2fs after its request" % dt
 
