@@ -1,9 +1,11 @@
 /*
- * Quick-mode command line: `ferry --listen A --upstream URL [options]`. Option names are the
- * config file's key names with dashes, so a user can move from flags to a file unchanged.
+ * Quick-mode command line: `ferry --listen A --upstream URL [options]`. There is no configuration
+ * file yet; when it comes, each option name without its dashes will be its key, so a command line
+ * moves to a file unchanged.
  */
 #include "conf/config.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
@@ -18,9 +20,11 @@
 static const char usage_text[] =
     "usage: ferry --upstream http://HOST:PORT [options]\n"
     "\n"
-    "An HTTP/1.1 reverse proxy. Every option also exists in the configuration file.\n"
+    "An HTTP/1.1 reverse proxy, configured by these options. There is no configuration file\n"
+    "yet; when it comes, each option will be a key of the same name (idle-timeout: 60s).\n"
     "\n"
-    "  --listen ADDR:PORT            where to accept clients (default 127.0.0.1:8080)\n"
+    "  --listen ADDR:PORT            where to accept clients (default 127.0.0.1:8080);\n"
+    "                                :PORT = every interface, [IPv6]:PORT in brackets\n"
     "  --upstream http://HOST:PORT   the server to forward to (required)\n"
     "  --workers N                   worker threads (default: one per CPU)\n"
     "  --request-header 'Name: v'    set a field on requests sent upstream (repeatable)\n"
@@ -28,7 +32,8 @@ static const char usage_text[] =
     "  --remove-request-header NAME  remove a request field (repeatable)\n"
     "  --remove-response-header NAME remove a response field (repeatable)\n"
     "                                values may use ${env:NAME} to keep secrets out of argv\n"
-    "  --host upstream|preserve|VAL  Host sent upstream (default: upstream's host:port)\n"
+    "  --host upstream|preserve|VAL  Host sent upstream (default: upstream's host:port);\n"
+    "                                rules cannot set or remove Host: use this\n"
     "  --x-forwarded-for on|off      append the client address (default on)\n"
     "  --x-forwarded-proto on|off    set X-Forwarded-Proto (default on)\n"
     "  --x-forwarded-host on|off     set X-Forwarded-Host to the client's Host (default on)\n"
@@ -240,8 +245,8 @@ static bool valid_name(const char *s, size_t n)
     return true;
 }
 
-static int add_rule(struct fy_header_rules *rules, const char *opt, const char *arg, bool remove,
-                    char *err, size_t errlen)
+static int add_rule(struct fy_header_rules *rules, const char *opt, const char *arg, bool request,
+                    bool remove, char *err, size_t errlen)
 {
     const char *name = arg, *value = NULL;
     size_t nlen = strlen(arg);
@@ -264,6 +269,12 @@ static int add_rule(struct fy_header_rules *rules, const char *opt, const char *
                     "%s: %.*s is managed by ferry (message framing and connection "
                     "fields cannot be set or removed)",
                     opt, (int)nlen, name);
+    /* An HTTP/1.1 request must carry exactly one Host (RFC 9112 3.2): --host owns it. */
+    if (request && tok == FY_TOK_HOST)
+        return errf(err, errlen,
+                    "%s: Host is managed by --host (every HTTP/1.1 request needs one): use "
+                    "--host VALUE to send another, --host preserve to keep the client's",
+                    opt);
     char *expanded = NULL;
     if (value) {
         char *missing;
@@ -312,27 +323,46 @@ static int parse_upstream(struct fy_config *c, const char *arg, char *err, size_
     size_t n = strcspn(rest, "/");
     if (rest[n] && strcmp(rest + n, "/") != 0)
         return errf(err, errlen, "--upstream: a path is not supported yet, got '%s'", arg);
-    if (n == 0)
-        return errf(err, errlen, "--upstream: missing host in '%s'", arg);
-    char *auth = strndup(rest, n);
-    char *hostport = auth;
-    char buf[300];
-    /* No port: http's default. */
+    char auth[300];
+    if (n >= sizeof(auth))
+        return errf(err, errlen, "--upstream: host too long in '%s'", arg);
+    memcpy(auth, rest, n);
+    auth[n] = 0;
+    /* The authority is also the default Host: it must name a server, with a usable port. */
+    if (n == 0 || (auth[0] == ':' && !strchr(auth + 1, ':')) || !strncmp(auth, "[]", 2))
+        return errf(err, errlen, "--upstream '%s': missing host (write http://HOST:PORT)", arg);
+    /* An unbracketed IPv6 address would be sent as "Host: ::1:9100". The last group may be
+     * meant as the port: suggest that reading when it makes an address. */
+    const char *last = strrchr(auth, ':');
+    if (auth[0] != '[' && last && strchr(auth, ':') != last) {
+        char prefix[300];
+        struct in6_addr a6;
+        snprintf(prefix, sizeof(prefix), "%.*s", (int)(last - auth), auth);
+        if (inet_pton(AF_INET6, prefix, &a6) == 1 && last[1] &&
+            strspn(last + 1, "0123456789") == strlen(last + 1))
+            return errf(err, errlen,
+                        "--upstream '%s': an IPv6 address goes in brackets: write http://[%s]:%s",
+                        arg, prefix, last + 1);
+        return errf(err, errlen,
+                    "--upstream '%s': an IPv6 address goes in brackets: write http://[%s]:PORT",
+                    arg, auth);
+    }
+    char hostport[310];
     const char *last_colon = strrchr(auth, ':');
     const char *bracket = strrchr(auth, ']');
-    if (!last_colon || (bracket && last_colon < bracket)) {
-        snprintf(buf, sizeof(buf), "%s:80", auth);
-        hostport = buf;
-    }
-    const char *why;
-    if (fy_addr_parse(hostport, &c->upstream, &why) < 0) {
-        free(auth);
+    if (!last_colon || (bracket && last_colon < bracket))
+        snprintf(hostport, sizeof(hostport), "%s:80", auth); /* no port: http's default */
+    else
+        snprintf(hostport, sizeof(hostport), "%s", auth);
+    char why[200];
+    if (fy_addr_parse(hostport, &c->upstream, why, sizeof(why)) < 0)
         return errf(err, errlen, "--upstream '%s': %s", arg, why);
-    }
+    if (fy_addr_port((const struct sockaddr *)&c->upstream.ss) == 0)
+        return errf(err, errlen, "--upstream '%s': port 0 cannot be connected to", arg);
     free(c->upstream_text);
     free(c->upstream_authority);
     c->upstream_text = strdup(arg);
-    c->upstream_authority = auth;
+    c->upstream_authority = strdup(auth);
     return 0;
 }
 
@@ -451,8 +481,8 @@ enum fy_args_result fy_args_parse(struct fy_config *c, int argc, char **argv, ch
         int rc = 0;
         bool known = true;
         if (!strcmp(opt, "--listen")) {
-            const char *why;
-            if (fy_addr_parse(v, &c->listen, &why) < 0)
+            char why[200];
+            if (fy_addr_parse(v, &c->listen, why, sizeof(why)) < 0)
                 rc = errf(err, errlen, "--listen '%s': %s", v, why);
             free(c->listen_text);
             c->listen_text = strdup(v);
@@ -467,13 +497,13 @@ enum fy_args_result fy_args_parse(struct fy_config *c, int argc, char **argv, ch
             else
                 c->workers = (int)n;
         } else if (!strcmp(opt, "--request-header")) {
-            rc = add_rule(&c->request_rules, opt, v, false, err, errlen);
+            rc = add_rule(&c->request_rules, opt, v, true, false, err, errlen);
         } else if (!strcmp(opt, "--response-header")) {
-            rc = add_rule(&c->response_rules, opt, v, false, err, errlen);
+            rc = add_rule(&c->response_rules, opt, v, false, false, err, errlen);
         } else if (!strcmp(opt, "--remove-request-header")) {
-            rc = add_rule(&c->request_rules, opt, v, true, err, errlen);
+            rc = add_rule(&c->request_rules, opt, v, true, true, err, errlen);
         } else if (!strcmp(opt, "--remove-response-header")) {
-            rc = add_rule(&c->response_rules, opt, v, true, err, errlen);
+            rc = add_rule(&c->response_rules, opt, v, false, true, err, errlen);
         } else if (!strcmp(opt, "--host")) {
             free(c->host_value);
             c->host_value = NULL;
@@ -481,6 +511,8 @@ enum fy_args_result fy_args_parse(struct fy_config *c, int argc, char **argv, ch
                 c->host_mode = FY_HOST_UPSTREAM;
             } else if (!strcmp(v, "preserve")) {
                 c->host_mode = FY_HOST_PRESERVE;
+            } else if (!*v) {
+                rc = errf(err, errlen, "--host expects upstream, preserve or a host name, got ''");
             } else {
                 char *missing;
                 c->host_value = fy_expand_env(v, &missing);
@@ -489,6 +521,8 @@ enum fy_args_result fy_args_parse(struct fy_config *c, int argc, char **argv, ch
                     rc = errf(err, errlen, "--host: environment variable %s is not set",
                               missing ? missing : "(malformed)");
                     free(missing);
+                } else if (!c->host_value[0]) {
+                    rc = errf(err, errlen, "--host '%s' expands to an empty value", v);
                 } else {
                     for (const char *p = c->host_value; *p; p++)
                         if ((unsigned char)*p <= ' ' || *p == 0x7f)
@@ -568,9 +602,9 @@ enum fy_args_result fy_args_parse(struct fy_config *c, int argc, char **argv, ch
         return FY_ARGS_ERROR;
     }
     if (!c->listen_text) {
-        const char *why;
+        char why[200];
         c->listen_text = strdup("127.0.0.1:8080");
-        fy_addr_parse(c->listen_text, &c->listen, &why);
+        fy_addr_parse(c->listen_text, &c->listen, why, sizeof(why));
     }
     if (c->max_request_line > c->max_header_size)
         c->max_request_line = c->max_header_size;

@@ -3,57 +3,109 @@
 #include "net/addr.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
-int fy_addr_parse(const char *text, struct fy_addr *out, const char **why)
+static int addr_error(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int addr_error(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+static bool is_ipv6(const char *s)
+{
+    struct in6_addr a;
+    return inet_pton(AF_INET6, s, &a) == 1;
+}
+
+/* Every interface: dual-stack [::] when IPv6 exists here, else 0.0.0.0. */
+static void any_address(unsigned port, struct fy_addr *out)
+{
+    memset(out, 0, sizeof(*out));
+    int probe = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (probe >= 0) {
+        close(probe);
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&out->ss;
+        a->sin6_family = AF_INET6;
+        a->sin6_addr = in6addr_any;
+        a->sin6_port = htons((uint16_t)port);
+        out->len = sizeof(*a);
+    } else {
+        struct sockaddr_in *a = (struct sockaddr_in *)&out->ss;
+        a->sin_family = AF_INET;
+        a->sin_addr.s_addr = htonl(INADDR_ANY);
+        a->sin_port = htons((uint16_t)port);
+        out->len = sizeof(*a);
+    }
+}
+
+int fy_addr_parse(const char *text, struct fy_addr *out, char *err, size_t errlen)
 {
     char host[256];
     const char *port;
     if (text[0] == '[') {
         const char *close = strchr(text, ']');
-        if (!close || close[1] != ':') {
-            *why = "expected [IPv6]:PORT";
-            return -1;
-        }
+        if (!close || close[1] != ':')
+            return addr_error(err, errlen, "expected [IPv6]:PORT");
         size_t n = (size_t)(close - text - 1);
-        if (n >= sizeof(host)) {
-            *why = "host too long";
-            return -1;
-        }
+        if (n >= sizeof(host))
+            return addr_error(err, errlen, "host too long");
         memcpy(host, text + 1, n);
         host[n] = 0;
+        if (!is_ipv6(host))
+            return addr_error(err, errlen, "'%s' in brackets is not an IPv6 address", host);
         port = close + 2;
     } else {
         const char *colon = strrchr(text, ':');
-        if (!colon) {
-            *why = "expected HOST:PORT";
-            return -1;
-        }
+        if (!colon)
+            return addr_error(err, errlen, "expected HOST:PORT (or :PORT for every interface)");
         size_t n = (size_t)(colon - text);
-        if (n >= sizeof(host)) {
-            *why = "host too long";
-            return -1;
-        }
+        if (n >= sizeof(host))
+            return addr_error(err, errlen, "host too long");
         memcpy(host, text, n);
         host[n] = 0;
+        if (memchr(host, ':', n)) {
+            if (is_ipv6(host))
+                return addr_error(err, errlen, "an IPv6 address goes in brackets: write [%s]:%s",
+                                  host, colon + 1);
+            if (is_ipv6(text))
+                return addr_error(err, errlen,
+                                  "an IPv6 address goes in brackets, followed by the port: "
+                                  "write [%s]:PORT",
+                                  text);
+            return addr_error(err, errlen,
+                              "a host cannot contain ':' (an IPv6 address goes in brackets, "
+                              "as in [::1]:8080)");
+        }
         port = colon + 1;
     }
-    char *end;
-    long p = strtol(port, &end, 10);
-    if (!*port || *end || p < 0 || p > 65535) {
-        *why = "port must be a number from 0 to 65535";
-        return -1;
+    size_t plen = strlen(port);
+    unsigned long p = 0;
+    if (plen == 0 || plen > 5 || strspn(port, "0123456789") != plen ||
+        (p = strtoul(port, NULL, 10)) > 65535)
+        return addr_error(err, errlen, "port must be a number from 0 to 65535, got '%s'", port);
+    if (!host[0]) {
+        any_address((unsigned)p, out);
+        return 0;
     }
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    struct addrinfo hints = {
+        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
     struct addrinfo *res = NULL;
-    int rc = getaddrinfo(host[0] ? host : NULL, port, &hints, &res);
+    int rc = getaddrinfo(host, port, &hints, &res);
     if (rc != 0 || !res) {
-        *why = "cannot resolve host";
-        return -1;
+        const char *why = rc == EAI_SYSTEM ? strerror(errno) : rc ? gai_strerror(rc) : "no address";
+        return addr_error(err, errlen, "cannot resolve '%s': %s", host, why);
     }
     /* A name like "localhost" may resolve to ::1 first while the server listens on 127.0.0.1
      * only (the common case): prefer an IPv4 address when there is one. */
@@ -64,6 +116,7 @@ int fy_addr_parse(const char *text, struct fy_addr *out, const char **why)
             break;
         }
     }
+    memset(out, 0, sizeof(*out));
     memcpy(&out->ss, pick->ai_addr, pick->ai_addrlen);
     out->len = pick->ai_addrlen;
     freeaddrinfo(res);
@@ -88,10 +141,18 @@ static size_t format_ipv4(const unsigned char *a, char *buf)
     return (size_t)(p - buf);
 }
 
+static bool is_v4_mapped(const struct sockaddr *sa)
+{
+    return sa->sa_family == AF_INET6 &&
+           IN6_IS_ADDR_V4MAPPED(&((const struct sockaddr_in6 *)sa)->sin6_addr);
+}
+
 size_t fy_addr_format_host(const struct sockaddr *sa, char *buf, size_t size)
 {
     if (sa->sa_family == AF_INET && size >= 16)
         return format_ipv4((const unsigned char *)&((const struct sockaddr_in *)sa)->sin_addr, buf);
+    if (is_v4_mapped(sa) && size >= 16)
+        return format_ipv4(((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr + 12, buf);
     const void *src = sa->sa_family == AF_INET6
                           ? (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr
                           : (const void *)&((const struct sockaddr_in *)sa)->sin_addr;
@@ -113,11 +174,21 @@ unsigned fy_addr_port(const struct sockaddr *sa)
     return 0;
 }
 
+bool fy_addr_is_any(const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET6)
+        return IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)sa)->sin6_addr);
+    if (sa->sa_family == AF_INET)
+        return ((const struct sockaddr_in *)sa)->sin_addr.s_addr == htonl(INADDR_ANY);
+    return false;
+}
+
 size_t fy_addr_format(const struct sockaddr *sa, char *buf, size_t size)
 {
     char host[INET6_ADDRSTRLEN];
     fy_addr_format_host(sa, host, sizeof(host));
-    int n = snprintf(buf, size, sa->sa_family == AF_INET6 ? "[%s]:%u" : "%s:%u", host,
-                     fy_addr_port(sa));
+    int n =
+        snprintf(buf, size, sa->sa_family == AF_INET6 && !is_v4_mapped(sa) ? "[%s]:%u" : "%s:%u",
+                 host, fy_addr_port(sa));
     return n < 0 ? 0 : ((size_t)n < size ? (size_t)n : size - 1);
 }

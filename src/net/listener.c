@@ -7,6 +7,15 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+/* [::] serves IPv4 too, whatever net.ipv6.bindv6only says: ":PORT" means every interface. */
+static void set_dual_stack(int fd, const struct fy_addr *addr)
+{
+    if (addr->ss.ss_family == AF_INET6 && fy_addr_is_any((const struct sockaddr *)&addr->ss)) {
+        int off = 0;
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof(off));
+    }
+}
+
 int fy_listener_check_free(const struct fy_addr *addr)
 {
     /* SO_REUSEPORT would let a second ferry silently share a port that is already served: bind a
@@ -16,6 +25,7 @@ int fy_listener_check_free(const struct fy_addr *addr)
         return -errno;
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    set_dual_stack(fd, addr);
     int rc = bind(fd, (const struct sockaddr *)&addr->ss, addr->len) < 0 ? -errno : 0;
     close(fd);
     return rc;
@@ -29,6 +39,7 @@ int fy_listener_open(struct fy_addr *addr)
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+    set_dual_stack(fd, addr);
     if (bind(fd, (struct sockaddr *)&addr->ss, addr->len) < 0 || listen(fd, 4096) < 0) {
         int err = -errno;
         close(fd);

@@ -7,8 +7,9 @@
 
 #include "net/addr.h"
 
-/* Binds and listens (non-blocking, SO_REUSEPORT, backlog 4096). Returns the fd or -errno. If the
- * address has port 0, the bound port is written back into *addr so later workers share it. */
+/* Binds and listens (non-blocking, SO_REUSEPORT, backlog 4096). [::] is dual-stack: it also
+ * accepts IPv4 clients (IPV6_V6ONLY off), whatever the system default. Returns the fd or -errno. If
+ * the address has port 0, the bound port is written back into *addr so later workers share it. */
 int fy_listener_open(struct fy_addr *addr);
 
 /* Returns 0 if nothing listens on addr yet (port 0 always passes), else -errno (-EADDRINUSE). */

@@ -432,3 +432,110 @@ Test(parse, expand_env_errors)
     cr_assert_null(fy_expand_env(longname, &missing));
     cr_assert_null(missing);
 }
+
+/* Defect 9: Host is --host's. A rule that removes it would send HTTP/1.1 without Host; one that
+ * sets it would fight --host. Response rules may still name it. */
+Test(args, host_rules_refused_on_requests)
+{
+    EXPECT_ERR("--remove-request-header: Host is managed by --host", "--upstream",
+               "http://127.0.0.1:1", "--remove-request-header", "Host");
+    EXPECT_ERR("--remove-request-header: Host is managed by --host", "--upstream",
+               "http://127.0.0.1:1", "--remove-request-header", "hOST");
+    EXPECT_ERR("--request-header: Host is managed by --host", "--upstream", "http://127.0.0.1:1",
+               "--request-header", "Host: other.example");
+    EXPECT_ERR("use --host VALUE", "--upstream", "http://127.0.0.1:1", "--request-header",
+               "host:x");
+    fy_config_free(&C);
+    fy_config_defaults(&C);
+    cr_assert_eq(PARSE("--upstream", "http://127.0.0.1:1", "--remove-response-header", "Host"),
+                 FY_ARGS_OK, "%s", ERR);
+    cr_assert_eq(C.response_rules.n, 1);
+}
+
+Test(args, upstream_must_name_a_reachable_server)
+{
+    EXPECT_ERR("--upstream 'http://:9100': missing host", "--upstream", "http://:9100");
+    EXPECT_ERR("missing host", "--upstream", ":9100");
+    EXPECT_ERR("missing host", "--upstream", "http://[]:9100");
+    EXPECT_ERR("write http://[::1]:9100", "--upstream", "http://::1:9100");
+    EXPECT_ERR("write http://[::1]:PORT", "--upstream", "http://::1");
+    EXPECT_ERR("write http://[fe80::1]:PORT", "--upstream", "http://fe80::1");
+    EXPECT_ERR("--upstream 'http://127.0.0.1:0': port 0", "--upstream", "http://127.0.0.1:0");
+    EXPECT_ERR("port 0", "--upstream", "http://[::1]:0");
+    EXPECT_ERR("port must be a number from 0 to 65535, got ''", "--upstream", "http://127.0.0.1:");
+    EXPECT_ERR("port must be a number", "--upstream", "http://127.0.0.1:+80");
+    EXPECT_ERR("port must be a number", "--upstream", "http://127.0.0.1: 80");
+    EXPECT_ERR("'nope' in brackets is not an IPv6 address", "--upstream", "http://[nope]:80");
+}
+
+Test(args, resolution_failure_says_why)
+{
+    EXPECT_ERR("--upstream 'http://no-such-host.invalid:80': cannot resolve "
+               "'no-such-host.invalid': ",
+               "--upstream", "http://no-such-host.invalid:80");
+    /* The resolver's own reason follows the colon. */
+    cr_assert_gt(strlen(strstr(ERR, "invalid': ") + 10), 0, "no reason in '%s'", ERR);
+    EXPECT_ERR("--listen 'no-such-host.invalid:80': cannot resolve", "--upstream",
+               "http://127.0.0.1:1", "--listen", "no-such-host.invalid:80");
+}
+
+Test(args, host_value_must_not_be_empty)
+{
+    EXPECT_ERR("--host expects upstream, preserve or a host name, got ''", "--upstream",
+               "http://127.0.0.1:1", "--host", "");
+    setenv("FERRY_TEST_EMPTY_HOST", "", 1);
+    EXPECT_ERR("expands to an empty value", "--upstream", "http://127.0.0.1:1", "--host",
+               "${env:FERRY_TEST_EMPTY_HOST}");
+    unsetenv("FERRY_TEST_EMPTY_HOST");
+}
+
+static bool is_any(const struct fy_addr *a)
+{
+    return fy_addr_is_any((const struct sockaddr *)&a->ss);
+}
+
+/* ":PORT" is every interface (Go, Caddy): dual-stack [::] where IPv6 exists, else 0.0.0.0. */
+Test(args, listen_port_only_means_every_interface)
+{
+    cr_assert_eq(PARSE("--upstream", "http://127.0.0.1:1", "--listen", ":8080"), FY_ARGS_OK, "%s",
+                 ERR);
+    cr_assert(is_any(&C.listen));
+    cr_assert_eq(fy_addr_port((const struct sockaddr *)&C.listen.ss), 8080);
+    cr_assert(C.listen.ss.ss_family == AF_INET6 || C.listen.ss.ss_family == AF_INET);
+    cr_assert_str_eq(C.listen_text, ":8080");
+    fy_config_free(&C);
+    fy_config_defaults(&C);
+    cr_assert_eq(PARSE("--upstream", "http://127.0.0.1:1"), FY_ARGS_OK, "%s", ERR);
+    cr_assert_not(is_any(&C.listen), "the default stays 127.0.0.1:8080");
+    fy_config_free(&C);
+    fy_config_defaults(&C);
+    cr_assert_eq(PARSE("--upstream", "http://127.0.0.1:1", "--listen", "0.0.0.0:80"), FY_ARGS_OK);
+    cr_assert_eq(C.listen.ss.ss_family, AF_INET);
+    cr_assert(is_any(&C.listen));
+}
+
+Test(args, listen_ipv6_needs_brackets)
+{
+    EXPECT_ERR("--listen '::1:8080': an IPv6 address goes in brackets: write [::1]:8080",
+               "--upstream", "http://127.0.0.1:1", "--listen", "::1:8080");
+    EXPECT_ERR("write [::]:8080", "--upstream", "http://127.0.0.1:1", "--listen", ":::8080");
+    fy_config_free(&C);
+    fy_config_defaults(&C);
+    cr_assert_eq(PARSE("--upstream", "http://127.0.0.1:1", "--listen", "[::1]:8080"), FY_ARGS_OK,
+                 "%s", ERR);
+    cr_assert_eq(C.listen.ss.ss_family, AF_INET6);
+}
+
+Test(addr, format_shows_v4_mapped_clients_as_ipv4)
+{
+    char why[200], buf[64];
+    struct fy_addr a;
+    cr_assert_eq(fy_addr_parse("[::ffff:10.1.2.3]:443", &a, why, sizeof(why)), 0, "%s", why);
+    fy_addr_format_host((const struct sockaddr *)&a.ss, buf, sizeof(buf));
+    cr_assert_str_eq(buf, "10.1.2.3");
+    fy_addr_format((const struct sockaddr *)&a.ss, buf, sizeof(buf));
+    cr_assert_str_eq(buf, "10.1.2.3:443");
+    cr_assert_eq(fy_addr_parse("[2001:db8::1]:80", &a, why, sizeof(why)), 0, "%s", why);
+    fy_addr_format((const struct sockaddr *)&a.ss, buf, sizeof(buf));
+    cr_assert_str_eq(buf, "[2001:db8::1]:80");
+}

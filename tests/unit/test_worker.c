@@ -49,9 +49,9 @@ static struct fy_config cfg;
 static void setup(void)
 {
     fy_config_defaults(&cfg);
-    const char *why;
-    cr_assert_eq(fy_addr_parse("127.0.0.1:0", &cfg.listen, &why), 0);
-    cr_assert_eq(fy_addr_parse("127.0.0.1:9", &cfg.upstream, &why), 0);
+    char why[200];
+    cr_assert_eq(fy_addr_parse("127.0.0.1:0", &cfg.listen, why, sizeof(why)), 0);
+    cr_assert_eq(fy_addr_parse("127.0.0.1:9", &cfg.upstream, why, sizeof(why)), 0);
 }
 
 static void teardown(void)
