@@ -5,16 +5,20 @@ connection, a recorded request), never on sleeping. Every reader is strict: byte
 (responses to clients, requests to upstreams) that break HTTP/1.1 framing fail the test.
 
 ferry process
-  Ferry                  one ferry process: start/stop, logs, RSS, expect_log(), check_log()
-  FerryFactory           starts ferries and, when closed, stops them, checks exit codes and logs
-                         (the ferry_factory / module_ferry_factory fixtures in conftest.py)
+  Ferry                  one ferry process: start/stop/signal, logs, RSS, expect_log(),
+                         check_log(), assert_no_unexpected_errors()
+  FerryFactory           starts ferries; teardown() stops them and reports bad exit codes and
+                         unexpected log lines (conftest's ferry_factory, module_ferry_factory)
+  check_ferry_logs()     check_log() on every ferry spawned (conftest's ferry_log_check)
   run_ferry(*args)       run ferry to completion (CLI tests); fails on crash and error lines
   ferry_bin(), free_port()
 client (talks to ferry)
-  Client                 a raw client connection: send/txreq, rxresp, wait_closed, expect_close
+  Client                 a raw client connection: send/txreq, rxresp, rxresp_interim,
+                         wait_closed, expect_close
   connect(port)          a plain client socket with a timeout
-  ResponseReader         the strict response parser under Client, raw_request, parse_responses
+  ResponseReader         the strict response parser (under Client, raw_request, ...)
   Response               one parsed response (.status .headers .body .header() ...)
+  IncompleteResponse     the peer closed before a complete response (an AssertionError)
   raw_request, recv_until_close, wait_closed, is_open_after, parse_responses,
   simple_request, encode_chunked
 server (plays the upstream)
@@ -22,6 +26,8 @@ server (plays the upstream)
                          request (UpstreamRequest) and every byte it receives
   RawUpstream            scriptable TCP upstream: handler(conn) per accepted connection
   SockReader             buffered server-side reader; rxreq() is the strict request parser
+  FramingError           ferry sent a malformed request upstream (an AssertionError)
+  route_ok_len, parse_request_head
 expect
   expect_error_response  the shape of an error response ferry generated itself
   expect_upstream_saw    exactly these requests, and not one other byte, reached the upstream
@@ -217,24 +223,27 @@ class Ferry:
     def start(self, timeout: float = START_TIMEOUT):
         if self.proc is None:
             self.spawn()
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def listening():
             m = _LISTEN_RE.search(self.stderr_text())
             if m:
-                self.port = int(m.group(1))
-                self.addr = "127.0.0.1:%d" % self.port
-                break
+                return m
             rc = self.proc.poll()
             if rc is not None:
                 self.returncode = rc
                 self._close_files()
                 raise FerryError("ferry exited with %s before listening; argv=%r\nstderr:\n%s"
                                  % (rc, self.argv(), self.stderr_text()))
-            if time.monotonic() >= deadline:
-                self.kill()
-                raise FerryError("ferry did not print 'listening on' within %.1fs; argv=%r\n"
-                                 "stderr:\n%s" % (timeout, self.argv(), self.stderr_text()))
-            time.sleep(0.01)
+            return None
+
+        try:
+            m = wait_for(listening, timeout, what="'listening on'")
+        except TimeoutError:
+            self.kill()
+            raise FerryError("ferry did not print 'listening on' within %.1fs; argv=%r\n"
+                             "stderr:\n%s" % (timeout, self.argv(), self.stderr_text()))
+        self.port = int(m.group(1))
+        self.addr = "127.0.0.1:%d" % self.port
         # make sure the socket really accepts (readiness, not time)
         wait_for(lambda: _can_connect(self.port), 5, what="ferry port accepting")
         return self
@@ -859,20 +868,22 @@ def _parse_field(line: bytes, who: str) -> Tuple[str, str]:
     return name.decode("latin-1"), value.strip(b" \t").decode("latin-1")
 
 
+class _Bytes:
+    """A socket stand-in that returns the bytes it was given, then EOF (for the readers)."""
+
+    def __init__(self, d: bytes):
+        self.d = d
+
+    def settimeout(self, t):
+        pass
+
+    def recv(self, n):
+        d, self.d = self.d[:n], self.d[n:]
+        return d
+
+
 def parse_responses(data: bytes, heads: Tuple[bool, ...] = ()) -> List[Response]:
     """Split a byte string holding several responses (heads[i]: response i answers a HEAD)."""
-
-    class _Bytes:
-        def __init__(self, d):
-            self.d = d
-
-        def settimeout(self, t):
-            pass
-
-        def recv(self, n):
-            d, self.d = self.d[:n], self.d[n:]
-            return d
-
     rd = ResponseReader(_Bytes(data))
     out = []
     while rd.buf or not rd.eof:
@@ -1128,17 +1139,10 @@ class UpstreamRequest:
 
 
 def parse_request_head(head: bytes):
-    """(method, target, [(name, value)]) of a raw request head, leniently (for tests that look
-    at heads they read with SockReader.read_head)."""
-    lines = head.decode("latin-1").split("\r\n")
-    method, target, _ = lines[0].split(" ", 2)
-    headers = []
-    for l in lines[1:]:
-        if not l:
-            continue
-        k, _, v = l.partition(":")
-        headers.append((k, v.strip()))
-    return method, target, headers
+    """(method, target, [(name, value)]) of a request head ferry sent (as read with
+    SockReader.read_head), parsed strictly by SockReader.rxreq_head."""
+    r = SockReader(_Bytes(head), timeout=None).rxreq_head()
+    return r.method, r.path, r.headers
 
 
 class SockReader:
