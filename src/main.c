@@ -221,6 +221,12 @@ int main(int argc, char **argv)
     sigaddset(&set, SIGHUP);
     sigaddset(&set, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
+    /* A shell starts background jobs with SIGINT ignored, and nohup ignores SIGHUP: an ignored
+     * signal never reaches the signalfd. These are handled, so take them back (still blocked). */
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGHUP, SIG_DFL);
+    signal(SIGUSR1, SIG_DFL);
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit();
 

@@ -167,3 +167,31 @@ def test_drain_still_finishes_normally_after_sighup(ferry_factory, upstream):
     assert r.status == 200 and r.body == b"slow response done\n"
     assert f.wait(15) == 0
     assert "stopping now" not in f.stderr_text()
+
+
+def test_sigint_works_when_started_with_it_ignored(upstream, tmp_path):
+    """A shell script's `ferry &` starts ferry with SIGINT ignored (as nohup does SIGHUP);
+    ferry takes back the signals it handles, so Ctrl-C / kill -INT still drains it."""
+    import subprocess
+
+    from harness import ferry_bin
+
+    err = tmp_path / "stderr"
+    with open(str(err), "wb") as e:
+        p = subprocess.Popen(
+            [ferry_bin(), "--listen", "127.0.0.1:0", "--upstream", upstream.url, "--workers", "1",
+             "--access-log", "off"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=e,
+            preexec_fn=lambda: (signal.signal(signal.SIGINT, signal.SIG_IGN),
+                                signal.signal(signal.SIGHUP, signal.SIG_IGN)))
+    try:
+        wait_for(lambda: "listening on" in err.read_text(), 10, what="ferry listening")
+        p.send_signal(signal.SIGHUP)
+        wait_for(lambda: "reload is not supported yet" in err.read_text(), 5, what="SIGHUP warning")
+        p.send_signal(signal.SIGINT)
+        assert p.wait(15) == 0, err.read_text()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(5)
+    assert "received SIGINT: draining" in err.read_text()
