@@ -1,8 +1,11 @@
 # Thin wrapper around CMake. See CMakeLists.txt for the real build.
 #
-#   make                 configure + build Release in build/ (binary: build/ferry)
-#   make run             setup, build, start the demo (upstream :9000, ferry :8080)
-#   make test            setup, build with -Werror, ctest (unit) + pytest (integration)
+#   make                 configure + build the ferry binary (Release) in build/ (build/ferry);
+#                        needs no test tools (Criterion is only needed by the test targets)
+#   make run             setup, build build/ferry only, start the demo (upstream :9000, ferry :8080)
+#   make test            setup, build with -Werror in build-test/, ctest (unit) + pytest
+#                        (integration). Its own directory: switching between `make` and
+#                        `make test` rebuilds nothing.
 #   make test-sanitize   same with ASan+UBSan, clang, in build-asan/, free lists bypassed
 #   make test-tsan       integration tests only, ferry built with TSan (clang), build-tsan/;
 #                        not run by CI (Criterion does not work under TSan)
@@ -17,6 +20,7 @@
 MAKEFLAGS    += --no-print-directory
 
 BUILD_DIR    := build
+TEST_DIR     := build-test
 ASAN_DIR     := build-asan
 TSAN_DIR     := build-tsan
 FUZZ_DIR     := build-fuzz
@@ -41,10 +45,10 @@ ASAN_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
             UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 TSAN_ENV := TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
 
-# $(1) build dir, $(2) extra cmake arguments
+# $(1) build dir, $(2) extra cmake arguments, $(3) cmake --build arguments (e.g. --target ferry)
 define cmake_build
 	cmake -S . -B $(1) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) $(2)
-	cmake --build $(1) -j $(JOBS)
+	cmake --build $(1) -j $(JOBS) $(3)
 endef
 
 # $(1) build dir, $(2) environment for the tests
@@ -65,22 +69,23 @@ endef
 
 all: build
 
+# build/ holds the user's binary only: no test binaries, no -Werror, no Criterion needed.
 build:
-	$(call cmake_build,$(BUILD_DIR),$(CC_FLAG) -DFERRY_WERROR=OFF)
+	$(call cmake_build,$(BUILD_DIR),$(CC_FLAG) -DFERRY_WERROR=OFF,--target ferry)
 
 setup:
 	./scripts/setup.sh
 
 run: setup
-	$(call cmake_build,$(BUILD_DIR),$(CC_FLAG) -DFERRY_WERROR=OFF)
+	$(call cmake_build,$(BUILD_DIR),$(CC_FLAG) -DFERRY_WERROR=OFF,--target ferry)
 	./scripts/run-demo.sh
 
 test: setup
-	$(call cmake_build,$(BUILD_DIR),$(CC_FLAG) -DFERRY_WERROR=ON)
-	$(call run_tests,$(BUILD_DIR),)
+	$(call cmake_build,$(TEST_DIR),$(CC_FLAG) -DFERRY_WERROR=ON -DFERRY_TESTS=ON)
+	$(call run_tests,$(TEST_DIR),)
 
 test-sanitize: setup
-	$(call cmake_build,$(ASAN_DIR),-DCMAKE_C_COMPILER=$(CLANG) -DFERRY_WERROR=ON -DFERRY_SANITIZE=ON -DFERRY_NO_FREELIST=ON)
+	$(call cmake_build,$(ASAN_DIR),-DCMAKE_C_COMPILER=$(CLANG) -DFERRY_WERROR=ON -DFERRY_TESTS=ON -DFERRY_SANITIZE=ON -DFERRY_NO_FREELIST=ON)
 	$(call run_tests,$(ASAN_DIR),$(ASAN_ENV))
 
 test-tsan: setup
@@ -121,4 +126,4 @@ format-check:
 	@if [ -n "$(strip $(C_FILES))" ]; then clang-format --dry-run -Werror $(C_FILES); fi
 
 clean:
-	rm -rf $(BUILD_DIR) $(ASAN_DIR) $(TSAN_DIR) $(FUZZ_DIR)
+	rm -rf $(BUILD_DIR) $(TEST_DIR) $(ASAN_DIR) $(TSAN_DIR) $(FUZZ_DIR)
