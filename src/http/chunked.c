@@ -22,7 +22,7 @@ static bool is_text(unsigned char c)
     return c == '\t' || (c >= 0x20 && c != 0x7f);
 }
 
-static size_t fail(struct fy_chunked *c, const char *why, size_t at)
+static size_t chunk_error(struct fy_chunked *c, const char *why, size_t at)
 {
     c->state = FY_CH_ERROR;
     c->error = why;
@@ -42,11 +42,11 @@ size_t fy_chunked_decode(struct fy_chunked *c, const char *p, size_t n, struct i
             if (v >= 0) {
                 /* Sizes of 2^63 or more are refused before the shift could overflow. */
                 if (c->remaining >> 59)
-                    return fail(c, "chunk size too large", i);
+                    return chunk_error(c, "chunk size too large", i);
                 c->remaining = (c->remaining << 4) | (uint64_t)v;
                 c->state = FY_CH_SIZE_MORE;
             } else if (c->state == FY_CH_SIZE) {
-                return fail(c, "invalid chunk size", i);
+                return chunk_error(c, "invalid chunk size", i);
             } else if (ch == '\r') {
                 c->state = FY_CH_SIZE_LF;
             } else if (ch == ';') {
@@ -54,7 +54,7 @@ size_t fy_chunked_decode(struct fy_chunked *c, const char *p, size_t n, struct i
             } else if (ch == ' ' || ch == '\t') {
                 c->state = FY_CH_SIZE_WS;
             } else {
-                return fail(c, "invalid chunk size", i);
+                return chunk_error(c, "invalid chunk size", i);
             }
             break;
         }
@@ -62,17 +62,17 @@ size_t fy_chunked_decode(struct fy_chunked *c, const char *p, size_t n, struct i
             if (ch == ';')
                 c->state = FY_CH_EXT;
             else if (ch != ' ' && ch != '\t')
-                return fail(c, "invalid chunk size line", i);
+                return chunk_error(c, "invalid chunk size line", i);
             break;
         case FY_CH_EXT:
             if (ch == '\r')
                 c->state = FY_CH_SIZE_LF;
             else if (!is_text(ch))
-                return fail(c, "invalid chunk extension", i);
+                return chunk_error(c, "invalid chunk extension", i);
             break;
         case FY_CH_SIZE_LF:
             if (ch != '\n')
-                return fail(c, "chunk size line not ended by CRLF", i);
+                return chunk_error(c, "chunk size line not ended by CRLF", i);
             c->line_len = 0;
             c->state = c->remaining ? FY_CH_DATA : FY_CH_TRAILER;
             i++;
@@ -94,12 +94,12 @@ size_t fy_chunked_decode(struct fy_chunked *c, const char *p, size_t n, struct i
         }
         case FY_CH_DATA_CR:
             if (ch != '\r')
-                return fail(c, "chunk data not followed by CRLF", i);
+                return chunk_error(c, "chunk data not followed by CRLF", i);
             c->state = FY_CH_DATA_LF;
             break;
         case FY_CH_DATA_LF:
             if (ch != '\n')
-                return fail(c, "chunk data not followed by CRLF", i);
+                return chunk_error(c, "chunk data not followed by CRLF", i);
             c->state = FY_CH_SIZE;
             c->line_len = 0;
             i++;
@@ -110,31 +110,31 @@ size_t fy_chunked_decode(struct fy_chunked *c, const char *p, size_t n, struct i
             } else if (fy_is_tchar(ch)) {
                 c->state = FY_CH_TRAILER_NAME;
             } else {
-                return fail(c, "invalid trailer field", i);
+                return chunk_error(c, "invalid trailer field", i);
             }
             break;
         case FY_CH_TRAILER_NAME:
             if (ch == ':')
                 c->state = FY_CH_TRAILER_VALUE;
             else if (!fy_is_tchar(ch))
-                return fail(c, "invalid trailer field name", i);
+                return chunk_error(c, "invalid trailer field name", i);
             break;
         case FY_CH_TRAILER_VALUE:
             if (ch == '\r')
                 c->state = FY_CH_TRAILER_LF;
             else if (!is_text(ch))
-                return fail(c, "invalid trailer field value", i);
+                return chunk_error(c, "invalid trailer field value", i);
             break;
         case FY_CH_TRAILER_LF:
             if (ch != '\n')
-                return fail(c, "trailer line not ended by CRLF", i);
+                return chunk_error(c, "trailer line not ended by CRLF", i);
             c->state = FY_CH_TRAILER;
             c->line_len = 0;
             i++;
             continue;
         case FY_CH_LAST_LF:
             if (ch != '\n')
-                return fail(c, "chunked body not ended by CRLF", i);
+                return chunk_error(c, "chunked body not ended by CRLF", i);
             c->state = FY_CH_DONE;
             return i + 1;
         case FY_CH_DONE:
@@ -143,10 +143,10 @@ size_t fy_chunked_decode(struct fy_chunked *c, const char *p, size_t n, struct i
         }
         /* Only line bytes reach here: bound every line and the trailer section. */
         if (++c->line_len > FY_CHUNKED_MAX_LINE)
-            return fail(c, "chunk line too long", i);
+            return chunk_error(c, "chunk line too long", i);
         if (c->state >= FY_CH_TRAILER && c->state <= FY_CH_LAST_LF &&
             ++c->trailer_len > FY_CHUNKED_MAX_TRAILERS)
-            return fail(c, "trailer section too large", i);
+            return chunk_error(c, "trailer section too large", i);
         i++;
     }
     return i;

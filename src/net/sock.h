@@ -16,14 +16,20 @@
 
 struct fy_sock;
 
+/* >0 bytes read, 0 end of stream, FY_AGAIN, or -errno. */
+typedef ssize_t fy_sock_read_fn(struct fy_sock *s, void *buf, size_t len);
+/* >=0 bytes written, FY_AGAIN, or -errno. */
+typedef ssize_t fy_sock_writev_fn(struct fy_sock *s, const struct iovec *iov, int iovcnt);
+/* Sends end-of-stream (FIN) after pending data. */
+typedef void fy_sock_shutdown_fn(struct fy_sock *s);
+/* Releases the transport's state and the fd. */
+typedef void fy_sock_close_fn(struct fy_sock *s);
+
 struct fy_transport {
-    /* >0 bytes read, 0 end of stream, FY_AGAIN, or -errno. */
-    ssize_t (*read)(struct fy_sock *s, void *buf, size_t len);
-    /* >=0 bytes written, FY_AGAIN, or -errno. */
-    ssize_t (*writev)(struct fy_sock *s, const struct iovec *iov, int iovcnt);
-    /* Sends end-of-stream (FIN) after pending data. */
-    void (*shutdown_write)(struct fy_sock *s);
-    void (*close)(struct fy_sock *s);
+    fy_sock_read_fn *read;
+    fy_sock_writev_fn *writev;
+    fy_sock_shutdown_fn *shutdown_write;
+    fy_sock_close_fn *close;
 };
 
 struct fy_sock {

@@ -6,6 +6,7 @@
 
 #include "core/loop.h"
 #include "core/timer.h"
+#include "fail_alloc.h"
 
 static void noop(struct fy_timer *t)
 {
@@ -259,55 +260,7 @@ Test(timer, randomized_against_model)
     }
 }
 
-/* Allocation failure injection: while `fail_allocs` is set, malloc, calloc and realloc return
- * NULL. Sanitizer builds own the allocator, so there the test runs without the injection (and
- * still checks that arming works and orders correctly through the loop). */
-#if defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define NO_ALLOC_INJECTION 1
-#endif
-#endif
-#if defined(__SANITIZE_ADDRESS__)
-#define NO_ALLOC_INJECTION 1
-#endif
-
-static volatile int fail_allocs;
-
-#ifndef NO_ALLOC_INJECTION
-static volatile unsigned failed_allocs;
-
-void *__libc_malloc(size_t n);
-void *__libc_calloc(size_t n, size_t size);
-void *__libc_realloc(void *p, size_t n);
-
-void *malloc(size_t n)
-{
-    if (fail_allocs) {
-        failed_allocs++;
-        return NULL;
-    }
-    return __libc_malloc(n);
-}
-
-void *calloc(size_t n, size_t size)
-{
-    if (fail_allocs) {
-        failed_allocs++;
-        return NULL;
-    }
-    return __libc_calloc(n, size);
-}
-
-void *realloc(void *p, size_t n)
-{
-    if (fail_allocs) {
-        failed_allocs++;
-        return NULL;
-    }
-    return __libc_realloc(p, n);
-}
-#endif
-
+/* Allocation failures are injected (fail_alloc.h) while timers are armed. */
 #define NARM 20000
 
 /* Regression (defect 7): arming used to grow an array and drop the timer when that failed,
@@ -324,7 +277,7 @@ Test(timer, arming_survives_allocation_failure)
     for (int i = 0; i < NARM; i++)
         fy_loop_timer_set(&loop, &t[i], (uint64_t)((i * 7919) % NARM) + 1);
     fail_allocs = 0;
-#ifndef NO_ALLOC_INJECTION
+#ifndef FY_NO_ALLOC_INJECTION
     cr_assert_eq(failed_allocs, 0, "arming tried to allocate %u time(s)", failed_allocs);
     /* The injection itself works. */
     void *(*volatile alloc)(size_t) = malloc;

@@ -12,26 +12,7 @@
 #include "conf/config.h"
 #include "net/listener.h"
 #include "proxy/worker.h"
-
-/* malloc fails while `fail_allocs` is set (not in sanitizer builds, which own the allocator). */
-#if defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define NO_ALLOC_INJECTION 1
-#endif
-#endif
-#if defined(__SANITIZE_ADDRESS__)
-#define NO_ALLOC_INJECTION 1
-#endif
-
-#ifndef NO_ALLOC_INJECTION
-static volatile int fail_allocs;
-
-void *__libc_malloc(size_t n);
-void *malloc(size_t n)
-{
-    return fail_allocs ? NULL : __libc_malloc(n);
-}
-#endif
+#include "fail_alloc.h"
 
 static int count_fds(void)
 {
@@ -74,7 +55,7 @@ Test(worker, init_and_destroy_release_every_fd)
     cr_assert_eq(count_fds(), before);
 }
 
-#ifndef NO_ALLOC_INJECTION
+#ifndef FY_NO_ALLOC_INJECTION
 /* Regression: a failure of the access-log buffer left the loop (epoll fd, eventfd) and the
  * listening socket open. */
 Test(worker, init_failure_unwinds)
