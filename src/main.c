@@ -25,6 +25,7 @@
 #include "core/buf.h"
 #include "core/log.h"
 #include "net/listener.h"
+#include "proxy/session.h"
 #include "proxy/worker.h"
 
 /* How long a SIGUSR1 waits for the workers to write out their buffered lines before the file is
@@ -294,6 +295,7 @@ int main(int argc, char **argv)
     /* The main thread's own free lists (normally empty: traffic runs on the workers). */
     fy_buf_freelist_release();
     fy_client_io_freelist_release();
+    fy_session_freelist_release();
     fy_info("stopped");
     if (f.alog_fd > STDERR_FILENO)
         close(f.alog_fd);

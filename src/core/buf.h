@@ -20,9 +20,14 @@ struct fy_buf {
     char data[];
 };
 
-/* Returns an empty buffer of FY_BUF_SIZE bytes (or `size`, if larger), or NULL when out of memory.
- */
+/* Returns an empty buffer with room for at least `size` bytes (FY_BUF_SIZE at least; a size
+ * class's capacity when one fits), or NULL when out of memory. The caller owns it until
+ * fy_buf_put(). */
 struct fy_buf *fy_buf_get(size_t size);
+
+/* Registers a size class (capacity `cap`, at most `max` buffers kept per thread) so buffers of
+ * that capacity are recycled. Startup only, before worker threads run. Returns 0 or -1 (full). */
+int fy_buf_add_class(size_t cap, unsigned max);
 
 /* Gives the buffer back to this thread's free list (or to malloc when the list is full). NULL ok.
  */

@@ -5,6 +5,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "core/assert.h"
+
 void fy_msg_init(struct fy_msg *m)
 {
     memset(m, 0, sizeof(*m));
@@ -21,11 +23,27 @@ void fy_msg_free(struct fy_msg *m)
 void fy_msg_reset(struct fy_msg *m)
 {
     struct fy_hdr *hdrs = m->hdrs;
-    uint32_t cap = m->cap;
-    free(m->owned);
+    uint32_t cap = m->cap, owned_cap = m->owned_cap;
+    char *owned = m->owned;
     fy_msg_init(m);
     m->hdrs = hdrs;
     m->cap = cap;
+    m->owned = owned;
+    m->owned_cap = owned_cap;
+}
+
+void fy_msg_move(struct fy_msg *to, struct fy_msg *from)
+{
+    FY_ASSERT(to->nhdrs == 0 && !to->owns);
+    struct fy_hdr *hdrs = to->hdrs;
+    uint32_t cap = to->cap, owned_cap = to->owned_cap;
+    char *owned = to->owned;
+    *to = *from;
+    fy_msg_init(from);
+    from->hdrs = hdrs;
+    from->cap = cap;
+    from->owned = owned;
+    from->owned_cap = owned_cap;
 }
 
 int fy_msg_add(struct fy_msg *m, const char *name, uint32_t nlen, const char *value, uint32_t vlen,
@@ -181,9 +199,17 @@ int fy_msg_own(struct fy_msg *m)
     for (uint32_t i = 0; i < m->nhdrs; i++)
         if (!m->hdrs[i].removed)
             total += m->hdrs[i].name_len + m->hdrs[i].value_len;
-    char *block = malloc(total ? total : 1);
-    if (!block)
-        return -1;
+    /* The kept block is reused when it is large enough (it grows to the largest head seen),
+     * unless the strings live in it already: then they are copied out of it into a new one. */
+    char *block = m->owned, *old = NULL;
+    if (!block || m->owns || m->owned_cap < total) {
+        block = malloc(total ? total : 1);
+        if (!block)
+            return -1;
+        old = m->owned;
+        m->owned = block;
+        m->owned_cap = (uint32_t)(total ? total : 1);
+    }
     char *p = block;
     m->method = own_copy(&p, m->method, m->method_len);
     m->target = own_copy(&p, m->target, m->target_len);
@@ -198,7 +224,7 @@ int fy_msg_own(struct fy_msg *m)
         h->name = own_copy(&p, h->name, h->name_len);
         h->value = own_copy(&p, h->value, h->value_len);
     }
-    free(m->owned);
-    m->owned = block;
+    free(old);
+    m->owns = true;
     return 0;
 }

@@ -38,7 +38,9 @@ struct fy_msg {
     uint32_t reason_len;
     uint32_t nhdrs, cap;
     struct fy_hdr *hdrs;
-    char *owned; /* block holding all strings after fy_msg_own(), else NULL */
+    char *owned;        /* block holding all strings after fy_msg_own(); kept across resets */
+    uint32_t owned_cap; /* its size */
+    bool owns;          /* the strings point into `owned` */
 };
 
 void fy_msg_init(struct fy_msg *m);
@@ -46,8 +48,13 @@ void fy_msg_init(struct fy_msg *m);
 /* Frees the header array and owned strings; the struct can be re-initialised afterwards. */
 void fy_msg_free(struct fy_msg *m);
 
-/* Empties the header list but keeps its storage for the next message. */
+/* Empties the message but keeps its storage (header array, owned block) for the next one. */
 void fy_msg_reset(struct fy_msg *m);
+
+/* Moves the message `from` into `to`, whose content must be empty (reset or initialised): `to`
+ * takes from's content and storage, and `from` is left empty holding to's former storage, so a
+ * codec and a session can trade one message after another without allocating. */
+void fy_msg_move(struct fy_msg *to, struct fy_msg *from);
 
 /* Appends a field (strings are referenced, not copied). Returns 0 or -1 when out of memory. */
 int fy_msg_add(struct fy_msg *m, const char *name, uint32_t nlen, const char *value, uint32_t vlen,
@@ -75,7 +82,8 @@ void fy_msg_strip_hop_by_hop(struct fy_msg *m);
 /* Bytes the visible fields take serialised as HTTP/1 field lines ("Name: value\r\n" each). */
 size_t fy_msg_fields_size(const struct fy_msg *m);
 
-/* Copies every string the message references into one block it owns. Returns 0 or -1. */
+/* Copies every string the message references into one block it owns (the kept block when it is
+ * large enough and not in use). Returns 0 or -1. */
 int fy_msg_own(struct fy_msg *m);
 
 /* True if a comma-separated field value contains `tok` as a list element (any case). */

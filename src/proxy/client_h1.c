@@ -121,16 +121,21 @@ static const char *reason_phrase(int status)
     }
 }
 
+/* Per-request state from this thread's free list. A recycled reader keeps its message storage
+ * (header array, string block), so a keep-alive request allocates nothing here. */
 static struct client_io *io_get(struct fy_client *c)
 {
     if (c->io)
         return c->io;
     struct client_io *io = io_free;
-    if (io)
+    if (io) {
         io_free = io->next_free;
-    else if (!(io = malloc(sizeof(*io))))
-        return NULL;
-    fy_h1r_init(&io->rd, true, &c->w->req_limits);
+        io->rd.limits = c->w->req_limits;
+    } else {
+        if (!(io = malloc(sizeof(*io))))
+            return NULL;
+        fy_h1r_init(&io->rd, true, &c->w->req_limits);
+    }
     fy_h1w_init(&io->wr);
     c->io = io;
     return io;
@@ -142,21 +147,22 @@ static void io_put(struct fy_client *c)
     if (!io)
         return;
     c->io = NULL;
-    fy_h1r_free(&io->rd);
     fy_h1w_reset(&io->wr);
 #ifdef FY_NO_FREELIST
+    fy_h1r_free(&io->rd);
     free(io);
 #else
+    fy_h1r_next(&io->rd);
     io->next_free = io_free;
     io_free = io;
 #endif
 }
 
-void fy_client_io_freelist_release(void);
 void fy_client_io_freelist_release(void)
 {
     while (io_free) {
         struct client_io *n = io_free->next_free;
+        fy_h1r_free(&io_free->rd);
         free(io_free);
         io_free = n;
     }
@@ -895,9 +901,7 @@ static void read_request(struct fy_client *c)
         if (!c->sock.rd_ready)
             break;
         if (!c->in) {
-            size_t cap = cfg->max_header_size + 1024 > FY_BUF_SIZE ? cfg->max_header_size + 1024
-                                                                   : FY_BUF_SIZE;
-            if (!(c->in = fy_buf_get(cap))) {
+            if (!(c->in = fy_buf_get(c->w->client_in_size))) {
                 close_client(c);
                 return;
             }

@@ -44,6 +44,7 @@ struct scratch {
 };
 
 struct fy_session {
+    struct fy_session *next_free; /* on the free list */
     struct fy_task task;
     struct fy_timer timer;
     struct fy_worker *w;
@@ -177,18 +178,67 @@ static int append_to_list(struct fy_session *s, struct fy_msg *m, enum fy_token 
     return fy_msg_set_tok(m, tok, name, nlen, value, vlen);
 }
 
+/*
+ * Finished sessions wait on a per-thread free list with their request's storage (header array
+ * and string block), which the next session hands to the client's reader in exchange for the
+ * new request: a keep-alive request then costs no allocation. FY_NO_FREELIST frees for real.
+ */
+#define SESSION_FREELIST_MAX 1024
+
+static __thread struct fy_session *free_sessions;
+static __thread unsigned nfree_sessions;
+
+static struct fy_session *session_alloc(void)
+{
+    struct fy_session *s = free_sessions;
+    if (!s)
+        return calloc(1, sizeof(*s));
+    free_sessions = s->next_free;
+    nfree_sessions--;
+    /* Everything but the request's storage starts from zero. */
+    struct fy_msg req = s->req;
+    memset(s, 0, sizeof(*s));
+    s->req = req;
+    return s;
+}
+
+static void session_release(struct fy_session *s)
+{
+#ifndef FY_NO_FREELIST
+    if (nfree_sessions < SESSION_FREELIST_MAX) {
+        fy_msg_reset(&s->req);
+        s->next_free = free_sessions;
+        free_sessions = s;
+        nfree_sessions++;
+        return;
+    }
+#endif
+    fy_msg_free(&s->req);
+    free(s);
+}
+
+void fy_session_freelist_release(void)
+{
+    while (free_sessions) {
+        struct fy_session *s = free_sessions;
+        free_sessions = s->next_free;
+        fy_msg_free(&s->req);
+        free(s);
+    }
+    nfree_sessions = 0;
+}
+
 struct fy_session *fy_session_start(struct fy_worker *w, const struct fy_downstream_ops *ops,
                                     void *ds, struct fy_msg *req, const struct sockaddr *client,
                                     uint64_t start_us)
 {
-    struct fy_session *s = calloc(1, sizeof(*s));
+    struct fy_session *s = session_alloc();
     if (!s)
         return NULL;
     s->w = w;
     s->ops = ops;
     s->ds = ds;
-    s->req = *req;
-    fy_msg_init(req);
+    fy_msg_move(&s->req, req);
     memcpy(&s->client, client,
            client->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
                                          : sizeof(struct sockaddr_in));
@@ -206,7 +256,7 @@ struct fy_session *fy_session_start(struct fy_worker *w, const struct fy_downstr
 
 static bool rule_owns(struct fy_session *s, enum fy_token t)
 {
-    return (s->w->req_rule_mask >> t) & 1;
+    return fy_tokmask_has(s->w->req_rule_mask, t);
 }
 
 /* Rewrites the client's head into what the upstream sees: Host, forwarding fields, rules. */
@@ -587,7 +637,7 @@ static int prepare_response(struct fy_session *s, struct fy_msg *m)
     fy_msg_strip_hop_by_hop(m);
     if (upgrade)
         upgrade->removed = false;
-    if (cfg->via && !((s->w->resp_rule_mask >> FY_TOK_VIA) & 1) &&
+    if (cfg->via && !fy_tokmask_has(s->w->resp_rule_mask, FY_TOK_VIA) &&
         append_to_list(s, m, FY_TOK_VIA, "Via", 3, m->version_minor ? "1.1 ferry" : "1.0 ferry",
                        9) < 0)
         return -1;
@@ -900,13 +950,12 @@ static void session_free(struct fy_session *s)
     struct fy_worker *w = s->w;
     fy_loop_timer_del(&w->loop, &s->timer);
     fy_loop_unqueue(&w->loop, &s->task);
-    fy_msg_free(&s->req);
     while (s->scratch) {
         struct scratch *n = s->scratch->next;
         free(s->scratch);
         s->scratch = n;
     }
-    free(s);
+    session_release(s);
     w->nsessions--;
     fy_worker_check_drained(w);
 }

@@ -54,7 +54,8 @@ struct fy_downstream_ops {
 };
 
 /* Creates a session for a parsed request and queues it to run. `req` is moved into the session
- * (the caller's msg is left empty). Returns NULL when out of memory (the caller answers 500). */
+ * (fy_msg_move: the caller's msg is left empty, holding storage to reuse for its next message).
+ * Returns NULL when out of memory (the caller answers 500). */
 struct fy_session *fy_session_start(struct fy_worker *w, const struct fy_downstream_ops *ops,
                                     void *ds, struct fy_msg *req, const struct sockaddr *client,
                                     uint64_t start_us);
@@ -67,5 +68,8 @@ void fy_session_output_flushed(struct fy_session *s);
 
 /* The client connection is going away: abandon the exchange without touching the downstream. */
 void fy_session_detach(struct fy_session *s);
+
+/* Frees this thread's list of finished sessions; called when a worker exits. */
+void fy_session_freelist_release(void);
 
 #endif

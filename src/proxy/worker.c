@@ -14,6 +14,7 @@
 #include "core/log.h"
 #include "filters/hdr_rules.h"
 #include "proxy/client_h1.h"
+#include "proxy/session.h"
 
 static void on_accept(struct fy_task *t)
 {
@@ -152,6 +153,11 @@ int fy_worker_init(struct fy_worker *w, const struct fy_config *cfg, int id, int
         .max_fields = cfg->max_headers,
         .max_body = cfg->max_body_size,
     };
+    /* A client's input buffer holds a whole head (plus the first body bytes): its size is a
+     * buffer class so keep-alive requests recycle it instead of malloc'ing one each. */
+    w->client_in_size = cfg->max_header_size + 1024 > FY_BUF_SIZE ? cfg->max_header_size + 1024
+                                                                  : FY_BUF_SIZE;
+    fy_buf_add_class(w->client_in_size, 4096);
     /* Upstream heads get the buffer size as their limit; a larger one is a 502. */
     w->resp_limits = (struct fy_h1r_limits){
         .max_line = FY_BUF_SIZE, .max_head = FY_BUF_SIZE - 1, .max_fields = 1000, .max_body = 0};
@@ -201,6 +207,7 @@ void *fy_worker_main(void *arg)
     /* The free lists are per thread: give their memory back before the thread ends. */
     fy_buf_freelist_release();
     fy_client_io_freelist_release();
+    fy_session_freelist_release();
     __atomic_store_n(&w->exited, true, __ATOMIC_RELEASE);
     poke_main(w);
     return NULL;

@@ -72,6 +72,7 @@ Test(buf, compact_full_buffer)
     fy_buf_freelist_release();
 }
 
+#ifndef FY_NO_FREELIST /* these check recycling, which sanitizer builds turn off on purpose */
 Test(buf, free_list_reuse_resets)
 {
     struct fy_buf *a = fy_buf_get(0);
@@ -112,6 +113,25 @@ Test(buf, large_buffer_not_from_free_list)
     fy_buf_put(again);
     fy_buf_freelist_release();
 }
+
+Test(buf, added_class_is_recycled)
+{
+    cr_assert_eq(fy_buf_add_class(FY_BUF_SIZE + 1024, 8), 0);
+    cr_assert_eq(fy_buf_add_class(FY_BUF_SIZE + 1024, 8), 0); /* idempotent */
+    struct fy_buf *a = fy_buf_get(FY_BUF_SIZE + 1024);
+    cr_assert_eq(a->cap, FY_BUF_SIZE + 1024);
+    fy_buf_put(a);
+    struct fy_buf *b = fy_buf_get(FY_BUF_SIZE + 1000); /* fits the class: same buffer */
+    cr_assert_eq(b, a);
+    fy_buf_put(b);
+    struct fy_buf *big = fy_buf_get(FY_BIG_BUF_SIZE);
+    cr_assert_eq(big->cap, FY_BIG_BUF_SIZE);
+    fy_buf_put(big);
+    cr_assert_eq(fy_buf_get(FY_BIG_BUF_SIZE - 10), big); /* the 64 KiB class */
+    fy_buf_put(big);
+    fy_buf_freelist_release();
+}
+#endif
 
 Test(buf, drain_then_get)
 {

@@ -110,7 +110,7 @@ Test(h1_request, simple_get)
     expect_field(&R.msg, "host", "example.com");
     expect_field(&R.msg, "User-Agent", "t");
     cr_assert_eq(R.msg.hdrs[0].tok, FY_TOK_HOST);
-    cr_assert_eq(R.msg.hdrs[1].tok, FY_TOK_OTHER);
+    cr_assert_eq(R.msg.hdrs[1].tok, FY_TOK_USER_AGENT);
     cr_assert_eq(R.msg.content_length, -1);
     cr_assert_not(R.msg.chunked);
     cr_assert(R.msg.keep_alive);

@@ -144,12 +144,40 @@ Test(msg, reset_keeps_storage)
     cr_assert_eq(m.nhdrs, 0);
     cr_assert_eq(m.hdrs, storage);
     cr_assert_eq(m.cap, cap);
-    cr_assert_null(m.owned);
+    cr_assert_not(m.owns); /* the block is kept for the next message, no string points into it */
+    char *block = m.owned;
     cr_assert_eq(m.status, 0);
     cr_assert_eq(m.content_length, -1);
     add(&m, "Y", "z");
     cr_assert_eq(m.hdrs, storage);
+    cr_assert_eq(fy_msg_own(&m), 0);
+    cr_assert_eq(m.owned, block); /* large enough: reused, no allocation */
     fy_msg_free(&m);
+}
+
+/* A codec and a session trade messages: the taker's old storage goes back to the giver. */
+Test(msg, move_trades_storage)
+{
+    struct fy_msg a, b;
+    fy_msg_init(&a);
+    fy_msg_init(&b);
+    add(&a, "X", "1");
+    cr_assert_eq(fy_msg_own(&a), 0);
+    fy_msg_move(&b, &a); /* b takes a's message; a keeps b's (empty) storage */
+    cr_assert_eq(b.nhdrs, 1);
+    cr_assert(b.owns);
+    cr_assert_null(a.hdrs);
+    struct fy_hdr *bh = b.hdrs;
+    char *bo = b.owned;
+    fy_msg_reset(&b);
+    add(&a, "Y", "2");
+    fy_msg_move(&b, &a);
+    cr_assert_eq(a.hdrs, bh); /* the first message's storage came back */
+    cr_assert_eq(a.owned, bo);
+    cr_assert_eq(a.nhdrs, 0);
+    cr_assert(str_eq(b.hdrs[0].name, b.hdrs[0].name_len, "Y"));
+    fy_msg_free(&a);
+    fy_msg_free(&b);
 }
 
 Test(msg, list_has)
