@@ -18,7 +18,7 @@
 static const llhttp_settings_t *request_settings(void);
 static const llhttp_settings_t *response_settings(void);
 
-static void fail(struct fy_h1_reader *r, uint16_t status, const char *text)
+static void reader_error(struct fy_h1_reader *r, uint16_t status, const char *text)
 {
     if (r->state == FY_H1R_ERROR)
         return;
@@ -115,7 +115,7 @@ static bool check_field_line(const char *l, uint32_t n)
     return i > 0 && i < n && l[i] == ':';
 }
 
-/* A line of the head is complete: h[start, start + len). Returns false (after fail()) if bad. */
+/* A line of the head is complete: h[start, start + len). Returns false (after reader_error()) if bad. */
 static bool check_line(struct fy_h1_reader *r, const char *h, uint32_t start, uint32_t len)
 {
     const char *l = h + start;
@@ -124,7 +124,7 @@ static bool check_line(struct fy_h1_reader *r, const char *h, uint32_t start, ui
                                    : (check_status_line(l, len) ? 0 : 400);
         if (status == 0)
             return true;
-        fail(r, (uint16_t)status,
+        reader_error(r, (uint16_t)status,
              status == 505         ? "unsupported HTTP version"
              : r->is_request ? "malformed request line"
                                    : "malformed status line");
@@ -132,7 +132,7 @@ static bool check_line(struct fy_h1_reader *r, const char *h, uint32_t start, ui
     }
     if (check_field_line(l, len))
         return true;
-    fail(r, 400, "malformed field line (no colon, or whitespace before it)");
+    reader_error(r, 400, "malformed field line (no colon, or whitespace before it)");
     return false;
 }
 
@@ -148,7 +148,7 @@ static int scan_head(struct fy_h1_reader *r, const char *h, size_t n)
     uint32_t i = r->scanned;
     for (;;) {
         if (i < n && i == r->line_start && r->nlines > 0 && (h[i] == ' ' || h[i] == '\t')) {
-            fail(r, 400, "obsolete line folding or whitespace at line start");
+            reader_error(r, 400, "obsolete line folding or whitespace at line start");
             return -1;
         }
         while (i < n && !special[(unsigned char)h[i]])
@@ -157,15 +157,15 @@ static int scan_head(struct fy_h1_reader *r, const char *h, size_t n)
         uint32_t content_end =
             (i < n && h[i] == '\n' && i > r->line_start && h[i - 1] == '\r') ? i - 1 : i;
         if (r->nlines == 0 && content_end - r->line_start > max_line) {
-            fail(r, 414, r->is_request ? "request line too long" : "status line too long");
+            reader_error(r, 414, r->is_request ? "request line too long" : "status line too long");
             return -1;
         }
         if (i >= max_head && (i < n || i > max_head)) {
             /* Byte number max_head + 1 exists: the head is too large, wherever it ends. */
             if (r->nlines == 0)
-                fail(r, 414, r->is_request ? "request line too long" : "status line too long");
+                reader_error(r, 414, r->is_request ? "request line too long" : "status line too long");
             else
-                fail(r, 431,
+                reader_error(r, 431,
                      r->is_request ? "request header block too large"
                                    : "response header block too large");
             return -1;
@@ -174,14 +174,14 @@ static int scan_head(struct fy_h1_reader *r, const char *h, size_t n)
             break;
         unsigned char c = (unsigned char)h[i];
         if (c == 0) {
-            fail(r, 400, "NUL in head");
+            reader_error(r, 400, "NUL in head");
             return -1;
         }
         if (c == '\r') {
             if (i + 1 == n)
                 break; /* need the next byte to know */
             if (h[i + 1] != '\n') {
-                fail(r, 400, "bare CR in head");
+                reader_error(r, 400, "bare CR in head");
                 return -1;
             }
             i++;
@@ -190,13 +190,13 @@ static int scan_head(struct fy_h1_reader *r, const char *h, size_t n)
         /* c == '\n' */
         bool crlf = i > 0 && h[i - 1] == '\r';
         if (!crlf && r->is_request) {
-            fail(r, 400, "bare LF in request head");
+            reader_error(r, 400, "bare LF in request head");
             return -1;
         }
         uint32_t line_len = (crlf ? i - 1 : i) - r->line_start;
         if (line_len == 0) {
             if (r->nlines == 0) {
-                fail(r, 400, "empty request line");
+                reader_error(r, 400, "empty request line");
                 return -1;
             }
             r->head_len = i + 1;
@@ -204,7 +204,7 @@ static int scan_head(struct fy_h1_reader *r, const char *h, size_t n)
             return 1;
         }
         if (r->nlines > r->limits.max_fields) {
-            fail(r, 431, "too many header fields");
+            reader_error(r, 431, "too many header fields");
             return -1;
         }
         if (!check_line(r, h, r->line_start, line_len))
@@ -222,9 +222,9 @@ static size_t decode_chunked(struct fy_h1_reader *r, const char *p, size_t n)
     for (int i = 0; i < r->nspans; i++)
         r->body_bytes += r->spans[i].iov_len;
     if (r->chunked.state == FY_CH_ERROR)
-        fail(r, 400, r->chunked.error);
+        reader_error(r, 400, r->chunked.error);
     else if (r->limits.max_body && r->body_bytes > r->limits.max_body)
-        fail(r, 413, "request body too large");
+        reader_error(r, 413, "request body too large");
     else if (r->chunked.state == FY_CH_DONE)
         r->state = FY_H1R_DONE;
     return used;
@@ -245,7 +245,7 @@ static size_t run_llhttp(struct fy_h1_reader *r, const char *p, size_t n)
     }
     if (r->state != FY_H1R_ERROR) {
         const char *reason = llhttp_get_error_reason(&r->llh);
-        fail(r, 400, reason ? reason : llhttp_errno_name(e));
+        reader_error(r, 400, reason ? reason : llhttp_errno_name(e));
     }
     return 0;
 }
@@ -292,17 +292,17 @@ size_t fy_h1r_execute(struct fy_h1_reader *r, const char *data, size_t len)
     if (r->is_request) {
         const char *sp = memchr(data, ' ', r->head_len);
         if (!sp || sp == data) {
-            fail(r, 400, "malformed request line");
+            reader_error(r, 400, "malformed request line");
             return skipped;
         }
         r->method_len = (uint32_t)(sp - data);
         if (sp[1] == ' ') {
-            fail(r, 400, "malformed request line"); /* exactly one SP (RFC 9112 3) */
+            reader_error(r, 400, "malformed request line"); /* exactly one SP (RFC 9112 3) */
             return skipped;
         }
         for (uint32_t i = 0; i < r->method_len; i++) {
             if (!fy_is_tchar((unsigned char)data[i])) {
-                fail(r, 400, "invalid method");
+                reader_error(r, 400, "invalid method");
                 return skipped;
             }
         }
@@ -311,7 +311,7 @@ size_t fy_h1r_execute(struct fy_h1_reader *r, const char *data, size_t len)
         /* CONNECT keeps its name: its authority-form target is only valid for CONNECT. */
         bool connect = r->method_len == 7 && !memcmp(data, "CONNECT", 7);
         if (llhttp_execute(&r->llh, connect ? "CONNECT" : "GET", connect ? 7 : 3) != HPE_OK) {
-            fail(r, 400, "malformed request line");
+            reader_error(r, 400, "malformed request line");
             return skipped;
         }
         used = r->method_len + run_llhttp(r, sp, len - r->method_len);
@@ -319,7 +319,7 @@ size_t fy_h1r_execute(struct fy_h1_reader *r, const char *data, size_t len)
         used = run_llhttp(r, data, len);
     }
     if (r->state == FY_H1R_HEAD)
-        fail(r, 400, "incomplete head"); /* scanner and llhttp disagree: refuse */
+        reader_error(r, 400, "incomplete head"); /* scanner and llhttp disagree: refuse */
     if (r->state == FY_H1R_BODY && r->own_chunked)
         used += decode_chunked(r, data + used, len - used);
     return skipped + used;
@@ -333,7 +333,7 @@ bool fy_h1r_eof(struct fy_h1_reader *r)
         return true;
     }
     if (r->state != FY_H1R_DONE)
-        fail(r, 400, "connection closed in the middle of a message");
+        reader_error(r, 400, "connection closed in the middle of a message");
     return r->state == FY_H1R_DONE;
 }
 
@@ -396,7 +396,7 @@ static bool parse_length(const char *v, uint32_t n, int64_t *out)
 
 static int field_error(struct fy_h1_reader *r, const char *text)
 {
-    fail(r, 400, text);
+    reader_error(r, 400, text);
     return -1;
 }
 
@@ -459,16 +459,16 @@ static int on_headers_complete(llhttp_t *p)
     struct fy_h1_reader *r = R(p);
     struct fy_msg *m = &r->msg;
     if (p->http_major != 1 || p->http_minor > 1) {
-        fail(r, 505, "unsupported HTTP version");
+        reader_error(r, 505, "unsupported HTTP version");
         return -1;
     }
     m->version_minor = p->http_minor;
     if (r->te_seen && m->content_length >= 0) {
-        fail(r, 400, "both Content-Length and Transfer-Encoding");
+        reader_error(r, 400, "both Content-Length and Transfer-Encoding");
         return -1;
     }
     if (r->te_seen && m->version_minor == 0) {
-        fail(r, 400, "Transfer-Encoding in an HTTP/1.0 message");
+        reader_error(r, 400, "Transfer-Encoding in an HTTP/1.0 message");
         return -1;
     }
     m->chunked = r->te_seen;
@@ -488,7 +488,7 @@ static int on_headers_complete(llhttp_t *p)
 
     if (r->is_request) {
         if (m->version_minor == 1 && r->host_count == 0) {
-            fail(r, 400, "missing Host");
+            reader_error(r, 400, "missing Host");
             return -1;
         }
         /* CONNECT turns the connection into a tunnel after the head, like an upgrade: llhttp
@@ -497,7 +497,7 @@ static int on_headers_complete(llhttp_t *p)
                      p->method == HTTP_CONNECT;
         if (r->limits.max_body && m->content_length > 0 &&
             (uint64_t)m->content_length > r->limits.max_body) {
-            fail(r, 413, "request body too large");
+            reader_error(r, 413, "request body too large");
             return -1;
         }
         r->state = FY_H1R_BODY;
@@ -513,7 +513,7 @@ static int on_headers_complete(llhttp_t *p)
 
     m->status = (uint16_t)p->status_code;
     if (m->status < 100 || m->status > 999) {
-        fail(r, 502, "invalid status code");
+        reader_error(r, 502, "invalid status code");
         return -1;
     }
     m->upgrade = m->status == 101;
@@ -537,7 +537,7 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
 {
     struct fy_h1_reader *r = R(p);
     if (r->limits.max_body && r->body_bytes + len > r->limits.max_body) {
-        fail(r, 413, "request body too large");
+        reader_error(r, 413, "request body too large");
         return -1;
     }
     r->body_bytes += len;

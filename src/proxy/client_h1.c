@@ -205,9 +205,7 @@ void fy_client_accept(struct fy_worker *w, int fd, const struct sockaddr *peer, 
         close(fd);
         return;
     }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    c->w = w;
+    c->w = w; /* TCP_NODELAY comes from the listener (listener.c) */
     c->task.fn = client_run;
     fy_timer_init(&c->timer, on_timer);
     memcpy(&c->peer, peer, len < sizeof(c->peer) ? len : sizeof(c->peer));
@@ -258,8 +256,8 @@ static void log_client_error(struct fy_client *c, int status, int body_bytes)
         e.target = m->target;
         e.target_len = m->target_len;
         e.version_minor = rd->line_minor >= 0 ? rd->line_minor : (int8_t)m->version_minor;
-        struct fy_hdr *ref = fy_msg_find(m, "Referer", 7);
-        struct fy_hdr *ua = fy_msg_find(m, "User-Agent", 10);
+        struct fy_hdr *ref = fy_msg_find_tok(m, FY_TOK_REFERER);
+        struct fy_hdr *ua = fy_msg_find_tok(m, FY_TOK_USER_AGENT);
         if (ref) {
             e.referer = ref->value;
             e.referer_len = ref->value_len;

@@ -139,43 +139,39 @@ static char *scratch_alloc(struct fy_session *s, size_t n)
     return b->data;
 }
 
-/* "a, b" in session scratch memory, or NULL when out of memory. */
-static const char *join_list(struct fy_session *s, const char *a, size_t alen, const char *b,
-                             size_t blen, uint32_t *out_len)
-{
-    char *p = scratch_alloc(s, alen + blen + 2);
-    if (!p)
-        return NULL;
-    memcpy(p, a, alen);
-    p[alen] = ',';
-    p[alen + 1] = ' ';
-    memcpy(p + alen + 2, b, blen);
-    *out_len = (uint32_t)(alen + blen + 2);
-    return p;
-}
-
 /*
  * Sets the list field `tok` to its current elements followed by `value`: several fields of one
- * name form one comma-separated list (RFC 9110 5.3), so all of them are joined, in order.
+ * name form one comma-separated list (RFC 9110 5.3), so all of them are joined, in order, with one
+ * copy into session scratch memory (linear in the total length, however many fields there are).
  */
 static int append_to_list(struct fy_session *s, struct fy_msg *m, enum fy_token tok,
                           const char *name, uint32_t nlen, const char *value, uint32_t vlen)
 {
-    const char *list = NULL;
-    uint32_t list_len = 0;
+    size_t total = vlen;
+    uint32_t count = 0;
     for (uint32_t i = 0; i < m->nhdrs; i++) {
-        struct fy_hdr *h = &m->hdrs[i];
+        const struct fy_hdr *h = &m->hdrs[i];
+        if (!h->removed && h->tok == tok) {
+            total += h->value_len + 2;
+            count++;
+        }
+    }
+    if (count == 0)
+        return fy_msg_set_tok(m, tok, name, nlen, value, vlen);
+    char *p = scratch_alloc(s, total), *out = p;
+    if (!p)
+        return -1;
+    for (uint32_t i = 0; i < m->nhdrs; i++) {
+        const struct fy_hdr *h = &m->hdrs[i];
         if (h->removed || h->tok != tok)
             continue;
-        list = list ? join_list(s, list, list_len, h->value, h->value_len, &list_len) : h->value;
-        if (!list)
-            return -1;
-        if (list == h->value)
-            list_len = h->value_len;
+        memcpy(out, h->value, h->value_len);
+        out += h->value_len;
+        *out++ = ',';
+        *out++ = ' ';
     }
-    if (list && !(value = join_list(s, list, list_len, value, vlen, &vlen)))
-        return -1;
-    return fy_msg_set_tok(m, tok, name, nlen, value, vlen);
+    memcpy(out, value, vlen);
+    return fy_msg_set_tok(m, tok, name, nlen, p, (uint32_t)total);
 }
 
 /*
@@ -363,15 +359,17 @@ static void log_exchange(struct fy_session *s)
     e.bytes_in = s->bytes_in;
     e.bytes_out = s->bytes_out;
     e.upstream = s->up_start_us ? (const struct sockaddr *)&s->w->cfg->upstream.ss : NULL;
-    struct fy_hdr *ref = fy_msg_find(&s->req, "Referer", 7);
-    struct fy_hdr *ua = fy_msg_find(&s->req, "User-Agent", 10);
-    if (ref) {
-        e.referer = ref->value;
-        e.referer_len = ref->value_len;
-    }
-    if (ua) {
-        e.user_agent = ua->value;
-        e.user_agent_len = ua->value_len;
+    if (s->w->alog.format == FY_ALOG_COMBINED) { /* the only format that prints them */
+        struct fy_hdr *ref = fy_msg_find_tok(&s->req, FY_TOK_REFERER);
+        struct fy_hdr *ua = fy_msg_find_tok(&s->req, FY_TOK_USER_AGENT);
+        if (ref) {
+            e.referer = ref->value;
+            e.referer_len = ref->value_len;
+        }
+        if (ua) {
+            e.user_agent = ua->value;
+            e.user_agent_len = ua->value_len;
+        }
     }
     uint64_t now = s->w->loop.now_us;
     e.upstream_us = s->up_start_us ? (s->up_head_us ? s->up_head_us : now) - s->up_start_us : 0;
@@ -421,7 +419,7 @@ static void finish(struct fy_session *s, bool upstream_reusable, bool client_cle
 
 /* Fails the exchange with `status` if nothing was sent to the client yet, else cuts the client
  * connection so a partial response can never look complete. */
-static void fail(struct fy_session *s, int status, const char *text)
+static void fail_exchange(struct fy_session *s, int status, const char *text)
 {
     if (s->state == S_DONE)
         return;
@@ -467,13 +465,13 @@ static void upstream_failed(struct fy_session *s, int err, const char *what)
     slog(s, FY_LOG_WARN, "upstream failed while %s (%s)%s", what,
          err ? strerror(-err) : "connection closed",
          s->head_sent ? "; closing the client connection" : "");
-    fail(s, 502, "the upstream server closed the connection or sent an invalid response");
+    fail_exchange(s, 502, "the upstream server closed the connection or sent an invalid response");
 }
 
 static void client_failed(struct fy_session *s, int status)
 {
     if (status && !s->head_sent && s->ds) {
-        fail(s, status,
+        fail_exchange(s, status,
              status == 413   ? "request body too large"
              : status == 408 ? "timed out reading the request body"
                              : "malformed request body");
@@ -498,7 +496,7 @@ static void step_connect(struct fy_session *s)
             s->up = fy_connpool_connect(&w->pool, &s->task, &err);
             if (!s->up) {
                 slog(s, FY_LOG_WARN, "cannot connect: %s", strerror(-err));
-                fail(s, 502, "could not connect to the upstream server");
+                fail_exchange(s, 502, "could not connect to the upstream server");
                 return;
             }
             fy_loop_timer_set(&w->loop, &s->timer, w->cfg->connect_timeout);
@@ -508,7 +506,7 @@ static void step_connect(struct fy_session *s)
         if (!s->prepared) {
             s->prepared = true;
             if (prepare_request(s) < 0) {
-                fail(s, 500, "out of memory");
+                fail_exchange(s, 500, "out of memory");
                 return;
             }
         }
@@ -518,7 +516,7 @@ static void step_connect(struct fy_session *s)
         if (s->timed_out) {
             slog(s, FY_LOG_WARN, "connect timed out after %llu ms",
                  (unsigned long long)w->cfg->connect_timeout);
-            fail(s, 502, "timed out connecting to the upstream server");
+            fail_exchange(s, 502, "timed out connecting to the upstream server");
             return;
         }
         if (!up->sock.wr_ready)
@@ -526,19 +524,19 @@ static void step_connect(struct fy_session *s)
         int rc = fy_sock_connect_result(&up->sock);
         if (rc < 0) {
             slog(s, FY_LOG_WARN, "cannot connect: %s", strerror(-rc));
-            fail(s, 502, "could not connect to the upstream server");
+            fail_exchange(s, 502, "could not connect to the upstream server");
             return;
         }
         up->connected = true;
     }
     if (queue_request_head(s) < 0) {
-        fail(s, 500, "out of memory");
+        fail_exchange(s, 500, "out of memory");
         return;
     }
     if (!up->in)
         up->in = fy_buf_get(FY_BUF_SIZE);
     if (!up->in) {
-        fail(s, 500, "out of memory");
+        fail_exchange(s, 500, "out of memory");
         return;
     }
     up->rd.no_body = s->is_head;
@@ -651,7 +649,7 @@ static int handle_parsed(struct fy_session *s)
     struct fy_h1_reader *rd = &s->up->rd;
     if (rd->state == FY_H1R_ERROR) {
         slog(s, FY_LOG_WARN, "invalid response from the upstream: %s", rd->err_text);
-        fail(s, 502, "the upstream server sent an invalid response");
+        fail_exchange(s, 502, "the upstream server sent an invalid response");
         return -1;
     }
     if (rd->state == FY_H1R_HEAD)
@@ -662,7 +660,12 @@ static int handle_parsed(struct fy_session *s)
             /* Interim response: relay (ferry already sent its own 100 if the client asked). */
             if (!(m->status == 100 && (s->sent_continue || !s->req.expect_continue))) {
                 fy_msg_strip_hop_by_hop(m);
-                if (s->ops->send_interim(s->ds, m) < 0) {
+                int rc = s->ops->send_interim(s->ds, m);
+                if (rc == -ENOSPC) {
+                    /* Interim responses are advisory: one too large to relay is dropped. */
+                    slog(s, FY_LOG_WARN, "dropped a %d interim response too large to relay",
+                         m->status);
+                } else if (rc < 0) {
                     client_failed(s, 0);
                     return -1;
                 }
@@ -674,11 +677,11 @@ static int handle_parsed(struct fy_session *s)
         s->status = m->status;
         s->up_head_us = s->w->loop.now_us;
         if (m->status == 101 && !s->req.upgrade) {
-            fail(s, 502, "the upstream server sent an invalid response");
+            fail_exchange(s, 502, "the upstream server sent an invalid response");
             return -1;
         }
         if (prepare_response(s, m) < 0) {
-            fail(s, 500, "out of memory");
+            fail_exchange(s, 500, "out of memory");
             return -1;
         }
         int rc = s->ops->send_head(s->ds, m);
@@ -687,7 +690,7 @@ static int handle_parsed(struct fy_session *s)
                  "the upstream's response head is larger than %u bytes once rewritten for the "
                  "client",
                  (unsigned)FY_BUF_SIZE);
-            fail(s, 502, "the upstream server sent a response head that is too large");
+            fail_exchange(s, 502, "the upstream server sent a response head that is too large");
             return -1;
         }
         if (rc < 0) {
@@ -782,7 +785,7 @@ static int pump_response(struct fy_session *s)
             if (fy_buf_room(in) == 0) {
                 slog(s, FY_LOG_WARN, "the upstream sent a response head larger than %u bytes",
                      (unsigned)in->cap);
-                fail(s, 502, "the upstream server sent an invalid response");
+                fail_exchange(s, 502, "the upstream server sent an invalid response");
                 return -1;
             }
         }
@@ -825,7 +828,7 @@ static void step_exchange(struct fy_session *s)
         if (!s->head_sent) {
             slog(s, FY_LOG_WARN, "the upstream did not answer within %llu ms",
                  (unsigned long long)s->w->cfg->upstream_timeout);
-            fail(s, 504, "the upstream server did not answer in time");
+            fail_exchange(s, 504, "the upstream server did not answer in time");
         } else {
             slog(s, FY_LOG_WARN, "the upstream stalled for %llu ms while sending the response "
                  "body; closing the client connection",

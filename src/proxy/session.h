@@ -30,27 +30,44 @@ struct fy_session;
 struct fy_worker;
 struct fy_upconn;
 
-/* What the session needs from whoever carries the client side (HTTP/1 connection, H2 stream). */
+/*
+ * What the session needs from whoever carries the client side (HTTP/1 connection, H2 stream).
+ * `ds` is the downstream's own pointer. None of these run the downstream's work inline or free
+ * anything the session still uses; they record and queue.
+ */
+
+/* Up to `max` spans of request body. Returns the count (0 with *last at the end), FY_AGAIN (the
+ * downstream wakes the session when data arrives), or <0: the client failed; then *status is
+ * 400/408/413 for a bad body or 0 if the client went away. */
+typedef int fy_ds_body_read_fn(void *ds, struct iovec *iov, int max, bool *last, int *status);
+/* The spans of the last body_read() were written upstream: their memory may be reused. */
+typedef void fy_ds_body_consumed_fn(void *ds);
+/* Interim response (100 Continue, 103...). Returns 0, -ENOSPC (too large: not sent), or <0
+ * (client gone). */
+typedef int fy_ds_send_interim_fn(void *ds, const struct fy_msg *m);
+/* Final response head; the downstream picks its own framing from the head's framing fields.
+ * Returns 0, -ENOSPC (the rewritten head does not fit FY_BUF_SIZE bytes: nothing was queued, the
+ * session answers 502), or another <0 (client gone). */
+typedef int fy_ds_send_head_fn(void *ds, struct fy_msg *resp);
+/* Body (or tunnel) bytes, referenced until flushed (see above): 0 = flushed, FY_AGAIN = queued
+ * (fy_session_output_flushed() follows), <0 = client gone or the batch could not be queued. */
+typedef int fy_ds_send_body_fn(void *ds, const struct iovec *iov, int n, bool last);
+/* Error response before any head was sent. Returns the body bytes queued (for the log). */
+typedef int fy_ds_send_error_fn(void *ds, int status, const char *text);
+/* The session is finished; `clean` is false when the client connection must be closed (e.g. the
+ * upstream died mid-body). clean=true is only used once all spans were flushed; with clean=false
+ * the downstream drops every queued span before returning. The downstream forgets the session
+ * pointer. */
+typedef void fy_ds_done_fn(void *ds, bool clean);
+
 struct fy_downstream_ops {
-    /* Up to `max` spans of request body. Returns the count (0 with *last at the end), FY_AGAIN
-     * (the downstream wakes the session when data arrives), or <0: the client failed; then
-     * *status is 400/408/413 for a bad body or 0 if the client went away. */
-    int (*body_read)(void *ds, struct iovec *iov, int max, bool *last, int *status);
-    void (*body_consumed)(void *ds);
-    /* Interim response (100 Continue, 103...). Returns 0 or <0 (client gone). */
-    int (*send_interim)(void *ds, const struct fy_msg *m);
-    /* Final response head; the downstream picks its own framing from the head's framing
-     * fields. Returns 0 or <0 (client gone). */
-    int (*send_head)(void *ds, struct fy_msg *resp);
-    /* Body (or tunnel) bytes; 0 = flushed, FY_AGAIN = queued (wake later), <0 = client gone. */
-    int (*send_body)(void *ds, const struct iovec *iov, int n, bool last);
-    /* Error response before any head was sent. Returns the body bytes queued (for the log). */
-    int (*send_error)(void *ds, int status, const char *text);
-    /* The session is finished; `clean` is false when the client connection must be closed
-     * (e.g. the upstream died mid-body). clean=true is only used once all spans were flushed;
-     * with clean=false the downstream drops every queued span before returning. The downstream
-     * forgets the session pointer and never runs its own work inline (it queues its task). */
-    void (*done)(void *ds, bool clean);
+    fy_ds_body_read_fn *body_read;
+    fy_ds_body_consumed_fn *body_consumed;
+    fy_ds_send_interim_fn *send_interim;
+    fy_ds_send_head_fn *send_head;
+    fy_ds_send_body_fn *send_body;
+    fy_ds_send_error_fn *send_error;
+    fy_ds_done_fn *done;
 };
 
 /* Creates a session for a parsed request and queues it to run. `req` is moved into the session
