@@ -101,8 +101,8 @@ static int check_request_line(struct fy_h1_reader *r, const char *l, uint32_t n)
 static bool check_status_line(const char *l, uint32_t n)
 {
     return n >= 12 && memcmp(l, "HTTP/", 5) == 0 && is_digit(l[5]) && l[6] == '.' &&
-           is_digit(l[7]) && l[8] == ' ' && is_digit(l[9]) && is_digit(l[10]) &&
-           is_digit(l[11]) && (n == 12 || l[12] == ' ');
+           is_digit(l[7]) && l[8] == ' ' && is_digit(l[9]) && is_digit(l[10]) && is_digit(l[11]) &&
+           (n == 12 || l[12] == ' ');
 }
 
 /* field-line = field-name ":" OWS field-value OWS, with no whitespace before the colon
@@ -115,19 +115,20 @@ static bool check_field_line(const char *l, uint32_t n)
     return i > 0 && i < n && l[i] == ':';
 }
 
-/* A line of the head is complete: h[start, start + len). Returns false (after reader_error()) if bad. */
+/* A line of the head is complete: h[start, start + len). Returns false (after reader_error()) if
+ * bad. */
 static bool check_line(struct fy_h1_reader *r, const char *h, uint32_t start, uint32_t len)
 {
     const char *l = h + start;
     if (r->nlines == 0) {
-        int status = r->is_request ? check_request_line(r, l, len)
-                                   : (check_status_line(l, len) ? 0 : 400);
+        int status =
+            r->is_request ? check_request_line(r, l, len) : (check_status_line(l, len) ? 0 : 400);
         if (status == 0)
             return true;
         reader_error(r, (uint16_t)status,
-             status == 505         ? "unsupported HTTP version"
-             : r->is_request ? "malformed request line"
-                                   : "malformed status line");
+                     status == 505   ? "unsupported HTTP version"
+                     : r->is_request ? "malformed request line"
+                                     : "malformed status line");
         return false;
     }
     if (check_field_line(l, len))
@@ -163,11 +164,12 @@ static int scan_head(struct fy_h1_reader *r, const char *h, size_t n)
         if (i >= max_head && (i < n || i > max_head)) {
             /* Byte number max_head + 1 exists: the head is too large, wherever it ends. */
             if (r->nlines == 0)
-                reader_error(r, 414, r->is_request ? "request line too long" : "status line too long");
+                reader_error(r, 414,
+                             r->is_request ? "request line too long" : "status line too long");
             else
                 reader_error(r, 431,
-                     r->is_request ? "request header block too large"
-                                   : "response header block too large");
+                             r->is_request ? "request header block too large"
+                                           : "response header block too large");
             return -1;
         }
         if (i >= n)

@@ -993,7 +993,7 @@ static void client_run(struct fy_task *t)
     }
     if (c->timed_out && rc == FY_AGAIN) {
         client_log(c, FY_LOG_INFO, "stopped reading the response for %llu ms; closing",
-             (unsigned long long)c->w->cfg->send_timeout);
+                   (unsigned long long)c->w->cfg->send_timeout);
         close_client(c);
         return;
     }
@@ -1010,8 +1010,9 @@ static void client_run(struct fy_task *t)
      * still to come, a pipelined request) mean the client is still there. Once the response has
      * started, a half-closed client still gets all of it (a reset fails the writes). */
     if (c->sock.eof_pending && !c->want_body && !c->head_sent && fy_sock_peer_gone(&c->sock)) {
-        client_log(c, FY_LOG_INFO, "closed the connection before the response was complete; "
-                                   "abandoning the exchange");
+        client_log(c, FY_LOG_INFO,
+                   "closed the connection before the response was complete; "
+                   "abandoning the exchange");
         close_client(c);
         return;
     }

@@ -124,9 +124,9 @@ static void slog(struct fy_session *s, enum fy_log_level level, const char *fmt,
     fy_addr_format((const struct sockaddr *)&s->client, client, sizeof(client));
     const struct fy_msg *m = &s->req;
     int tlen = m->target_len > 200 ? 200 : (int)m->target_len;
-    fy_log(level, "client %s \"%.*s %.*s%s HTTP/1.%d\" upstream %s: %s", client,
-           (int)m->method_len, m->method, tlen, m->target, m->target_len > 200 ? "..." : "",
-           m->version_minor, s->w->cfg->upstream_text, what);
+    fy_log(level, "client %s \"%.*s %.*s%s HTTP/1.%d\" upstream %s: %s", client, (int)m->method_len,
+           m->method, tlen, m->target, m->target_len > 200 ? "..." : "", m->version_minor,
+           s->w->cfg->upstream_text, what);
 }
 
 static char *scratch_alloc(struct fy_session *s, size_t n)
@@ -453,8 +453,8 @@ static void upstream_failed(struct fy_session *s, int err, const char *what)
 {
     if (s->reused && !s->got_response_bytes && !s->req_body_started && idempotent(&s->req) &&
         s->attempts < 2) {
-        slog(s, FY_LOG_DEBUG, "reused connection failed while %s (%s); retrying on a new one",
-             what, err ? strerror(-err) : "closed");
+        slog(s, FY_LOG_DEBUG, "reused connection failed while %s (%s); retrying on a new one", what,
+             err ? strerror(-err) : "closed");
         release_upstream(s, false);
         s->reused = false;
         s->req_last_queued = s->req_done = false;
@@ -472,9 +472,9 @@ static void client_failed(struct fy_session *s, int status)
 {
     if (status && !s->head_sent && s->ds) {
         fail_exchange(s, status,
-             status == 413   ? "request body too large"
-             : status == 408 ? "timed out reading the request body"
-                             : "malformed request body");
+                      status == 413   ? "request body too large"
+                      : status == 408 ? "timed out reading the request body"
+                                      : "malformed request body");
         if (s->state == S_DONE)
             return;
     }
@@ -830,7 +830,8 @@ static void step_exchange(struct fy_session *s)
                  (unsigned long long)s->w->cfg->upstream_timeout);
             fail_exchange(s, 504, "the upstream server did not answer in time");
         } else {
-            slog(s, FY_LOG_WARN, "the upstream stalled for %llu ms while sending the response "
+            slog(s, FY_LOG_WARN,
+                 "the upstream stalled for %llu ms while sending the response "
                  "body; closing the client connection",
                  (unsigned long long)s->w->cfg->upstream_timeout);
             finish(s, false, false);

@@ -388,3 +388,24 @@ Test(h1_writer_flush, through_loop_registered_sock)
     fy_sock_close(&s); /* twice is safe */
     fy_loop_destroy(&loop);
 }
+
+/* A head that does not fit the current head buffer goes to a new one chained to it: iovecs into
+ * the first stay valid, and both are released once flushed (or on reset). */
+Test(h1_writer, head_buffers_chain)
+{
+    struct fy_buf *a = fy_h1w_head_begin(&W, 64);
+    size_t from = a->end;
+    fy_h1w_put(a, "HTTP/1.1 103 Early Hints\r\n\r\n", 28);
+    fy_h1w_head_done(&W, a, from);
+    struct fy_buf *b = fy_h1w_head_begin(&W, FY_BUF_SIZE);
+    cr_assert_neq(a, b); /* a has less than FY_BUF_SIZE left */
+    cr_assert_geq(fy_buf_room(b), FY_BUF_SIZE);
+    from = b->end;
+    fy_h1w_put(b, "HTTP/1.1 200 OK\r\n\r\n", 19);
+    fy_h1w_head_done(&W, b, from);
+    expect_queued("HTTP/1.1 103 Early Hints\r\n\r\nHTTP/1.1 200 OK\r\n\r\n");
+    struct fy_buf *big = fy_h1w_head_begin(&W, 3 * FY_BUF_SIZE);
+    cr_assert_geq(fy_buf_room(big), 3 * FY_BUF_SIZE);
+    fy_h1w_reset(&W); /* frees all three (ASan would report a leak otherwise) */
+    cr_assert_null(W.q.head);
+}

@@ -97,3 +97,30 @@ Test(tokens, mask_has_one_distinct_bit_per_token)
     cr_assert(fy_tokmask_has(fy_tokmask_bit(FY_TOK__COUNT - 1), FY_TOK__COUNT - 1));
     cr_assert_leq(FY_TOK__COUNT, 8 * sizeof(fy_tokmask));
 }
+
+/* Host values are RFC 3986 authorities (issue 5, defect 11). */
+Test(tokens, valid_host)
+{
+    const char *good[] = {"",
+                          "example.com",
+                          "example.com:8080",
+                          "EXAMPLE.com:",
+                          "127.0.0.1",
+                          "127.0.0.1:65535",
+                          "[::1]",
+                          "[::1]:443",
+                          "[2001:db8::7]:80",
+                          "[v1.fe80::a+en1]",
+                          "ex%41mple.com",
+                          "a-b_c~d!$&'()*+,;=.x"};
+    const char *bad[] = {"example.com:80a", "example.com:123456", "example.com:65536",
+                         "example.com:-1",  "[::1",               "[::1]x",
+                         "[not-ip]",        "[::1]:80:90",        "ex ample.com",
+                         "a@b",             "ex%4",               "ex%zz",
+                         "a/b",             "h:1:2",              "[]",
+                         "[v1.]",           "\x7f"};
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+        cr_expect(fy_valid_host(good[i], strlen(good[i])), "rejected %s", good[i]);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        cr_expect_not(fy_valid_host(bad[i], strlen(bad[i])), "accepted %s", bad[i]);
+}
