@@ -38,6 +38,8 @@ static const char usage_text[] =
     "  --x-forwarded-proto on|off    set X-Forwarded-Proto (default on)\n"
     "  --x-forwarded-host on|off     set X-Forwarded-Host to the client's Host (default on)\n"
     "  --via on|off                  add Via: 1.1 ferry (default on)\n"
+    "  --upgrade-protocols LIST      Upgrade protocols tunnelled after a 101, comma-separated\n"
+    "                                (default websocket; others are forwarded without Upgrade)\n"
     "  --access-log stdout|off|PATH  one line per exchange (default stdout)\n"
     "  --access-log-format combined|json\n"
     "  --log-level debug|info|warn|error   diagnostics on stderr (default info)\n"
@@ -105,6 +107,7 @@ void fy_config_free(struct fy_config *c)
     free(c->upstream_text);
     free(c->upstream_authority);
     free(c->host_value);
+    free(c->upgrade_protocols);
     free(c->access_log_path);
     free_rules(&c->request_rules);
     free_rules(&c->response_rules);
@@ -366,6 +369,33 @@ static int parse_upstream(struct fy_config *c, const char *arg, char *err, size_
     return 0;
 }
 
+/* A comma-separated list of protocol names (token characters); "none" allows no upgrade. */
+static int parse_upgrade_protocols(struct fy_config *c, const char *v, char *err, size_t errlen)
+{
+    const char *p = v;
+    bool any = false;
+    while (*p) {
+        while (*p == ',' || *p == ' ')
+            p++;
+        const char *start = p;
+        while (*p && *p != ',' && *p != ' ') {
+            if (!fy_is_tchar((unsigned char)*p))
+                return errf(err, errlen,
+                            "--upgrade-protocols expects protocol names separated by commas "
+                            "(e.g. websocket), got '%s'",
+                            v);
+            p++;
+        }
+        any |= p > start;
+    }
+    if (!any)
+        return errf(err, errlen, "--upgrade-protocols needs at least one name (or none)");
+    free(c->upgrade_protocols);
+    /* The empty list (from "none") matches nothing; NULL would mean the default. */
+    c->upgrade_protocols = strdup(strcmp(v, "none") ? v : "");
+    return c->upgrade_protocols ? 0 : errf(err, errlen, "out of memory");
+}
+
 static int parse_onoff(const char *opt, const char *v, bool *out, char *err, size_t errlen)
 {
     if (!strcmp(v, "on"))
@@ -423,6 +453,7 @@ static bool is_known_option(const char *opt)
                                         "--x-forwarded-proto",
                                         "--x-forwarded-host",
                                         "--via",
+                                        "--upgrade-protocols",
                                         "--access-log",
                                         "--access-log-format",
                                         "--log-level"};
@@ -537,6 +568,8 @@ enum fy_args_result fy_args_parse(struct fy_config *c, int argc, char **argv, ch
             rc = parse_onoff(opt, v, &c->x_forwarded_host, err, errlen);
         } else if (!strcmp(opt, "--via")) {
             rc = parse_onoff(opt, v, &c->via, err, errlen);
+        } else if (!strcmp(opt, "--upgrade-protocols")) {
+            rc = parse_upgrade_protocols(c, v, err, errlen);
         } else if (!strcmp(opt, "--access-log")) {
             free(c->access_log_path);
             c->access_log_path = NULL;

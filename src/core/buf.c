@@ -56,7 +56,7 @@ static int class_for(size_t size)
     return best;
 }
 
-static int class_of(uint32_t cap)
+static __attribute__((unused)) int class_of(uint32_t cap)
 {
     for (unsigned i = 0; i < nclasses; i++)
         if (classes[i].cap == cap)

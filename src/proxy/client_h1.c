@@ -717,18 +717,25 @@ static int absolute_form(struct fy_msg *m)
         alen++;
     if (alen == 0 || memchr(auth, '@', alen) || !fy_valid_host(auth, alen))
         return -1;
+    uint32_t rest = len - skip - alen;
+    if (rest > 0 && auth[alen] == '?') {
+        /* "http://h?q": the origin-form is "/?q" (RFC 9112 3.2.1). The scheme's bytes are no
+         * longer needed, so the authority moves one byte left, in the client's input buffer
+         * (ours to write), and the freed byte becomes the '/'. */
+        char *a = (char *)auth;
+        memmove(a - 1, a, alen);
+        a[alen - 1] = '/';
+        auth--;
+        rest++;
+    }
     if (fy_msg_set(m, "Host", 4, auth, alen) < 0)
         return -1;
     m->target = auth + alen;
-    m->target_len = len - skip - alen;
-    if (m->target_len == 0 || m->target[0] == '?') {
-        /* "http://h" or "http://h?q": the path is "/" (RFC 9110 4.2.3). */
-        if (m->target_len == 0) {
-            m->target = "/";
-            m->target_len = 1;
-        } else {
-            return -1;
-        }
+    m->target_len = rest;
+    if (m->target_len == 0) {
+        /* "http://h": the path is "/" (RFC 9110 4.2.3). */
+        m->target = "/";
+        m->target_len = 1;
     }
     return 0;
 }

@@ -365,3 +365,49 @@ def test_max_forwards_decremented_upstream(ferry_factory, upstream):
     s.sendall(b"TRACE /x HTTP/1.1\r\nHost: t\r\nMax-Forwards: x1\r\n\r\n")
     assert rd.read_final().status == 400
     s.close()
+
+
+def test_absolute_form_with_query_and_no_path(ferry_factory, upstream):
+    """RFC 9112 3.2.1: "http://h?q" is forwarded as "/?q" with Host: h (it was a 400, while a
+    comment claimed otherwise)."""
+    f = ferry_factory(upstream.url, "--host", "preserve")
+    s = connect(f.port)
+    rd = ResponseReader(s)
+    s.sendall(b"GET http://example.test:8080?a=1&b HTTP/1.1\r\nHost: other\r\n\r\n")
+    assert rd.read_final().status == 200
+    got = upstream.last
+    assert got.path == "/?a=1&b"
+    assert got.header("Host") == "example.test:8080"
+    s.sendall(b"GET http://example.test HTTP/1.1\r\nHost: other\r\n\r\n")
+    assert rd.read_final().status == 200
+    assert upstream.last.path == "/"
+    s.close()
+
+
+@pytest.mark.parametrize("allow,tunnels", [("websocket", False), ("h2c,websocket", True),
+                                           ("none", False)])
+def test_upgrade_protocols_flag(ferry_factory, allow, tunnels):
+    def handler(c):
+        rd = SockReader(c)
+        method, target, headers, body = rd.read_request()
+        names = [k.lower() for k, _ in headers]
+        if "upgrade" in names:
+            c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+                      b"Upgrade: h2c\r\n\r\nraw")
+        else:
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nplain")
+
+    up = RawUpstream(handler).start()
+    try:
+        f = ferry_factory(up.url, "--upgrade-protocols", allow)
+        s = connect(f.port)
+        s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n")
+        if tunnels:
+            got = recv_until_close(s)
+            assert got.startswith(b"HTTP/1.1 101 ") and got.endswith(b"raw")
+        else:
+            r = ResponseReader(s).read_final()
+            assert r.status == 200 and r.body == b"plain"
+        s.close()
+    finally:
+        up.stop()
