@@ -35,15 +35,10 @@ void fy_msg_reset(struct fy_msg *m)
 void fy_msg_move(struct fy_msg *to, struct fy_msg *from)
 {
     FY_ASSERT(to->nhdrs == 0 && !to->owns);
-    struct fy_hdr *hdrs = to->hdrs;
-    uint32_t cap = to->cap, owned_cap = to->owned_cap;
-    char *owned = to->owned;
+    struct fy_msg spare = *to; /* empty: only its storage matters */
     *to = *from;
-    fy_msg_init(from);
-    from->hdrs = hdrs;
-    from->cap = cap;
-    from->owned = owned;
-    from->owned_cap = owned_cap;
+    *from = spare;
+    fy_msg_reset(from);
 }
 
 int fy_msg_add(struct fy_msg *m, const char *name, uint32_t nlen, const char *value, uint32_t vlen,

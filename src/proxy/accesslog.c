@@ -132,6 +132,20 @@ static void refresh_time(void)
     strftime(cached_iso, sizeof(cached_iso), "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
+void fy_log_entry_agent(struct fy_log_entry *e, struct fy_msg *req)
+{
+    struct fy_hdr *ref = fy_msg_find_tok(req, FY_TOK_REFERER);
+    struct fy_hdr *ua = fy_msg_find_tok(req, FY_TOK_USER_AGENT);
+    if (ref) {
+        e->referer = ref->value;
+        e->referer_len = ref->value_len;
+    }
+    if (ua) {
+        e->user_agent = ua->value;
+        e->user_agent_len = ua->value_len;
+    }
+}
+
 void fy_accesslog_write(struct fy_accesslog *l, const struct fy_log_entry *e)
 {
     if (l->fd < 0)
@@ -155,9 +169,9 @@ void fy_accesslog_write(struct fy_accesslog *l, const struct fy_log_entry *e)
         put_escaped(&o, method, mlen, true);
         puts_(&o, "\",\"target\":\"");
         put_escaped(&o, target, tlen, true);
-        puts_(&o, e->version_minor < 0    ? "\",\"protocol\":\"-\",\"status\":"
-                  : e->version_minor ? "\",\"protocol\":\"HTTP/1.1\",\"status\":"
-                                     : "\",\"protocol\":\"HTTP/1.0\",\"status\":");
+        puts_(&o, e->version_minor < 0 ? "\",\"protocol\":\"-\",\"status\":"
+                  : e->version_minor   ? "\",\"protocol\":\"HTTP/1.1\",\"status\":"
+                                       : "\",\"protocol\":\"HTTP/1.0\",\"status\":");
         put_u64(&o, (uint64_t)e->status);
         puts_(&o, ",\"bytes_in\":");
         put_u64(&o, e->bytes_in);
@@ -186,8 +200,9 @@ void fy_accesslog_write(struct fy_accesslog *l, const struct fy_log_entry *e)
             put_escaped(&o, method, mlen, false);
             puts_(&o, " ");
             put_escaped(&o, target, tlen, false);
-            puts_(&o, e->version_minor < 0 ? " -\" " : e->version_minor ? " HTTP/1.1\" "
-                                                                        : " HTTP/1.0\" ");
+            puts_(&o, e->version_minor < 0 ? " -\" "
+                      : e->version_minor   ? " HTTP/1.1\" "
+                                           : " HTTP/1.0\" ");
         } else {
             puts_(&o, "-\" ");
         }

@@ -11,6 +11,7 @@
 
 #include "conf/config.h"
 #include "core/loop.h"
+#include "http/msg.h"
 
 struct fy_log_entry {
     const struct sockaddr *client;
@@ -37,6 +38,9 @@ struct fy_accesslog {
     uint32_t len, cap;
     bool immediate; /* a terminal: flush every line */
 };
+
+/* Fills e's Referer and User-Agent from a request head (the strings stay the head's). */
+void fy_log_entry_agent(struct fy_log_entry *e, struct fy_msg *req);
 
 /* fd is shared by all workers and not owned. */
 int fy_accesslog_init(struct fy_accesslog *l, struct fy_loop *loop, int fd,

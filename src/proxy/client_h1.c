@@ -256,16 +256,7 @@ static void log_client_error(struct fy_client *c, int status, int body_bytes)
         e.target = m->target;
         e.target_len = m->target_len;
         e.version_minor = rd->line_minor >= 0 ? rd->line_minor : (int8_t)m->version_minor;
-        struct fy_hdr *ref = fy_msg_find_tok(m, FY_TOK_REFERER);
-        struct fy_hdr *ua = fy_msg_find_tok(m, FY_TOK_USER_AGENT);
-        if (ref) {
-            e.referer = ref->value;
-            e.referer_len = ref->value_len;
-        }
-        if (ua) {
-            e.user_agent = ua->value;
-            e.user_agent_len = ua->value_len;
-        }
+        fy_log_entry_agent(&e, m);
     } else if (rd && rd->err_method_len) {
         e.method = rd->err_method;
         e.method_len = rd->err_method_len;
@@ -277,6 +268,15 @@ static void log_client_error(struct fy_client *c, int status, int body_bytes)
     e.bytes_out = body_bytes > 0 ? (uint64_t)body_bytes : 0;
     e.total_us = c->w->loop.now_us - c->req_start_us;
     fy_accesslog_write(&c->w->alog, &e);
+}
+
+/* RFC 9110 6.6.1: a response ferry makes itself carries a Date. These are rare: no cache. */
+static void http_date(char out[40])
+{
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(out, 40, "%a, %d %b %Y %H:%M:%S GMT", &tm);
 }
 
 /* Queues a small complete error response. `close` forces Connection: close. Returns the body
@@ -292,12 +292,8 @@ static int queue_error(struct fy_client *c, int status, const char *text, bool c
         blen = (int)strlen(body);
     if (close)
         c->close_after = true;
-    /* RFC 9110 6.6.1: a response ferry makes itself carries a Date. Errors are rare: no cache. */
     char date[40];
-    time_t now = time(NULL);
-    struct tm tm;
-    gmtime_r(&now, &tm);
-    strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    http_date(date);
     int hlen = snprintf(head, sizeof(head),
                         "HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
                         "Content-Length: %d\r\nCache-Control: no-store\r\n%s\r\n",
@@ -378,10 +374,7 @@ static void answer_max_forwards(struct fy_client *c, struct fy_msg *m, bool trac
         c->linger = true;
     }
     char date[40];
-    time_t now = time(NULL);
-    struct tm tm;
-    gmtime_r(&now, &tm);
-    strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    http_date(date);
     size_t body_len = 0;
     if (trace) {
         body_len = m->method_len + 1 + m->target_len + 11 + 2;

@@ -359,18 +359,8 @@ static void log_exchange(struct fy_session *s)
     e.bytes_in = s->bytes_in;
     e.bytes_out = s->bytes_out;
     e.upstream = s->up_start_us ? (const struct sockaddr *)&s->w->cfg->upstream.ss : NULL;
-    if (s->w->alog.format == FY_ALOG_COMBINED) { /* the only format that prints them */
-        struct fy_hdr *ref = fy_msg_find_tok(&s->req, FY_TOK_REFERER);
-        struct fy_hdr *ua = fy_msg_find_tok(&s->req, FY_TOK_USER_AGENT);
-        if (ref) {
-            e.referer = ref->value;
-            e.referer_len = ref->value_len;
-        }
-        if (ua) {
-            e.user_agent = ua->value;
-            e.user_agent_len = ua->value_len;
-        }
-    }
+    if (s->w->alog.format == FY_ALOG_COMBINED) /* the only format that prints them */
+        fy_log_entry_agent(&e, &s->req);
     uint64_t now = s->w->loop.now_us;
     e.upstream_us = s->up_start_us ? (s->up_head_us ? s->up_head_us : now) - s->up_start_us : 0;
     e.total_us = now - s->start_us;

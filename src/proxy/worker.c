@@ -155,8 +155,8 @@ int fy_worker_init(struct fy_worker *w, const struct fy_config *cfg, int id, int
     };
     /* A client's input buffer holds a whole head (plus the first body bytes): its size is a
      * buffer class so keep-alive requests recycle it instead of malloc'ing one each. */
-    w->client_in_size = cfg->max_header_size + 1024 > FY_BUF_SIZE ? cfg->max_header_size + 1024
-                                                                  : FY_BUF_SIZE;
+    w->client_in_size =
+        cfg->max_header_size + 1024 > FY_BUF_SIZE ? cfg->max_header_size + 1024 : FY_BUF_SIZE;
     fy_buf_add_class(w->client_in_size, 4096);
     /* Upstream heads get the buffer size as their limit; a larger one is a 502. */
     w->resp_limits = (struct fy_h1r_limits){

@@ -28,7 +28,7 @@ struct fy_worker {
     struct fy_task accept_task;
     struct fy_connpool pool;
     struct fy_h1r_limits req_limits, resp_limits;
-    uint32_t client_in_size; /* capacity of a client connection's input buffer */
+    uint32_t client_in_size;                  /* capacity of a client connection's input buffer */
     fy_tokmask req_rule_mask, resp_rule_mask; /* tokens named by header rules */
     struct fy_accesslog alog;
     struct fy_client *clients; /* all client connections, for draining */
