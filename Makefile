@@ -10,6 +10,8 @@
 #   make test-tsan       integration tests only, ferry built with TSan (clang), build-tsan/;
 #                        not run by CI (Criterion does not work under TSan)
 #   make fuzz            build libFuzzer targets in build-fuzz/, run each FUZZ_SECONDS
+#   make stress          tests/stress/stress_exchange in build-asan/ for STRESS_SECONDS (20),
+#                        fresh seed; STRESS_ARGS adds flags (--seed N replays; see --help)
 #   make format          clang-format -i every C file under src tests fuzz
 #   make format-check    fail if any C file is not clang-formatted
 #   make clean
@@ -118,6 +120,15 @@ C_FILES = $(shell find src tests fuzz -name '*.[ch]' 2>/dev/null)
 bench-parser: build
 	cmake --build $(BUILD_DIR) --target parser_bench
 	$(BUILD_DIR)/parser_bench
+
+# Randomized whole-exchange test (scripted clients and upstream, faults on both sides) under
+# ASan+UBSan with free lists bypassed; configured like test-sanitize so build-asan/ is shared.
+STRESS_SECONDS ?= 20
+STRESS_ARGS    ?=
+.PHONY: stress
+stress: setup
+	$(call cmake_build,$(ASAN_DIR),-DCMAKE_C_COMPILER=$(CLANG) -DFERRY_WERROR=ON -DFERRY_TESTS=ON -DFERRY_SANITIZE=ON -DFERRY_NO_FREELIST=ON,--target stress_exchange)
+	$(ASAN_ENV) $(ASAN_DIR)/tests/stress_exchange --seconds $(STRESS_SECONDS) $(STRESS_ARGS)
 
 format:
 	@if [ -n "$(strip $(C_FILES))" ]; then clang-format -i $(C_FILES); fi
