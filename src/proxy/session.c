@@ -70,6 +70,7 @@ struct fy_session {
     bool got_response_bytes, head_sent, resp_spans_out, ds_blocked, resp_last_sent;
     /* tunnel */
     bool up_eof, client_eof;
+    bool up_write_failed; /* a request write failed (reset): an upstream EOF is not a clean end */
     uint8_t full_reads; /* upstream reads that filled the buffer: a large body is coming */
     uint64_t bytes_in, bytes_out;
     uint64_t start_us, up_start_us, up_head_us;
@@ -590,9 +591,12 @@ static int pump_request(struct fy_session *s)
                 return progress;
             if (rc < 0) {
                 if (s->got_response_bytes) {
-                    /* It answered early and stopped reading; let the response finish. */
+                    /* It answered early and stopped reading; let the response finish. The
+                     * write error may have eaten the reset's report, so from here on the
+                     * connection's end no longer proves a close-delimited body complete. */
                     s->req_done = true;
                     s->req_last_queued = false;
+                    s->up_write_failed = true;
                     return 1;
                 }
                 upstream_failed(s, rc, "sending the request");
@@ -790,7 +794,7 @@ static int pump_response(struct fy_session *s)
         }
         if (r == FY_AGAIN)
             return progress;
-        if (r == 0 && up->rd.state == FY_H1R_BODY && up->rd.eof_body) {
+        if (r == 0 && up->rd.state == FY_H1R_BODY && up->rd.eof_body && !s->up_write_failed) {
             /* The close ends a close-delimited body: a normal end, not a failure. */
             fy_h1r_eof(&up->rd);
             up->rd.nspans = 0;
