@@ -46,6 +46,8 @@ int fy_buf_add_class(size_t cap, unsigned max)
 /* The smallest class that holds `size` without wasting more than half of it, or -1. */
 static int class_for(size_t size)
 {
+    if (size <= FY_BUF_SIZE)
+        return 0; /* classes[0]: the common case, no search */
     int best = -1;
     for (unsigned i = 0; i < nclasses; i++) {
         size_t cap = classes[i].cap;

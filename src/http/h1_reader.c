@@ -15,6 +15,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "core/assert.h"
+
 static const llhttp_settings_t *request_settings(void);
 static const llhttp_settings_t *response_settings(void);
 
@@ -292,22 +294,10 @@ size_t fy_h1r_execute(struct fy_h1_reader *r, const char *data, size_t len)
 
     size_t used;
     if (r->is_request) {
-        const char *sp = memchr(data, ' ', r->head_len);
-        if (!sp || sp == data) {
-            reader_error(r, 400, "malformed request line");
-            return skipped;
-        }
-        r->method_len = (uint32_t)(sp - data);
-        if (sp[1] == ' ') {
-            reader_error(r, 400, "malformed request line"); /* exactly one SP (RFC 9112 3) */
-            return skipped;
-        }
-        for (uint32_t i = 0; i < r->method_len; i++) {
-            if (!fy_is_tchar((unsigned char)data[i])) {
-                reader_error(r, 400, "invalid method");
-                return skipped;
-            }
-        }
+        /* check_request_line() accepted the line: a token method, one SP, the target. */
+        FY_ASSERT(r->line_target_off >= 2 && data[r->line_target_off - 1] == ' ');
+        r->method_len = r->line_target_off - 1;
+        const char *sp = data + r->method_len;
         r->msg.method = data;
         r->msg.method_len = r->method_len;
         /* CONNECT keeps its name: its authority-form target is only valid for CONNECT. */
@@ -410,11 +400,9 @@ static int on_header_value_complete(llhttp_t *p)
     r->fname = r->fvalue = NULL;
     r->fname_len = r->fvalue_len = 0;
 
+    /* The scanner checked the name (check_field_line: token characters up to the colon). */
     if (nlen == 0)
         return field_error(r, "empty field name");
-    for (uint32_t i = 0; i < nlen; i++)
-        if (!fy_is_tchar((unsigned char)name[i]))
-            return field_error(r, "invalid character in field name");
     while (vlen > 0 && (value[vlen - 1] == ' ' || value[vlen - 1] == '\t'))
         vlen--;
     for (uint32_t i = 0; i < vlen; i++) {

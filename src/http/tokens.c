@@ -38,15 +38,25 @@ _Static_assert(TOKEN_MAX_LEN <= UINT8_MAX, "token name lengths must fit token_in
 static uint8_t by_len[FY_TOK__COUNT];
 static uint8_t group[TOKEN_MAX_LEN + 2];
 
-/* Token characters as a table: this runs for every byte of every method and field name. */
-static bool tchar_table[256];
+/* Token characters (RFC 9110 5.6.2) as a table: fy_is_tchar() runs for every byte of every method
+ * and field name. GNU range designators keep it readable. */
+const bool fy_tchar_table[256] = {
+    ['a' ... 'z'] = true, ['A' ... 'Z'] = true, ['0' ... '9'] = true, ['!'] = true,  ['#'] = true,
+    ['$'] = true,         ['%'] = true,         ['&'] = true,         ['\''] = true, ['*'] = true,
+    ['+'] = true,         ['-'] = true,         ['.'] = true,         ['^'] = true,  ['_'] = true,
+    ['`'] = true,         ['|'] = true,         ['~'] = true,
+};
+
+/* unreserved / sub-delims (RFC 3986 2.2-2.3): the characters of a reg-name besides "%XX". */
+static const bool reg_name_table[256] = {
+    ['a' ... 'z'] = true, ['A' ... 'Z'] = true, ['0' ... '9'] = true, ['-'] = true, ['.'] = true,
+    ['_'] = true,         ['~'] = true,         ['!'] = true,         ['$'] = true, ['&'] = true,
+    ['\''] = true,        ['('] = true,         [')'] = true,         ['*'] = true, ['+'] = true,
+    [','] = true,         [';'] = true,         ['='] = true,
+};
 
 __attribute__((constructor)) static void build_index(void)
 {
-    static const char extra[] = "!#$%&'*+-.^_`|~";
-    for (int i = 0; i < 256; i++)
-        tchar_table[i] = (i >= 'a' && i <= 'z') || (i >= 'A' && i <= 'Z') ||
-                         (i >= '0' && i <= '9') || (i && strchr(extra, i));
     /* Counting sort by length: count, prefix sums, place. */
     unsigned count[TOKEN_MAX_LEN + 1] = {0};
     for (int t = 1; t < FY_TOK__COUNT; t++)
@@ -81,11 +91,6 @@ unsigned fy_token_flags(enum fy_token t)
     return tokens[t].flags;
 }
 
-bool fy_is_tchar(unsigned char c)
-{
-    return tchar_table[c];
-}
-
 int fy_name_eq(const char *a, size_t alen, const char *b, size_t blen)
 {
     return alen == blen && strncasecmp(a, b, alen) == 0;
@@ -96,12 +101,9 @@ static bool is_hex(unsigned char c)
     return (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'f');
 }
 
-/* unreserved / sub-delims (RFC 3986 2.2-2.3) */
 static bool is_reg_char(unsigned char c)
 {
-    static const char extra[] = "-._~!$&'()*+,;=";
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           (c && strchr(extra, c));
+    return reg_name_table[c];
 }
 
 static bool valid_ip_literal(const char *v, size_t n)

@@ -62,8 +62,13 @@ enum fy_token fy_token_lookup(const char *name, size_t len);
 /* Flags (FY_TOKF_*) of a token. */
 unsigned fy_token_flags(enum fy_token t);
 
-/* True for a token character (RFC 9110 5.6.2): what methods and field names are made of. */
-bool fy_is_tchar(unsigned char c);
+/* True for a token character (RFC 9110 5.6.2): what methods and field names are made of. Inline:
+ * it runs for every byte of every method and field name. */
+extern const bool fy_tchar_table[256];
+static inline bool fy_is_tchar(unsigned char c)
+{
+    return fy_tchar_table[c];
+}
 
 /* True for a Host value: uri-host [ ":" port ] (RFC 9110 7.2, RFC 3986 3.2.2-3.2.3): a reg-name
  * (unreserved, pct-encoded, sub-delims), an IPv4 address, or an IPv6 or IPvFuture literal in

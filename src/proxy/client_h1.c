@@ -38,6 +38,7 @@ enum phase { P_IDLE, P_HEAD, P_ACTIVE, P_CLOSING };
 struct client_io {
     struct fy_h1_reader rd;
     struct fy_h1_writer wr;
+    char max_forwards[24]; /* the decremented Max-Forwards, until the head is owned */
     struct client_io *next_free;
 };
 
@@ -69,7 +70,6 @@ struct fy_client {
     bool out_blocked;      /* the session waits for our output queue to drain */
     bool shut_after_flush; /* tunnel: send FIN once the queued bytes are out */
     bool head_sent;        /* the session gave us the final response head */
-    char max_forwards[24]; /* the decremented Max-Forwards, until the head is owned */
 };
 
 static __thread struct client_io *io_free;
@@ -802,8 +802,8 @@ static int max_forwards(struct fy_client *c, struct fy_msg *m)
     }
     if (n > 0) {
         /* The decremented value lives in the client until fy_msg_own() copies it. */
-        size_t len = fy_u64_to_dec(n - 1, c->max_forwards);
-        return fy_msg_set_tok(m, FY_TOK_MAX_FORWARDS, "Max-Forwards", 12, c->max_forwards,
+        size_t len = fy_u64_to_dec(n - 1, c->io->max_forwards);
+        return fy_msg_set_tok(m, FY_TOK_MAX_FORWARDS, "Max-Forwards", 12, c->io->max_forwards,
                               (uint32_t)len) < 0
                    ? -1
                    : 0;

@@ -71,7 +71,7 @@ struct fy_session {
     /* tunnel */
     bool up_eof, client_eof;
     bool up_write_failed; /* a request write failed (reset): an upstream EOF is not a clean end */
-    uint8_t full_reads; /* upstream reads that filled the buffer: a large body is coming */
+    uint8_t full_reads;   /* upstream reads that filled the buffer: a large body is coming */
     uint64_t bytes_in, bytes_out;
     uint64_t start_us, up_start_us, up_head_us;
 };
@@ -349,6 +349,8 @@ static int queue_request_head(struct fy_session *s)
 
 static void log_exchange(struct fy_session *s)
 {
+    if (s->w->alog.fd < 0)
+        return; /* --access-log off */
     struct fy_log_entry e = {0};
     e.client = (struct sockaddr *)&s->client;
     e.method = s->req.method;
