@@ -254,12 +254,10 @@ static size_t run_llhttp(struct fy_h1_reader *r, const char *p, size_t n)
     return 0;
 }
 
-/* A request rejected while its head was read: copy what is known of the request line (the
- * input is reused before the log line is written). */
-static void keep_request_line(struct fy_h1_reader *r, const char *h)
+void fy_h1r_keep_request_line(struct fy_h1_reader *r, const char *h)
 {
-    if (r->nlines == 0)
-        return; /* the request line itself was not complete or not valid */
+    if (!r->is_request || r->nlines == 0 || r->err_method_len)
+        return; /* no complete, valid request line, or already kept */
     const char *sp = memchr(h, ' ', r->line_target_off);
     uint32_t mlen = sp ? (uint32_t)(sp - h) : 0;
     r->err_method_len = mlen < sizeof(r->err_method) ? mlen : (uint32_t)sizeof(r->err_method);
@@ -288,7 +286,7 @@ size_t fy_h1r_execute(struct fy_h1_reader *r, const char *data, size_t len)
     }
     int rc = scan_head(r, data, len);
     if (rc < 0 && r->is_request)
-        keep_request_line(r, data);
+        fy_h1r_keep_request_line(r, data);
     if (rc <= 0)
         return skipped;
 

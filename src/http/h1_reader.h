@@ -84,6 +84,12 @@ void fy_h1r_next(struct fy_h1_reader *r);
  * r->state and r->nspans (spans must be used before the next call, which clears them). */
 size_t fy_h1r_execute(struct fy_h1_reader *r, const char *data, size_t len);
 
+/* A request is rejected while its head is incomplete (a timeout, an error): copies what is known
+ * of the request line into err_method/err_target for the log. `head` is where the unconsumed head
+ * starts (the bytes given to the last fy_h1r_execute). Done by the reader itself on its own
+ * errors; no-op without a complete request line. */
+void fy_h1r_keep_request_line(struct fy_h1_reader *r, const char *head);
+
 /* The connection ended: for a close-delimited body this completes the message; anywhere else it
  * is an error (truncated message). Returns true if the message is now complete. */
 bool fy_h1r_eof(struct fy_h1_reader *r);

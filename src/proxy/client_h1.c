@@ -346,6 +346,8 @@ static bool trace_hides(const struct fy_hdr *h)
 /* A request that never became an exchange: answer, log, and close after flushing. */
 static void reject(struct fy_client *c, int status, const char *why)
 {
+    if (c->io && c->in && c->io->rd.state == FY_H1R_HEAD) /* e.g. the header timeout */
+        fy_h1r_keep_request_line(&c->io->rd, c->in->data + c->in->start);
     client_log(c, FY_LOG_INFO, "rejected with %d: %s", status, why);
     c->linger = true;
     c->phase = P_CLOSING;

@@ -411,3 +411,14 @@ def test_upgrade_protocols_flag(ferry_factory, allow, tunnels):
         s.close()
     finally:
         up.stop()
+
+
+def test_header_timeout_logs_the_request_line_read(ferry_factory, upstream):
+    f = ferry_factory(upstream.url, "--access-log", "stdout", "--header-timeout", "500ms")
+    s = connect(f.port)
+    s.sendall(b"GET /slowhead HTTP/1.1\r\nHost: t\r\n")  # the head never ends
+    r = ResponseReader(s, timeout=5).read_final()
+    assert r.status == 408
+    s.close()
+    lines = f.wait_access_log(1)
+    assert '"GET /slowhead HTTP/1.1" 408 ' in lines[0], lines[0]
