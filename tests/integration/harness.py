@@ -604,8 +604,23 @@ class IncompleteResponse(AssertionError):
         self.received = bytes(received)
 
 
+class HeaderLookup:
+    """Case-insensitive field lookups over a `headers` list of (name, value) pairs."""
+
+    def header(self, name: str, default=None):
+        n = name.lower()
+        for k, v in self.headers:
+            if k.lower() == n:
+                return v
+        return default
+
+    def header_all(self, name: str) -> List[str]:
+        n = name.lower()
+        return [v for k, v in self.headers if k.lower() == n]
+
+
 @dataclass
-class Response:
+class Response(HeaderLookup):
     version: str = ""
     status: int = 0
     reason: str = ""
@@ -618,16 +633,6 @@ class Response:
     chunk_sizes: List[int] = field(default_factory=list)
     bad_framing: bytes = b""   # the malformed chunk line that ended an allow_incomplete body
 
-    def header(self, name: str, default=None):
-        n = name.lower()
-        for k, v in self.headers:
-            if k.lower() == n:
-                return v
-        return default
-
-    def header_all(self, name: str) -> List[str]:
-        n = name.lower()
-        return [v for k, v in self.headers if k.lower() == n]
 
     def has_header(self, name: str) -> bool:
         return self.header(name) is not None
@@ -1108,7 +1113,7 @@ class FramingError(AssertionError):
 
 
 @dataclass
-class UpstreamRequest:
+class UpstreamRequest(HeaderLookup):
     """One request as an upstream received it from ferry."""
     method: str
     path: str                  # the request-target as sent
@@ -1119,16 +1124,6 @@ class UpstreamRequest:
     raw: bytes = b""           # every byte of the request (head and body framing)
     raw_head: bytes = b""      # the request line
 
-    def header(self, name: str, default=None):
-        n = name.lower()
-        for k, v in self.headers:
-            if k.lower() == n:
-                return v
-        return default
-
-    def header_all(self, name: str) -> List[str]:
-        n = name.lower()
-        return [v for k, v in self.headers if k.lower() == n]
 
     def header_names(self) -> List[str]:
         return [k.lower() for k, _ in self.headers]
