@@ -1,7 +1,7 @@
 /*
- * ferry's entry point: parse the command line, bind one SO_REUSEPORT listener per worker, start
- * the workers, and handle signals. The main thread only waits for signals and for the workers to
- * end; all traffic is handled by the workers.
+ * ferry's entry point: parse the command line (and the configuration file it names), bind one
+ * SO_REUSEPORT listener per worker, start the workers, and handle signals. The main thread only
+ * waits for signals and for the workers to end; all traffic is handled by the workers.
  *
  * Signals (blocked in every thread, read by the main thread from a signalfd):
  *   SIGTERM, SIGINT  graceful drain; a second one during the drain stops at once
@@ -204,12 +204,23 @@ int main(int argc, char **argv)
     case FY_ARGS_EXIT_OK:
         fy_config_free(&f.cfg);
         return 0;
-    case FY_ARGS_ERROR:
+    case FY_ARGS_ERROR: /* the command line: one line, exit 2 */
         fprintf(stderr, "ferry: %s\n", err);
         fy_config_free(&f.cfg);
         return 2;
+    case FY_ARGS_FILE_ERROR: /* the file: every error, one FILE:LINE:COLUMN line each, exit 1 */
+        fputs(f.cfg.file_errors ? f.cfg.file_errors : "ferry: invalid configuration file\n",
+              stderr);
+        fy_config_free(&f.cfg);
+        return 1;
     case FY_ARGS_OK:
         break;
+    }
+    if (f.cfg.check_only) {
+        printf("ferry: %s: configuration OK\n",
+               f.cfg.config_path ? f.cfg.config_path : "command line");
+        fy_config_free(&f.cfg);
+        return 0;
     }
     fy_log_min_level = f.cfg.log_level;
     /* Block the handled signals before anything listens: a SIGTERM that arrives while ferry

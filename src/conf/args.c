@@ -1,7 +1,8 @@
 /*
- * Quick-mode command line: `ferry --listen A --upstream URL [options]`. There is no configuration
- * file yet; when it comes, each option name without its dashes will be its key, so a command line
- * moves to a file unchanged.
+ * The option table and the command line. Every setting is one entry of fy_options (key, kind,
+ * field); the argv parser here and the YAML loader (yaml.c) both apply values through
+ * fy_option_apply(), so `--idle-timeout 60s` and `idle-timeout: 60s` cannot drift apart.
+ * `-c FILE` loads the file first; options on the command line then override its keys.
  */
 #include "conf/config.h"
 
@@ -14,14 +15,21 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "conf/yaml.h"
+
 #include "http/h1_reader.h"
 #include "http/tokens.h"
 
 static const char usage_text[] =
     "usage: ferry --upstream http://HOST:PORT [options]\n"
+    "       ferry -c FILE [options]      run with a YAML configuration file\n"
+    "       ferry -t -c FILE             check the file: every error as FILE:LINE:COLUMN, exit 1\n"
+    "       ferry --print-config [options]   print the command line as a configuration file\n"
     "\n"
-    "An HTTP/1.1 reverse proxy, configured by these options. There is no configuration file\n"
-    "yet; when it comes, each option will be a key of the same name (idle-timeout: 60s).\n"
+    "An HTTP/1.1 reverse proxy. Every option below is also a top-level key of the\n"
+    "configuration file, of the same name without the dashes (idle-timeout: 60s); the\n"
+    "repeatable ones take a list (remove-request-header: [Cookie]). Options given with -c\n"
+    "override the file's keys (header rules are added after the file's). See docs/config.md.\n"
     "\n"
     "  --listen ADDR:PORT            where to accept clients (default 127.0.0.1:8080);\n"
     "                                :PORT = every interface, [IPv6]:PORT in brackets\n"
@@ -31,7 +39,8 @@ static const char usage_text[] =
     "  --response-header 'Name: v'   set a field on responses sent to clients (repeatable)\n"
     "  --remove-request-header NAME  remove a request field (repeatable)\n"
     "  --remove-response-header NAME remove a response field (repeatable)\n"
-    "                                values may use ${env:NAME} to keep secrets out of argv\n"
+    "                                values may use ${env:NAME} or ${file:PATH} to keep\n"
+    "                                secrets out of argv (also in every other value)\n"
     "  --host upstream|preserve|VAL  Host sent upstream (default: upstream's host:port);\n"
     "                                rules cannot set or remove Host: use this\n"
     "  --x-forwarded-for on|off      append the client address (default on)\n"
@@ -62,7 +71,8 @@ static const char usage_text[] =
     "  --max-body-size 0       request body, 0 = unlimited (413)\n"
     "  --max-connections 16384 client connections per worker\n"
     "\n"
-    "  --help, --version\n";
+    "  -c, --config FILE  -t, --test  --print-config  --help  --version\n"
+    "exit codes: 0 ok, 1 invalid configuration file or startup failure, 2 bad command line\n";
 
 void fy_config_defaults(struct fy_config *c)
 {
@@ -95,6 +105,7 @@ static void free_rules(struct fy_header_rules *r)
     for (uint32_t i = 0; i < r->n; i++) {
         free(r->items[i].name);
         free(r->items[i].value);
+        free(r->items[i].source);
     }
     free(r->items);
     r->items = NULL;
@@ -103,6 +114,10 @@ static void free_rules(struct fy_header_rules *r)
 
 void fy_config_free(struct fy_config *c)
 {
+    for (size_t i = 0; i < FY_OPT_SLOTS; i++)
+        free(c->opt_text[i]);
+    free(c->config_path);
+    free(c->file_errors);
     free(c->listen_text);
     free(c->upstream_text);
     free(c->upstream_authority);
@@ -176,55 +191,159 @@ int fy_parse_size(const char *s, uint64_t *bytes)
     return 0;
 }
 
+/* Appends n bytes to a growing string. */
+static int append(char **out, size_t *len, size_t *cap, const char *add, size_t n)
+{
+    if (*len + n + 1 > *cap) {
+        size_t ncap = (*len + n + 1) * 2;
+        char *grown = realloc(*out, ncap);
+        if (!grown)
+            return -1;
+        *out = grown;
+        *cap = ncap;
+    }
+    memcpy(*out + *len, add, n);
+    *len += n;
+    (*out)[*len] = 0;
+    return 0;
+}
+
+/* The contents of a ${file:PATH}, one trailing newline (LF or CRLF) trimmed. */
+static char *read_ref_file(const char *path, const char *base_dir, char **what)
+{
+    char full[8192];
+    int fl;
+    if (path[0] != '/' && base_dir && *base_dir)
+        fl = snprintf(full, sizeof(full), "%s/%s", base_dir, path);
+    else
+        fl = snprintf(full, sizeof(full), "%s", path);
+    FILE *f = fl > 0 && (size_t)fl < sizeof(full) ? fopen(full, "rb") : NULL;
+    if (!f && fl > 0 && (size_t)fl >= sizeof(full))
+        errno = ENAMETOOLONG;
+    if (!f)
+        goto fail;
+    char *data = NULL;
+    size_t len = 0, cap = 0;
+    char chunk[4096];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
+        if (append(&data, &len, &cap, chunk, n) < 0 || len > (1u << 20)) {
+            free(data);
+            fclose(f);
+            errno = EFBIG;
+            goto fail;
+        }
+    }
+    bool bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        free(data);
+        errno = EIO;
+        goto fail;
+    }
+    if (!data)
+        data = strdup("");
+    if (len && data[len - 1] == '\n')
+        data[--len] = 0;
+    if (len && data[len - 1] == '\r')
+        data[--len] = 0;
+    return data;
+fail:;
+    int e = errno;
+    if (asprintf(what, "%s: %s", full, strerror(e)) < 0)
+        *what = NULL;
+    return NULL;
+}
+
+char *fy_expand(const char *s, const char *base_dir, enum fy_expand_error *e, char **what)
+{
+    *e = FY_EXPAND_OK;
+    *what = NULL;
+    size_t cap = 0, len = 0;
+    char *out = NULL;
+    if (append(&out, &len, &cap, "", 0) < 0)
+        return NULL;
+    while (*s) {
+        bool env = !strncmp(s, "${env:", 6), file = !strncmp(s, "${file:", 7);
+        if (!env && !file) {
+            size_t n = strcspn(s + 1, "$") + 1;
+            if (append(&out, &len, &cap, s, n) < 0)
+                goto fail;
+            s += n;
+            continue;
+        }
+        const char *name = s + (env ? 6 : 7);
+        const char *close = strchr(name, '}');
+        size_t nl = close ? (size_t)(close - name) : 0;
+        char ref[4096];
+        if (!close || nl == 0 || nl >= (env ? 256 : sizeof(ref))) {
+            *e = FY_EXPAND_MALFORMED;
+            goto fail;
+        }
+        memcpy(ref, name, nl);
+        ref[nl] = 0;
+        int rc;
+        if (env) {
+            const char *v = getenv(ref);
+            if (!v) {
+                *e = FY_EXPAND_NO_ENV;
+                *what = strdup(ref);
+                goto fail;
+            }
+            rc = append(&out, &len, &cap, v, strlen(v));
+        } else {
+            char *v = read_ref_file(ref, base_dir, what);
+            if (!v) {
+                *e = FY_EXPAND_NO_FILE;
+                goto fail;
+            }
+            rc = append(&out, &len, &cap, v, strlen(v));
+            free(v);
+        }
+        if (rc < 0)
+            goto fail;
+        s = close + 1;
+    }
+    return out;
+fail:
+    free(out);
+    return NULL;
+}
+
 char *fy_expand_env(const char *s, char **missing)
 {
     *missing = NULL;
-    size_t cap = strlen(s) + 1, len = 0;
-    char *out = malloc(cap);
-    if (!out)
+    size_t cap = 0, len = 0;
+    char *out = NULL;
+    if (append(&out, &len, &cap, "", 0) < 0)
         return NULL;
     while (*s) {
-        const char *add = s;
-        size_t n = 1;
-        if (!strncmp(s, "${env:", 6)) {
-            const char *close = strchr(s + 6, '}');
-            if (!close || close == s + 6) {
-                free(out);
-                return NULL;
-            }
-            char name[256];
-            size_t nl = (size_t)(close - s - 6);
-            if (nl >= sizeof(name)) {
-                free(out);
-                return NULL;
-            }
-            memcpy(name, s + 6, nl);
-            name[nl] = 0;
-            add = getenv(name);
-            if (!add) {
-                *missing = strdup(name);
-                free(out);
-                return NULL;
-            }
-            n = strlen(add);
-            s = close + 1;
-        } else {
+        if (strncmp(s, "${env:", 6)) {
+            if (append(&out, &len, &cap, s, 1) < 0)
+                goto fail;
             s++;
+            continue;
         }
-        if (len + n + 1 > cap) {
-            cap = (len + n + 1) * 2;
-            char *grown = realloc(out, cap);
-            if (!grown) {
-                free(out);
-                return NULL;
-            }
-            out = grown;
+        const char *close = strchr(s + 6, '}');
+        size_t nl = close ? (size_t)(close - s - 6) : 0;
+        if (!close || nl == 0 || nl >= 256)
+            goto fail;
+        char name[256];
+        memcpy(name, s + 6, nl);
+        name[nl] = 0;
+        const char *v = getenv(name);
+        if (!v) {
+            *missing = strdup(name);
+            goto fail;
         }
-        memcpy(out + len, add, n);
-        len += n;
+        if (append(&out, &len, &cap, v, strlen(v)) < 0)
+            goto fail;
+        s = close + 1;
     }
-    out[len] = 0;
     return out;
+fail:
+    free(out);
+    return NULL;
 }
 
 static int errf(char *err, size_t errlen, const char *fmt, ...)
@@ -238,6 +357,33 @@ static int errf(char *err, size_t errlen, const char *fmt, ...)
     return -1;
 }
 
+/* Expands `raw` for option `name`; NULL with the message in err. */
+static char *expand_value(const char *name, const char *raw, const char *base_dir, char *err,
+                          size_t errlen)
+{
+    enum fy_expand_error e;
+    char *what;
+    char *v = fy_expand(raw, base_dir, &e, &what);
+    if (v)
+        return v;
+    switch (e) {
+    case FY_EXPAND_NO_ENV:
+        errf(err, errlen, "%s: environment variable %s is not set", name, what ? what : "?");
+        break;
+    case FY_EXPAND_NO_FILE:
+        errf(err, errlen, "%s: cannot read ${file:...} %s", name, what ? what : "");
+        break;
+    case FY_EXPAND_MALFORMED:
+        errf(err, errlen, "%s: malformed ${env:NAME} or ${file:PATH} in '%s'", name, raw);
+        break;
+    default:
+        errf(err, errlen, "out of memory");
+        break;
+    }
+    free(what);
+    return NULL;
+}
+
 static bool valid_name(const char *s, size_t n)
 {
     if (n == 0)
@@ -249,7 +395,7 @@ static bool valid_name(const char *s, size_t n)
 }
 
 static int add_rule(struct fy_header_rules *rules, const char *opt, const char *arg, bool request,
-                    bool remove, char *err, size_t errlen)
+                    bool remove, const char *base_dir, char *err, size_t errlen)
 {
     const char *name = arg, *value = NULL;
     size_t nlen = strlen(arg);
@@ -280,15 +426,20 @@ static int add_rule(struct fy_header_rules *rules, const char *opt, const char *
                     opt);
     char *expanded = NULL;
     if (value) {
-        char *missing;
-        expanded = fy_expand_env(value, &missing);
+        enum fy_expand_error e;
+        char *what;
+        expanded = fy_expand(value, base_dir, &e, &what);
         if (!expanded) {
-            if (missing) {
-                errf(err, errlen, "%s: environment variable %s is not set", opt, missing);
-                free(missing);
-                return -1;
-            }
-            return errf(err, errlen, "%s: malformed ${env:NAME} in '%s'", opt, arg);
+            if (e == FY_EXPAND_NO_ENV)
+                errf(err, errlen, "%s: environment variable %s is not set", opt, what ? what : "?");
+            else if (e == FY_EXPAND_NO_FILE)
+                errf(err, errlen, "%s: cannot read ${file:...} %s", opt, what ? what : "");
+            else if (e == FY_EXPAND_MALFORMED)
+                errf(err, errlen, "%s: malformed ${env:NAME} or ${file:PATH} in '%s'", opt, arg);
+            else
+                errf(err, errlen, "out of memory");
+            free(what);
+            return -1;
         }
         size_t vl = strlen(expanded);
         while (vl && (expanded[vl - 1] == ' ' || expanded[vl - 1] == '\t'))
@@ -313,27 +464,29 @@ static int add_rule(struct fy_header_rules *rules, const char *opt, const char *
     r->name_len = (uint32_t)nlen;
     r->value = expanded;
     r->value_len = expanded ? (uint32_t)strlen(expanded) : 0;
+    r->source = strdup(arg);
     return 0;
 }
 
-static int parse_upstream(struct fy_config *c, const char *arg, char *err, size_t errlen)
+static int parse_upstream(struct fy_config *c, const char *opt, const char *arg, char *err,
+                          size_t errlen)
 {
     const char *rest = arg;
     if (!strncmp(rest, "http://", 7))
         rest += 7;
     else if (strstr(rest, "://"))
-        return errf(err, errlen, "--upstream: only http:// upstreams are supported, got '%s'", arg);
+        return errf(err, errlen, "%s: only http:// upstreams are supported, got '%s'", opt, arg);
     size_t n = strcspn(rest, "/");
     if (rest[n] && strcmp(rest + n, "/") != 0)
-        return errf(err, errlen, "--upstream: a path is not supported yet, got '%s'", arg);
+        return errf(err, errlen, "%s: a path is not supported yet, got '%s'", opt, arg);
     char auth[300];
     if (n >= sizeof(auth))
-        return errf(err, errlen, "--upstream: host too long in '%s'", arg);
+        return errf(err, errlen, "%s: host too long in '%s'", opt, arg);
     memcpy(auth, rest, n);
     auth[n] = 0;
     /* The authority is also the default Host: it must name a server, with a usable port. */
     if (n == 0 || (auth[0] == ':' && !strchr(auth + 1, ':')) || !strncmp(auth, "[]", 2))
-        return errf(err, errlen, "--upstream '%s': missing host (write http://HOST:PORT)", arg);
+        return errf(err, errlen, "%s '%s': missing host (write http://HOST:PORT)", opt, arg);
     /* An unbracketed IPv6 address would be sent as "Host: ::1:9100". The last group may be
      * meant as the port: suggest that reading when it makes an address. */
     const char *last = strrchr(auth, ':');
@@ -344,11 +497,11 @@ static int parse_upstream(struct fy_config *c, const char *arg, char *err, size_
         if (inet_pton(AF_INET6, prefix, &a6) == 1 && last[1] &&
             strspn(last + 1, "0123456789") == strlen(last + 1))
             return errf(err, errlen,
-                        "--upstream '%s': an IPv6 address goes in brackets: write http://[%s]:%s",
-                        arg, prefix, last + 1);
+                        "%s '%s': an IPv6 address goes in brackets: write http://[%s]:%s", opt, arg,
+                        prefix, last + 1);
         return errf(err, errlen,
-                    "--upstream '%s': an IPv6 address goes in brackets: write http://[%s]:PORT",
-                    arg, auth);
+                    "%s '%s': an IPv6 address goes in brackets: write http://[%s]:PORT", opt, arg,
+                    auth);
     }
     char hostport[310];
     const char *last_colon = strrchr(auth, ':');
@@ -359,9 +512,9 @@ static int parse_upstream(struct fy_config *c, const char *arg, char *err, size_
         snprintf(hostport, sizeof(hostport), "%s", auth);
     char why[200];
     if (fy_addr_parse(hostport, &c->upstream, why, sizeof(why)) < 0)
-        return errf(err, errlen, "--upstream '%s': %s", arg, why);
+        return errf(err, errlen, "%s '%s': %s", opt, arg, why);
     if (fy_addr_port((const struct sockaddr *)&c->upstream.ss) == 0)
-        return errf(err, errlen, "--upstream '%s': port 0 cannot be connected to", arg);
+        return errf(err, errlen, "%s '%s': port 0 cannot be connected to", opt, arg);
     free(c->upstream_text);
     free(c->upstream_authority);
     c->upstream_text = strdup(arg);
@@ -370,7 +523,8 @@ static int parse_upstream(struct fy_config *c, const char *arg, char *err, size_
 }
 
 /* A comma-separated list of protocol names (token characters); "none" allows no upgrade. */
-static int parse_upgrade_protocols(struct fy_config *c, const char *v, char *err, size_t errlen)
+static int parse_upgrade_protocols(struct fy_config *c, const char *opt, const char *v, char *err,
+                                   size_t errlen)
 {
     const char *p = v;
     bool any = false;
@@ -381,110 +535,439 @@ static int parse_upgrade_protocols(struct fy_config *c, const char *v, char *err
         while (*p && *p != ',' && *p != ' ') {
             if (!fy_is_tchar((unsigned char)*p))
                 return errf(err, errlen,
-                            "--upgrade-protocols expects protocol names separated by commas "
+                            "%s expects protocol names separated by commas "
                             "(e.g. websocket), got '%s'",
-                            v);
+                            opt, v);
             p++;
         }
         any |= p > start;
     }
     if (!any)
-        return errf(err, errlen, "--upgrade-protocols needs at least one name (or none)");
+        return errf(err, errlen, "%s needs at least one name (or none)", opt);
     free(c->upgrade_protocols);
     /* The empty list (from "none") matches nothing; NULL would mean the default. */
     c->upgrade_protocols = strdup(strcmp(v, "none") ? v : "");
     return c->upgrade_protocols ? 0 : errf(err, errlen, "out of memory");
 }
 
-static int parse_onoff(const char *opt, const char *v, bool *out, char *err, size_t errlen)
+static int parse_host(struct fy_config *c, const char *opt, const char *raw, const char *v,
+                      char *err, size_t errlen)
 {
-    if (!strcmp(v, "on"))
-        *out = true;
-    else if (!strcmp(v, "off"))
-        *out = false;
-    else
-        return errf(err, errlen, "%s expects on or off, got '%s'", opt, v);
+    free(c->host_value);
+    c->host_value = NULL;
+    if (!strcmp(v, "upstream")) {
+        c->host_mode = FY_HOST_UPSTREAM;
+        return 0;
+    }
+    if (!strcmp(v, "preserve")) {
+        c->host_mode = FY_HOST_PRESERVE;
+        return 0;
+    }
+    if (!*raw)
+        return errf(err, errlen, "%s expects upstream, preserve or a host name, got ''", opt);
+    if (!*v)
+        return errf(err, errlen, "%s '%s' expands to an empty value", opt, raw);
+    for (const char *p = v; *p; p++)
+        if ((unsigned char)*p <= ' ' || *p == 0x7f)
+            return errf(err, errlen, "%s: '%s' is not a valid host", opt, raw);
+    c->host_mode = FY_HOST_VALUE;
+    c->host_value = strdup(v);
+    return c->host_value ? 0 : errf(err, errlen, "out of memory");
+}
+
+static int parse_access_log(struct fy_config *c, const char *opt, const char *v, char *err,
+                            size_t errlen)
+{
+    free(c->access_log_path);
+    c->access_log_path = NULL;
+    if (!strcmp(v, "stdout")) {
+        c->access_log = FY_ALOG_STDOUT;
+    } else if (!strcmp(v, "off")) {
+        c->access_log = FY_ALOG_OFF;
+    } else if (!*v) {
+        return errf(err, errlen, "%s expects stdout, off or a file path", opt);
+    } else {
+        c->access_log = FY_ALOG_FILE;
+        c->access_log_path = strdup(v);
+    }
     return 0;
 }
 
-struct duration_opt {
-    const char *name;
-    size_t offset;
+/* The table. Its order is the order of --help, of --print-config and of docs/config.md. */
+#define CFG_OFF(field) offsetof(struct fy_config, field)
+const struct fy_option fy_options[] = {
+    {"listen", FY_OPT_LISTEN, 0, 0, 0, 0},
+    {"upstream", FY_OPT_UPSTREAM, 0, 0, 0, 0},
+    {"workers", FY_OPT_WORKERS, 0, 1, 256, 0},
+    {"request-header", FY_OPT_RULE, CFG_OFF(request_rules), 0, 0, FY_OPTF_REQUEST},
+    {"response-header", FY_OPT_RULE, CFG_OFF(response_rules), 0, 0, 0},
+    {"remove-request-header", FY_OPT_RULE, CFG_OFF(request_rules), 0, 0,
+     FY_OPTF_REQUEST | FY_OPTF_REMOVE},
+    {"remove-response-header", FY_OPT_RULE, CFG_OFF(response_rules), 0, 0, FY_OPTF_REMOVE},
+    {"host", FY_OPT_HOST, 0, 0, 0, 0},
+    {"x-forwarded-for", FY_OPT_ONOFF, CFG_OFF(x_forwarded_for), 0, 0, 0},
+    {"x-forwarded-proto", FY_OPT_ONOFF, CFG_OFF(x_forwarded_proto), 0, 0, 0},
+    {"x-forwarded-host", FY_OPT_ONOFF, CFG_OFF(x_forwarded_host), 0, 0, 0},
+    {"via", FY_OPT_ONOFF, CFG_OFF(via), 0, 0, 0},
+    {"upgrade-protocols", FY_OPT_UPGRADE, 0, 0, 0, 0},
+    {"access-log", FY_OPT_ACCESS_LOG, 0, 0, 0, 0},
+    {"access-log-format", FY_OPT_LOG_FORMAT, 0, 0, 0, 0},
+    {"log-level", FY_OPT_LOG_LEVEL, 0, 0, 0, 0},
+    {"header-timeout", FY_OPT_DURATION, CFG_OFF(header_timeout), 0, 0, 0},
+    {"idle-timeout", FY_OPT_DURATION, CFG_OFF(idle_timeout), 0, 0, 0},
+    {"body-timeout", FY_OPT_DURATION, CFG_OFF(body_timeout), 0, 0, 0},
+    {"send-timeout", FY_OPT_DURATION, CFG_OFF(send_timeout), 0, 0, 0},
+    {"connect-timeout", FY_OPT_DURATION, CFG_OFF(connect_timeout), 0, 0, 0},
+    {"upstream-timeout", FY_OPT_DURATION, CFG_OFF(upstream_timeout), 0, 0, 0},
+    {"drain-timeout", FY_OPT_DURATION, CFG_OFF(drain_timeout), 0, 0, 0},
+    {"pool-idle-timeout", FY_OPT_DURATION, CFG_OFF(pool_idle_timeout), 0, 0, 0},
+    {"pool-max-idle", FY_OPT_SIZE, CFG_OFF(pool_max_idle), 0, 1 << 20, FY_OPTF_COUNT},
+    {"max-request-line", FY_OPT_SIZE, CFG_OFF(max_request_line), 64, 1 << 20, 0},
+    {"max-header-size", FY_OPT_SIZE, CFG_OFF(max_header_size), 256, 1 << 20, 0},
+    {"max-headers", FY_OPT_SIZE, CFG_OFF(max_headers), 1, 10000, FY_OPTF_COUNT},
+    {"max-body-size", FY_OPT_SIZE, CFG_OFF(max_body_size), 0, UINT64_MAX, FY_OPTF_U64},
+    {"max-connections", FY_OPT_SIZE, CFG_OFF(max_connections), 1, 1 << 24, FY_OPTF_COUNT},
 };
+const size_t fy_options_count = sizeof(fy_options) / sizeof(fy_options[0]);
+_Static_assert(sizeof(fy_options) / sizeof(fy_options[0]) <= FY_OPT_SLOTS, "raise FY_OPT_SLOTS");
 
-static const struct duration_opt duration_opts[] = {
-    {"--header-timeout", offsetof(struct fy_config, header_timeout)},
-    {"--idle-timeout", offsetof(struct fy_config, idle_timeout)},
-    {"--body-timeout", offsetof(struct fy_config, body_timeout)},
-    {"--send-timeout", offsetof(struct fy_config, send_timeout)},
-    {"--connect-timeout", offsetof(struct fy_config, connect_timeout)},
-    {"--upstream-timeout", offsetof(struct fy_config, upstream_timeout)},
-    {"--drain-timeout", offsetof(struct fy_config, drain_timeout)},
-    {"--pool-idle-timeout", offsetof(struct fy_config, pool_idle_timeout)},
-};
-
-struct size_opt {
-    const char *name;
-    size_t offset;
-    bool is_u64;
-    uint64_t min, max;
-};
-
-static const struct size_opt size_opts[] = {
-    {"--max-request-line", offsetof(struct fy_config, max_request_line), false, 64, 1 << 20},
-    {"--max-header-size", offsetof(struct fy_config, max_header_size), false, 256, 1 << 20},
-    {"--max-headers", offsetof(struct fy_config, max_headers), false, 1, 10000},
-    {"--max-connections", offsetof(struct fy_config, max_connections), false, 1, 1 << 24},
-    {"--pool-max-idle", offsetof(struct fy_config, pool_max_idle), false, 0, 1 << 20},
-    {"--max-body-size", offsetof(struct fy_config, max_body_size), true, 0, UINT64_MAX},
-};
-
-static bool is_known_option(const char *opt)
+const struct fy_option *fy_option_find(const char *key)
 {
-    static const char *const plain[] = {"--listen",
-                                        "--upstream",
-                                        "--workers",
-                                        "--request-header",
-                                        "--response-header",
-                                        "--remove-request-header",
-                                        "--remove-response-header",
-                                        "--host",
-                                        "--x-forwarded-for",
-                                        "--x-forwarded-proto",
-                                        "--x-forwarded-host",
-                                        "--via",
-                                        "--upgrade-protocols",
-                                        "--access-log",
-                                        "--access-log-format",
-                                        "--log-level"};
-    for (size_t k = 0; k < sizeof(plain) / sizeof(plain[0]); k++)
-        if (!strcmp(opt, plain[k]))
-            return true;
-    for (size_t k = 0; k < sizeof(duration_opts) / sizeof(duration_opts[0]); k++)
-        if (!strcmp(opt, duration_opts[k].name))
-            return true;
-    for (size_t k = 0; k < sizeof(size_opts) / sizeof(size_opts[0]); k++)
-        if (!strcmp(opt, size_opts[k].name))
-            return true;
-    return false;
+    for (size_t k = 0; k < fy_options_count; k++)
+        if (!strcmp(key, fy_options[k].key))
+            return &fy_options[k];
+    return NULL;
+}
+
+static int apply_value(struct fy_config *c, const struct fy_option *o, const char *opt,
+                       const char *raw, const char *v, char *err, size_t errlen)
+{
+    char *field = (char *)c + o->offset;
+    switch (o->kind) {
+    case FY_OPT_LISTEN: {
+        char why[200];
+        int rc = 0;
+        if (fy_addr_parse(v, &c->listen, why, sizeof(why)) < 0)
+            rc = errf(err, errlen, "%s '%s': %s", opt, raw, why);
+        free(c->listen_text);
+        c->listen_text = strdup(v);
+        return rc;
+    }
+    case FY_OPT_UPSTREAM:
+        return parse_upstream(c, opt, v, err, errlen);
+    case FY_OPT_WORKERS: {
+        char *end;
+        long n = strtol(v, &end, 10);
+        if (!*v || *end || n < (long)o->min || n > (long)o->max)
+            return errf(err, errlen, "%s expects a number from 1 to 256, got '%s'", opt, raw);
+        c->workers = (int)n;
+        return 0;
+    }
+    case FY_OPT_HOST:
+        return parse_host(c, opt, raw, v, err, errlen);
+    case FY_OPT_ONOFF:
+        if (!strcmp(v, "on"))
+            *(bool *)field = true;
+        else if (!strcmp(v, "off"))
+            *(bool *)field = false;
+        else
+            return errf(err, errlen, "%s expects on or off, got '%s'", opt, raw);
+        return 0;
+    case FY_OPT_UPGRADE:
+        return parse_upgrade_protocols(c, opt, v, err, errlen);
+    case FY_OPT_ACCESS_LOG:
+        return parse_access_log(c, opt, v, err, errlen);
+    case FY_OPT_LOG_FORMAT:
+        if (!strcmp(v, "combined"))
+            c->access_log_format = FY_ALOG_COMBINED;
+        else if (!strcmp(v, "json"))
+            c->access_log_format = FY_ALOG_JSON;
+        else
+            return errf(err, errlen, "%s expects combined or json, got '%s'", opt, raw);
+        return 0;
+    case FY_OPT_LOG_LEVEL:
+        if (fy_log_parse_level(v, &c->log_level) < 0)
+            return errf(err, errlen, "%s expects debug, info, warn or error, got '%s'", opt, raw);
+        return 0;
+    case FY_OPT_DURATION: {
+        uint64_t ms;
+        if (fy_parse_duration(v, &ms) < 0)
+            return errf(err, errlen, "%s expects a duration like 500ms, 10s or 2m, got '%s'", opt,
+                        raw);
+        *(uint64_t *)field = ms;
+        return 0;
+    }
+    case FY_OPT_SIZE: {
+        uint64_t n;
+        if (fy_parse_size(v, &n) < 0 || n < o->min || n > o->max)
+            return errf(err, errlen, "%s expects a size from %llu to %llu (e.g. 16k), got '%s'",
+                        opt, (unsigned long long)o->min, (unsigned long long)o->max, raw);
+        if (o->flags & FY_OPTF_U64)
+            *(uint64_t *)field = n;
+        else
+            *(uint32_t *)field = (uint32_t)n;
+        return 0;
+    }
+    case FY_OPT_RULE:
+        break;
+    }
+    return errf(err, errlen, "internal error: option %s", opt);
+}
+
+int fy_option_apply(struct fy_config *c, const struct fy_option *o, const char *name,
+                    const char *raw, const char *base_dir, char *err, size_t errlen)
+{
+    if (o->kind == FY_OPT_RULE) /* expands the value part only: names are checked as given */
+        return add_rule((struct fy_header_rules *)((char *)c + o->offset), name, raw,
+                        o->flags & FY_OPTF_REQUEST, o->flags & FY_OPTF_REMOVE, base_dir, err,
+                        errlen);
+    char *v = expand_value(name, raw, base_dir, err, errlen);
+    if (!v)
+        return -1;
+    int rc = apply_value(c, o, name, raw, v, err, errlen);
+    free(v);
+    if (rc == 0) {
+        size_t k = (size_t)(o - fy_options);
+        free(c->opt_text[k]);
+        c->opt_text[k] = strdup(raw);
+    }
+    return rc;
+}
+
+/* ---- --print-config ---- */
+
+/* Plain YAML scalars that read back as the same string; anything else is double-quoted. */
+static void print_scalar(FILE *out, const char *s)
+{
+    bool plain = *s && (isalnum((unsigned char)*s) || *s == '/' || *s == '.');
+    for (const char *p = s; *p && plain; p++)
+        plain = isalnum((unsigned char)*p) || strchr("._/-:,@+", *p);
+    if (plain && strstr(s, ": ") == NULL) {
+        fputs(s, out);
+        return;
+    }
+    fputc('"', out);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            fprintf(out, "\\%c", *p);
+        else if (*p < 0x20 || *p == 0x7f)
+            fprintf(out, "\\x%02x", *p);
+        else
+            fputc(*p, out);
+    }
+    fputc('"', out);
+}
+
+static void print_duration(FILE *out, uint64_t ms)
+{
+    if (ms && ms % 3600000 == 0)
+        fprintf(out, "%lluh", (unsigned long long)(ms / 3600000));
+    else if (ms && ms % 60000 == 0)
+        fprintf(out, "%llum", (unsigned long long)(ms / 60000));
+    else if (ms % 1000 == 0)
+        fprintf(out, "%llus", (unsigned long long)(ms / 1000));
+    else
+        fprintf(out, "%llums", (unsigned long long)ms);
+}
+
+static void print_size(FILE *out, uint64_t n)
+{
+    if (n && n % (1024ull * 1024 * 1024) == 0)
+        fprintf(out, "%llug", (unsigned long long)(n >> 30));
+    else if (n && n % (1024 * 1024) == 0)
+        fprintf(out, "%llum", (unsigned long long)(n >> 20));
+    else if (n && n % 1024 == 0)
+        fprintf(out, "%lluk", (unsigned long long)(n >> 10));
+    else
+        fprintf(out, "%llu", (unsigned long long)n);
+}
+
+/* Whether rule i of the list is the last one naming its field. Only the last rule for a name
+ * decides what happens to that field (a set replaces every field of the name, a removal removes
+ * them all), so printing sets and removals as two lists keeps the behaviour. */
+static bool last_for_name(const struct fy_header_rules *r, uint32_t i)
+{
+    for (uint32_t j = i + 1; j < r->n; j++)
+        if (r->items[j].name_len == r->items[i].name_len &&
+            !strncasecmp(r->items[j].name, r->items[i].name, r->items[i].name_len))
+            return false;
+    return true;
+}
+
+static void print_rules(FILE *out, const struct fy_header_rules *r, bool remove)
+{
+    bool any = false;
+    for (uint32_t i = 0; i < r->n; i++) {
+        if ((r->items[i].value == NULL) != remove || !last_for_name(r, i))
+            continue;
+        fputs(any ? ", " : "[", out);
+        print_scalar(out, r->items[i].source ? r->items[i].source : r->items[i].name);
+        any = true;
+    }
+    fputs(any ? "]" : "[]", out);
+}
+
+void fy_config_print_yaml(const struct fy_config *c, void *out_stream)
+{
+    FILE *out = out_stream;
+    fputs("# ferry configuration (ferry --print-config): every key with its value, defaults\n"
+          "# included. Run it with ferry -c FILE; keys are documented in docs/config.md.\n",
+          out);
+    for (size_t k = 0; k < fy_options_count; k++) {
+        const struct fy_option *o = &fy_options[k];
+        const char *field = (const char *)c + o->offset;
+        fprintf(out, "%s: ", o->key);
+        if (o->kind == FY_OPT_RULE) {
+            print_rules(out, (const struct fy_header_rules *)field, o->flags & FY_OPTF_REMOVE);
+            fputc('\n', out);
+            continue;
+        }
+        if (c->opt_text[k]) {
+            print_scalar(out, c->opt_text[k]);
+            fputc('\n', out);
+            continue;
+        }
+        static const char *const levels[] = {"debug", "info", "warn", "error"};
+        switch (o->kind) {
+        case FY_OPT_LISTEN:
+            print_scalar(out, c->listen_text ? c->listen_text : "127.0.0.1:8080");
+            break;
+        case FY_OPT_UPSTREAM:
+            print_scalar(out, c->upstream_text ? c->upstream_text : "");
+            break;
+        case FY_OPT_WORKERS:
+            fprintf(out, "%d", c->workers);
+            break;
+        case FY_OPT_HOST:
+            print_scalar(out, c->host_mode == FY_HOST_PRESERVE ? "preserve"
+                              : c->host_mode == FY_HOST_VALUE  ? c->host_value
+                                                               : "upstream");
+            break;
+        case FY_OPT_ONOFF:
+            fputs(*(const bool *)field ? "on" : "off", out);
+            break;
+        case FY_OPT_UPGRADE:
+            print_scalar(out, !c->upgrade_protocols    ? "websocket"
+                              : !*c->upgrade_protocols ? "none"
+                                                       : c->upgrade_protocols);
+            break;
+        case FY_OPT_ACCESS_LOG:
+            print_scalar(out, c->access_log == FY_ALOG_OFF    ? "off"
+                              : c->access_log == FY_ALOG_FILE ? c->access_log_path
+                                                              : "stdout");
+            break;
+        case FY_OPT_LOG_FORMAT:
+            fputs(c->access_log_format == FY_ALOG_JSON ? "json" : "combined", out);
+            break;
+        case FY_OPT_LOG_LEVEL:
+            fputs(levels[c->log_level], out);
+            break;
+        case FY_OPT_DURATION:
+            print_duration(out, *(const uint64_t *)field);
+            break;
+        case FY_OPT_SIZE: {
+            uint64_t n =
+                o->flags & FY_OPTF_U64 ? *(const uint64_t *)field : *(const uint32_t *)field;
+            if (o->flags & FY_OPTF_COUNT)
+                fprintf(out, "%llu", (unsigned long long)n);
+            else
+                print_size(out, n);
+            break;
+        }
+        case FY_OPT_RULE:
+            break;
+        }
+        fputc('\n', out);
+    }
+}
+
+/* ---- argv ---- */
+
+static bool is_help(const char *a)
+{
+    return !strcmp(a, "--help") || !strcmp(a, "-h") || !strcmp(a, "--version") || !strcmp(a, "-V");
+}
+
+static bool is_config_opt(const char *a)
+{
+    return !strcmp(a, "-c") || !strcmp(a, "--config");
+}
+
+/* The option name of `arg` ("--x" of "--x=v") into buf, and its inline value or NULL. */
+static const char *split_inline(const char *arg, char *buf, size_t buflen, const char **inline_val)
+{
+    *inline_val = NULL;
+    const char *eq = strchr(arg, '=');
+    if (!strncmp(arg, "--", 2) && eq && (size_t)(eq - arg) < buflen) {
+        memcpy(buf, arg, (size_t)(eq - arg));
+        buf[eq - arg] = 0;
+        *inline_val = eq + 1;
+        return buf;
+    }
+    return arg;
+}
+
+/* First pass: -c FILE, and whether the command line has --upstream or --help/--version (which
+ * win over the file). Values of known options are skipped, as the second pass will. */
+static void prescan(int argc, char **argv, const char **config, bool *upstream, bool *help)
+{
+    *config = NULL;
+    *upstream = *help = false;
+    for (int i = 1; i < argc; i++) {
+        char buf[64];
+        const char *iv;
+        const char *opt = split_inline(argv[i], buf, sizeof(buf), &iv);
+        if (is_help(opt)) {
+            *help = true;
+            return;
+        }
+        if (is_config_opt(opt)) {
+            if (iv)
+                *config = iv;
+            else if (i + 1 < argc)
+                *config = argv[++i];
+            continue;
+        }
+        if (strncmp(opt, "--", 2) || !fy_option_find(opt + 2))
+            continue;
+        if (!strcmp(opt, "--upstream"))
+            *upstream = true;
+        if (!iv)
+            i++;
+    }
+}
+
+static int finish(struct fy_config *c, char *err, size_t errlen)
+{
+    if (!c->upstream_text)
+        return errf(err, errlen, "--upstream http://HOST:PORT is required (see ferry --help)");
+    if (!c->listen_text) {
+        char why[200];
+        c->listen_text = strdup("127.0.0.1:8080");
+        fy_addr_parse(c->listen_text, &c->listen, why, sizeof(why));
+    }
+    if (c->max_request_line > c->max_header_size)
+        c->max_request_line = c->max_header_size;
+    return 0;
 }
 
 enum fy_args_result fy_args_parse(struct fy_config *c, int argc, char **argv, char *err,
                                   size_t errlen, void *out_stream)
 {
     FILE *out = out_stream;
-    bool have_upstream = false;
+    const char *config;
+    bool upstream_given, help;
+    prescan(argc, argv, &config, &upstream_given, &help);
+    if (config && !help) {
+        free(c->config_path);
+        c->config_path = strdup(config);
+        if (fy_yaml_load(c, config, upstream_given, &c->file_errors, &c->file_error_count) > 0)
+            return FY_ARGS_FILE_ERROR;
+    }
     for (int i = 1; i < argc; i++) {
-        const char *opt = argv[i];
-        char *inline_val = NULL;
         char optbuf[64];
-        const char *eq = strchr(opt, '=');
-        if (!strncmp(opt, "--", 2) && eq && (size_t)(eq - opt) < sizeof(optbuf)) {
-            memcpy(optbuf, opt, (size_t)(eq - opt));
-            optbuf[eq - opt] = 0;
-            inline_val = (char *)eq + 1;
-            opt = optbuf;
-        }
+        const char *inline_val;
+        const char *opt = split_inline(argv[i], optbuf, sizeof(optbuf), &inline_val);
         if (!strcmp(opt, "--help") || !strcmp(opt, "-h")) {
             fputs(usage_text, out);
             return FY_ARGS_EXIT_OK;
@@ -493,11 +976,29 @@ enum fy_args_result fy_args_parse(struct fy_config *c, int argc, char **argv, ch
             fprintf(out, "ferry %s\n", FERRY_VERSION);
             return FY_ARGS_EXIT_OK;
         }
+        if (!strcmp(opt, "-t") || !strcmp(opt, "--test")) {
+            c->check_only = true;
+            continue;
+        }
+        if (!strcmp(opt, "--print-config")) {
+            c->print_config = true;
+            continue;
+        }
+        if (is_config_opt(opt)) {
+            if (!inline_val && i + 1 >= argc) {
+                errf(err, errlen, "%s needs a file path (see ferry --help)", opt);
+                return FY_ARGS_ERROR;
+            }
+            if (!inline_val)
+                i++;
+            continue;
+        }
         if (strncmp(opt, "--", 2) != 0) {
             errf(err, errlen, "unexpected argument '%s' (see ferry --help)", opt);
             return FY_ARGS_ERROR;
         }
-        if (!is_known_option(opt)) {
+        const struct fy_option *o = fy_option_find(opt + 2);
+        if (!o) {
             errf(err, errlen, "unknown option '%s' (see ferry --help)", opt);
             return FY_ARGS_ERROR;
         }
@@ -509,137 +1010,14 @@ enum fy_args_result fy_args_parse(struct fy_config *c, int argc, char **argv, ch
             }
             v = argv[++i];
         }
-        int rc = 0;
-        bool known = true;
-        if (!strcmp(opt, "--listen")) {
-            char why[200];
-            if (fy_addr_parse(v, &c->listen, why, sizeof(why)) < 0)
-                rc = errf(err, errlen, "--listen '%s': %s", v, why);
-            free(c->listen_text);
-            c->listen_text = strdup(v);
-        } else if (!strcmp(opt, "--upstream")) {
-            rc = parse_upstream(c, v, err, errlen);
-            have_upstream = rc == 0;
-        } else if (!strcmp(opt, "--workers")) {
-            char *end;
-            long n = strtol(v, &end, 10);
-            if (*end || n < 1 || n > 256)
-                rc = errf(err, errlen, "--workers expects a number from 1 to 256, got '%s'", v);
-            else
-                c->workers = (int)n;
-        } else if (!strcmp(opt, "--request-header")) {
-            rc = add_rule(&c->request_rules, opt, v, true, false, err, errlen);
-        } else if (!strcmp(opt, "--response-header")) {
-            rc = add_rule(&c->response_rules, opt, v, false, false, err, errlen);
-        } else if (!strcmp(opt, "--remove-request-header")) {
-            rc = add_rule(&c->request_rules, opt, v, true, true, err, errlen);
-        } else if (!strcmp(opt, "--remove-response-header")) {
-            rc = add_rule(&c->response_rules, opt, v, false, true, err, errlen);
-        } else if (!strcmp(opt, "--host")) {
-            free(c->host_value);
-            c->host_value = NULL;
-            if (!strcmp(v, "upstream")) {
-                c->host_mode = FY_HOST_UPSTREAM;
-            } else if (!strcmp(v, "preserve")) {
-                c->host_mode = FY_HOST_PRESERVE;
-            } else if (!*v) {
-                rc = errf(err, errlen, "--host expects upstream, preserve or a host name, got ''");
-            } else {
-                char *missing;
-                c->host_value = fy_expand_env(v, &missing);
-                c->host_mode = FY_HOST_VALUE;
-                if (!c->host_value) {
-                    rc = errf(err, errlen, "--host: environment variable %s is not set",
-                              missing ? missing : "(malformed)");
-                    free(missing);
-                } else if (!c->host_value[0]) {
-                    rc = errf(err, errlen, "--host '%s' expands to an empty value", v);
-                } else {
-                    for (const char *p = c->host_value; *p; p++)
-                        if ((unsigned char)*p <= ' ' || *p == 0x7f)
-                            rc = errf(err, errlen, "--host: '%s' is not a valid host", v);
-                }
-            }
-        } else if (!strcmp(opt, "--x-forwarded-for")) {
-            rc = parse_onoff(opt, v, &c->x_forwarded_for, err, errlen);
-        } else if (!strcmp(opt, "--x-forwarded-proto")) {
-            rc = parse_onoff(opt, v, &c->x_forwarded_proto, err, errlen);
-        } else if (!strcmp(opt, "--x-forwarded-host")) {
-            rc = parse_onoff(opt, v, &c->x_forwarded_host, err, errlen);
-        } else if (!strcmp(opt, "--via")) {
-            rc = parse_onoff(opt, v, &c->via, err, errlen);
-        } else if (!strcmp(opt, "--upgrade-protocols")) {
-            rc = parse_upgrade_protocols(c, v, err, errlen);
-        } else if (!strcmp(opt, "--access-log")) {
-            free(c->access_log_path);
-            c->access_log_path = NULL;
-            if (!strcmp(v, "stdout")) {
-                c->access_log = FY_ALOG_STDOUT;
-            } else if (!strcmp(v, "off")) {
-                c->access_log = FY_ALOG_OFF;
-            } else if (!*v) {
-                rc = errf(err, errlen, "--access-log expects stdout, off or a file path");
-            } else {
-                c->access_log = FY_ALOG_FILE;
-                c->access_log_path = strdup(v);
-            }
-        } else if (!strcmp(opt, "--access-log-format")) {
-            if (!strcmp(v, "combined"))
-                c->access_log_format = FY_ALOG_COMBINED;
-            else if (!strcmp(v, "json"))
-                c->access_log_format = FY_ALOG_JSON;
-            else
-                rc = errf(err, errlen, "--access-log-format expects combined or json, got '%s'", v);
-        } else if (!strcmp(opt, "--log-level")) {
-            if (fy_log_parse_level(v, &c->log_level) < 0)
-                rc = errf(err, errlen, "--log-level expects debug, info, warn or error, got '%s'",
-                          v);
-        } else {
-            known = false;
-            for (size_t k = 0; k < sizeof(duration_opts) / sizeof(duration_opts[0]); k++) {
-                if (strcmp(opt, duration_opts[k].name))
-                    continue;
-                known = true;
-                uint64_t ms;
-                if (fy_parse_duration(v, &ms) < 0)
-                    rc = errf(err, errlen, "%s expects a duration like 500ms, 10s or 2m, got '%s'",
-                              opt, v);
-                else
-                    *(uint64_t *)((char *)c + duration_opts[k].offset) = ms;
-            }
-            for (size_t k = 0; k < sizeof(size_opts) / sizeof(size_opts[0]); k++) {
-                const struct size_opt *so = &size_opts[k];
-                if (strcmp(opt, so->name))
-                    continue;
-                known = true;
-                uint64_t n;
-                if (fy_parse_size(v, &n) < 0 || n < so->min || n > so->max)
-                    rc = errf(err, errlen,
-                              "%s expects a size from %llu to %llu (e.g. 16k), got '%s'", opt,
-                              (unsigned long long)so->min, (unsigned long long)so->max, v);
-                else if (so->is_u64)
-                    *(uint64_t *)((char *)c + so->offset) = n;
-                else
-                    *(uint32_t *)((char *)c + so->offset) = (uint32_t)n;
-            }
-        }
-        if (!known) {
-            errf(err, errlen, "unknown option '%s' (see ferry --help)", opt);
-            return FY_ARGS_ERROR;
-        }
-        if (rc < 0)
+        if (fy_option_apply(c, o, opt, v, NULL, err, errlen) < 0)
             return FY_ARGS_ERROR;
     }
-    if (!have_upstream) {
-        errf(err, errlen, "--upstream http://HOST:PORT is required (see ferry --help)");
+    if (finish(c, err, errlen) < 0)
         return FY_ARGS_ERROR;
+    if (c->print_config) {
+        fy_config_print_yaml(c, out);
+        return FY_ARGS_EXIT_OK;
     }
-    if (!c->listen_text) {
-        char why[200];
-        c->listen_text = strdup("127.0.0.1:8080");
-        fy_addr_parse(c->listen_text, &c->listen, why, sizeof(why));
-    }
-    if (c->max_request_line > c->max_header_size)
-        c->max_request_line = c->max_header_size;
     return FY_ARGS_OK;
 }

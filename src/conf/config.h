@@ -1,6 +1,7 @@
 /*
- * ferry's settings after parsing (command line today, a YAML file later). Everything is filled in
- * at startup, then read-only and shared by all workers without locks.
+ * ferry's settings after parsing the command line and the configuration file (one schema: every
+ * command-line option is a top-level key of the file, see the option table fy_options). Everything
+ * is filled in at startup, then read-only and shared by all workers without locks.
  */
 #ifndef FY_CONFIG_H
 #define FY_CONFIG_H
@@ -16,6 +17,7 @@ struct fy_header_rule {
     char *name;
     char *value; /* NULL for a removal */
     uint32_t name_len, value_len;
+    char *source; /* as given, ${env:...} unexpanded (for --print-config); may be NULL */
 };
 
 struct fy_header_rules {
@@ -26,6 +28,8 @@ struct fy_header_rules {
 enum fy_host_mode { FY_HOST_UPSTREAM, FY_HOST_PRESERVE, FY_HOST_VALUE };
 enum fy_log_target { FY_ALOG_STDOUT, FY_ALOG_OFF, FY_ALOG_FILE };
 enum fy_log_format { FY_ALOG_COMBINED, FY_ALOG_JSON };
+
+#define FY_OPT_SLOTS 48 /* >= the number of entries of fy_options */
 
 struct fy_config {
     char *listen_text;
@@ -56,18 +60,78 @@ struct fy_config {
 
     uint32_t max_request_line, max_header_size, max_headers, max_connections;
     uint64_t max_body_size; /* 0 = unlimited */
+
+    /* Each option's value as given (unexpanded), indexed like fy_options; NULL = default. */
+    char *opt_text[FY_OPT_SLOTS];
+
+    /* What the command line asked for besides settings. */
+    char *config_path; /* -c FILE, or NULL */
+    bool check_only;   /* -t: validate and exit */
+    bool print_config; /* --print-config */
+    char *
+        file_errors; /* after FY_ARGS_FILE_ERROR: every error, one "FILE:LINE:COL: ..." line each */
+    unsigned file_error_count;
 };
 
 /* Fills in the documented defaults. */
 void fy_config_defaults(struct fy_config *c);
 void fy_config_free(struct fy_config *c);
 
-enum fy_args_result { FY_ARGS_OK, FY_ARGS_EXIT_OK, FY_ARGS_ERROR };
+enum fy_args_result { FY_ARGS_OK, FY_ARGS_EXIT_OK, FY_ARGS_ERROR, FY_ARGS_FILE_ERROR };
 
-/* Parses argv (quick mode). On FY_ARGS_ERROR `err` holds one line saying what was wrong; on
- * FY_ARGS_EXIT_OK the help or version text was printed to `out`. */
+/* Parses argv: quick-mode options, and `-c FILE` (loaded first; options anywhere on the command
+ * line then override its keys), `-t`, `--print-config`. On FY_ARGS_ERROR `err` holds one line
+ * saying what was wrong (a bad command line); on FY_ARGS_FILE_ERROR c->file_errors holds every
+ * error of the file; on FY_ARGS_EXIT_OK the help, version or --print-config text was printed to
+ * `out`. With FY_ARGS_OK and c->check_only, the configuration is valid and ferry should exit. */
 enum fy_args_result fy_args_parse(struct fy_config *c, int argc, char **argv, char *err,
                                   size_t errlen, void *out);
+
+/* ---- The option table: one entry per setting, shared by argv and the file ---- */
+
+enum fy_opt_kind {
+    FY_OPT_LISTEN,
+    FY_OPT_UPSTREAM,
+    FY_OPT_WORKERS,
+    FY_OPT_RULE, /* repeatable: a sequence in the file */
+    FY_OPT_HOST,
+    FY_OPT_ONOFF,
+    FY_OPT_UPGRADE,
+    FY_OPT_ACCESS_LOG,
+    FY_OPT_LOG_FORMAT,
+    FY_OPT_LOG_LEVEL,
+    FY_OPT_DURATION,
+    FY_OPT_SIZE,
+};
+
+struct fy_option {
+    const char *key; /* "header-timeout": the flag without its dashes, and the file key */
+    enum fy_opt_kind kind;
+    size_t offset;     /* the field, for the kinds that share a setter */
+    uint64_t min, max; /* FY_OPT_SIZE */
+    unsigned flags;    /* FY_OPTF_* */
+};
+
+#define FY_OPTF_REQUEST 1u /* FY_OPT_RULE: request rules (else response) */
+#define FY_OPTF_REMOVE 2u  /* FY_OPT_RULE: a removal (else a set) */
+#define FY_OPTF_U64 4u     /* FY_OPT_SIZE: a uint64_t field (else uint32_t) */
+#define FY_OPTF_COUNT 8u   /* FY_OPT_SIZE: a count, printed without k/m/g */
+
+extern const struct fy_option fy_options[];
+extern const size_t fy_options_count;
+
+/* The entry for `key` (without dashes), or NULL. */
+const struct fy_option *fy_option_find(const char *key);
+
+/* Applies one value of option `o` to c. `name` is how messages call the option ("--workers" or
+ * "workers"); ${env:NAME} and ${file:PATH} in `raw` are expanded, PATH relative to `base_dir`
+ * (NULL: the working directory). Returns 0, or -1 with one line in `err`. */
+int fy_option_apply(struct fy_config *c, const struct fy_option *o, const char *name,
+                    const char *raw, const char *base_dir, char *err, size_t errlen);
+
+/* Writes the YAML equivalent of c (every key with its value as given or its effective default,
+ * in table order) to `out`, a FILE *. */
+void fy_config_print_yaml(const struct fy_config *c, void *out);
 
 /* Duration "500ms", "3s", "2m", "1h" or plain seconds -> ms. Returns 0 or -1. */
 int fy_parse_duration(const char *s, uint64_t *ms);
@@ -78,6 +142,14 @@ int fy_parse_size(const char *s, uint64_t *bytes);
 /* Expands ${env:NAME} references. Returns a malloc'd string, or NULL with `missing` set to the
  * unset variable name (malloc'd) or NULL on a syntax error. */
 char *fy_expand_env(const char *s, char **missing);
+
+enum fy_expand_error { FY_EXPAND_OK, FY_EXPAND_MALFORMED, FY_EXPAND_NO_ENV, FY_EXPAND_NO_FILE };
+
+/* Expands ${env:NAME} and ${file:PATH} (the file's contents, one trailing newline trimmed; a
+ * relative PATH is taken from base_dir, or the working directory when NULL). Returns a malloc'd
+ * string, or NULL with *e set and *what (malloc'd, may be NULL) naming the variable, or the file
+ * and why it could not be read. */
+char *fy_expand(const char *s, const char *base_dir, enum fy_expand_error *e, char **what);
 
 #define FERRY_VERSION "0.1.0"
 

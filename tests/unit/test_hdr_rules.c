@@ -6,11 +6,11 @@
 
 #define SET(n, v)                                                                                  \
     {                                                                                              \
-        (char *)(n), (char *)(v), sizeof(n) - 1, sizeof(v) - 1                                     \
+        (char *)(n), (char *)(v), sizeof(n) - 1, sizeof(v) - 1, NULL                               \
     }
 #define DEL(n)                                                                                     \
     {                                                                                              \
-        (char *)(n), NULL, sizeof(n) - 1, 0                                                        \
+        (char *)(n), NULL, sizeof(n) - 1, 0, NULL                                                  \
     }
 
 static void add(struct fy_msg *m, const char *name, const char *value)

@@ -1,0 +1,277 @@
+/*
+ * YAML loader (libyaml's document API). The root is a mapping of option keys to values: a scalar
+ * for every option, a sequence (or one scalar) for the repeatable header rules. Values go through
+ * fy_option_apply(), the setter the command line uses, so both accept exactly the same values;
+ * this file only adds positions: every error names FILE:LINE:COLUMN (1-based) of the node it is
+ * about, and loading goes on after an error so one run reports them all.
+ */
+#include "conf/yaml.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <yaml.h>
+
+/* Top-level keys of the full schema (issue 6) that this version refuses with a clear message. */
+static const char *const reserved_keys[] = {"listeners", "upstreams"};
+
+struct loader {
+    struct fy_config *c;
+    const char *path;
+    char *base_dir; /* NULL: the working directory */
+    yaml_document_t doc;
+    FILE *errs;
+    unsigned n;
+};
+
+static void report(struct loader *l, yaml_mark_t m, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void report(struct loader *l, yaml_mark_t m, const char *fmt, ...)
+{
+    fprintf(l->errs, "%s:%zu:%zu: ", l->path, m.line + 1, m.column + 1);
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(l->errs, fmt, ap);
+    va_end(ap);
+    fputc('\n', l->errs);
+    l->n++;
+}
+
+static const char *node_kind(const yaml_node_t *n)
+{
+    switch (n->type) {
+    case YAML_SEQUENCE_NODE:
+        return "a sequence";
+    case YAML_MAPPING_NODE:
+        return "a mapping";
+    default:
+        return "a scalar";
+    }
+}
+
+static size_t edit_distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > 64 || lb > 64)
+        return 99;
+    size_t row[65];
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t up = row[j];
+            size_t best = diag + (a[i - 1] != b[j - 1]);
+            if (row[j] + 1 < best)
+                best = row[j] + 1;
+            if (row[j - 1] + 1 < best)
+                best = row[j - 1] + 1;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    return row[lb];
+}
+
+/* The known key closest to `key`, when it is close enough to be a typo; else NULL. */
+static const char *suggest(const char *key)
+{
+    char alt[128];
+    snprintf(alt, sizeof(alt), "%s", key[0] == '-' ? key + strspn(key, "-") : key);
+    for (char *p = alt; *p; p++)
+        if (*p == '_' || *p == ' ')
+            *p = '-';
+        else if (*p >= 'A' && *p <= 'Z')
+            *p = (char)(*p - 'A' + 'a');
+    const char *best = NULL;
+    size_t best_d = strlen(alt) > 10 ? 3 : 2;
+    for (size_t k = 0; k < fy_options_count; k++) {
+        size_t d = edit_distance(alt, fy_options[k].key);
+        if (d <= best_d) {
+            best = fy_options[k].key;
+            best_d = d;
+        }
+    }
+    return best;
+}
+
+/* A scalar's text, or NULL (reported) when it holds a NUL byte. */
+static const char *scalar_text(struct loader *l, const yaml_node_t *n, const char *key)
+{
+    const char *s = (const char *)n->data.scalar.value;
+    if (strlen(s) != n->data.scalar.length) {
+        report(l, n->start_mark, "%s: a value cannot contain a NUL byte", key);
+        return NULL;
+    }
+    return s;
+}
+
+static void apply_scalar(struct loader *l, const struct fy_option *o, const yaml_node_t *n)
+{
+    const char *v = scalar_text(l, n, o->key);
+    if (!v)
+        return;
+    char err[512];
+    if (fy_option_apply(l->c, o, o->key, v, l->base_dir, err, sizeof(err)) < 0)
+        report(l, n->start_mark, "%s", err);
+}
+
+static void load_key(struct loader *l, const struct fy_option *o, const yaml_node_t *v)
+{
+    if (o->kind != FY_OPT_RULE) {
+        if (v->type != YAML_SCALAR_NODE)
+            report(l, v->start_mark, "%s expects a single value, got %s", o->key, node_kind(v));
+        else
+            apply_scalar(l, o, v);
+        return;
+    }
+    if (v->type == YAML_SCALAR_NODE) {
+        /* `key:` with nothing after it (null) is an empty list; one string is a list of one. */
+        if (v->data.scalar.length == 0 && v->data.scalar.style == YAML_PLAIN_SCALAR_STYLE)
+            return;
+        apply_scalar(l, o, v);
+        return;
+    }
+    if (v->type != YAML_SEQUENCE_NODE) {
+        report(l, v->start_mark, "%s expects a list of %s, got %s", o->key,
+               (o->flags & FY_OPTF_REMOVE) ? "field names" : "'Name: value' strings", node_kind(v));
+        return;
+    }
+    for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top;
+         it++) {
+        const yaml_node_t *item = yaml_document_get_node(&l->doc, *it);
+        if (item->type != YAML_SCALAR_NODE)
+            report(l, item->start_mark, "%s: each item is one %s, got %s", o->key,
+                   (o->flags & FY_OPTF_REMOVE) ? "field name" : "'Name: value' string",
+                   node_kind(item));
+        else
+            apply_scalar(l, o, item);
+    }
+}
+
+static void load_root(struct loader *l, const yaml_node_t *root, bool upstream_given)
+{
+    if (root->type != YAML_MAPPING_NODE) {
+        report(l, root->start_mark,
+               "expected a mapping of keys (upstream: http://HOST:PORT), "
+               "got %s",
+               node_kind(root));
+        return;
+    }
+    size_t first_line[FY_OPT_SLOTS] = {0}; /* 1-based line of each key's first occurrence */
+    for (yaml_node_pair_t *p = root->data.mapping.pairs.start; p < root->data.mapping.pairs.top;
+         p++) {
+        const yaml_node_t *k = yaml_document_get_node(&l->doc, p->key);
+        const yaml_node_t *v = yaml_document_get_node(&l->doc, p->value);
+        if (k->type != YAML_SCALAR_NODE) {
+            report(l, k->start_mark, "expected a key name, got %s", node_kind(k));
+            continue;
+        }
+        const char *key = (const char *)k->data.scalar.value;
+        const struct fy_option *o = fy_option_find(key);
+        if (!o) {
+            bool reserved = false;
+            for (size_t r = 0; r < sizeof(reserved_keys) / sizeof(reserved_keys[0]); r++)
+                reserved |= !strcmp(key, reserved_keys[r]);
+            const char *near = reserved ? NULL : suggest(key);
+            if (reserved)
+                report(l, k->start_mark,
+                       "%s: not supported yet (routes and upstream groups come with issue 6); "
+                       "use listen/upstream",
+                       key);
+            else if (near)
+                report(l, k->start_mark, "unknown key '%s' (did you mean %s?)", key, near);
+            else
+                report(l, k->start_mark,
+                       "unknown key '%s' (the keys are listed in "
+                       "docs/config.md)",
+                       key);
+            continue;
+        }
+        size_t idx = (size_t)(o - fy_options);
+        if (first_line[idx]) {
+            report(l, k->start_mark, "duplicate key '%s' (first given at line %zu)", key,
+                   first_line[idx]);
+            continue;
+        }
+        first_line[idx] = k->start_mark.line + 1;
+        load_key(l, o, v);
+    }
+    const struct fy_option *up = fy_option_find("upstream");
+    if (!upstream_given && !first_line[up - fy_options] && !l->c->upstream_text)
+        report(l, root->start_mark,
+               "missing key upstream: the server to forward to "
+               "(upstream: http://HOST:PORT)");
+}
+
+int fy_yaml_load(struct fy_config *c, const char *path, bool upstream_given, char **errors,
+                 unsigned *count)
+{
+    struct loader l = {.c = c, .path = path};
+    char *text = NULL;
+    size_t text_len = 0;
+    *errors = NULL;
+    *count = 0;
+    l.errs = open_memstream(&text, &text_len);
+    if (!l.errs)
+        return 1;
+    const char *slash = strrchr(path, '/');
+    if (slash)
+        l.base_dir = strndup(path, slash == path ? 1 : (size_t)(slash - path));
+
+    yaml_parser_t parser;
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(l.errs, "%s: cannot open the configuration file: %m\n", path);
+        l.n++;
+        goto done;
+    }
+    yaml_parser_initialize(&parser);
+    yaml_parser_set_input_file(&parser, f);
+    if (!yaml_parser_load(&parser, &l.doc)) {
+        yaml_mark_t m = parser.problem_mark;
+        if (parser.error == YAML_READER_ERROR)
+            fprintf(l.errs, "%s: %s (at byte %zu)\n", path, parser.problem, parser.problem_offset);
+        else if (parser.context)
+            fprintf(l.errs, "%s:%zu:%zu: %s (%s at line %zu, column %zu)\n", path, m.line + 1,
+                    m.column + 1, parser.problem, parser.context, parser.context_mark.line + 1,
+                    parser.context_mark.column + 1);
+        else
+            fprintf(l.errs, "%s:%zu:%zu: %s\n", path, m.line + 1, m.column + 1,
+                    parser.problem ? parser.problem : "invalid YAML");
+        l.n++;
+    } else {
+        const yaml_node_t *root = yaml_document_get_root_node(&l.doc);
+        if (!root) {
+            yaml_mark_t start = {0};
+            report(&l, start, "the file is empty: expected at least upstream: http://HOST:PORT");
+        } else {
+            load_root(&l, root, upstream_given);
+            yaml_document_t next;
+            if (yaml_parser_load(&parser, &next)) {
+                const yaml_node_t *r2 = yaml_document_get_root_node(&next);
+                if (r2)
+                    report(&l, r2->start_mark,
+                           "a second YAML document: the configuration is one "
+                           "mapping (remove the '---' line)");
+                yaml_document_delete(&next);
+            }
+        }
+        yaml_document_delete(&l.doc);
+    }
+    yaml_parser_delete(&parser);
+    fclose(f);
+done:
+    fclose(l.errs);
+    free(l.base_dir);
+    if (l.n) {
+        *errors = text;
+        *count = l.n;
+    } else {
+        free(text);
+    }
+    return (int)l.n;
+}
