@@ -23,8 +23,8 @@
 static const char usage_text[] =
     "usage: ferry --upstream http://HOST:PORT [options]\n"
     "       ferry -c FILE [options]      run with a YAML configuration file\n"
-    "       ferry -t -c FILE             check the file: every error as FILE:LINE:COLUMN, exit 1\n"
-    "       ferry --print-config [options]   print the command line as a configuration file\n"
+    "       ferry -t -c FILE             check it (each error as FILE:LINE:COLUMN; exit 1)\n"
+    "       ferry --print-config [options]  print the command line as a configuration file\n"
     "\n"
     "An HTTP/1.1 reverse proxy. Every option below is also a top-level key of the\n"
     "configuration file, of the same name without the dashes (idle-timeout: 60s); the\n"

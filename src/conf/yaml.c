@@ -207,6 +207,22 @@ static void load_root(struct loader *l, const yaml_node_t *root, bool upstream_g
                "(upstream: http://HOST:PORT)");
 }
 
+/* libyaml's own position and text for a syntax (or encoding) error. */
+static void report_syntax(struct loader *l, const yaml_parser_t *parser)
+{
+    yaml_mark_t m = parser->problem_mark;
+    const char *problem = parser->problem ? parser->problem : "invalid YAML";
+    if (parser->error == YAML_READER_ERROR)
+        fprintf(l->errs, "%s: %s (at byte %zu)\n", l->path, problem, parser->problem_offset);
+    else if (parser->context)
+        fprintf(l->errs, "%s:%zu:%zu: %s (%s at line %zu, column %zu)\n", l->path, m.line + 1,
+                m.column + 1, problem, parser->context, parser->context_mark.line + 1,
+                parser->context_mark.column + 1);
+    else
+        fprintf(l->errs, "%s:%zu:%zu: %s\n", l->path, m.line + 1, m.column + 1, problem);
+    l->n++;
+}
+
 int fy_yaml_load(struct fy_config *c, const char *path, bool upstream_given, char **errors,
                  unsigned *count)
 {
@@ -232,17 +248,7 @@ int fy_yaml_load(struct fy_config *c, const char *path, bool upstream_given, cha
     yaml_parser_initialize(&parser);
     yaml_parser_set_input_file(&parser, f);
     if (!yaml_parser_load(&parser, &l.doc)) {
-        yaml_mark_t m = parser.problem_mark;
-        if (parser.error == YAML_READER_ERROR)
-            fprintf(l.errs, "%s: %s (at byte %zu)\n", path, parser.problem, parser.problem_offset);
-        else if (parser.context)
-            fprintf(l.errs, "%s:%zu:%zu: %s (%s at line %zu, column %zu)\n", path, m.line + 1,
-                    m.column + 1, parser.problem, parser.context, parser.context_mark.line + 1,
-                    parser.context_mark.column + 1);
-        else
-            fprintf(l.errs, "%s:%zu:%zu: %s\n", path, m.line + 1, m.column + 1,
-                    parser.problem ? parser.problem : "invalid YAML");
-        l.n++;
+        report_syntax(&l, &parser);
     } else {
         const yaml_node_t *root = yaml_document_get_root_node(&l.doc);
         if (!root) {
@@ -251,7 +257,9 @@ int fy_yaml_load(struct fy_config *c, const char *path, bool upstream_given, cha
         } else {
             load_root(&l, root, upstream_given);
             yaml_document_t next;
-            if (yaml_parser_load(&parser, &next)) {
+            if (!yaml_parser_load(&parser, &next)) {
+                report_syntax(&l, &parser);
+            } else {
                 const yaml_node_t *r2 = yaml_document_get_root_node(&next);
                 if (r2)
                     report(&l, r2->start_mark,
