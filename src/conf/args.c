@@ -659,7 +659,8 @@ static int apply_value(struct fy_config *c, const struct fy_option *o, const cha
         char *end;
         long n = strtol(v, &end, 10);
         if (!*v || *end || n < (long)o->min || n > (long)o->max)
-            return errf(err, errlen, "%s expects a number from 1 to 256, got '%s'", opt, raw);
+            return errf(err, errlen, "%s expects a number from %llu to %llu, got '%s'", opt,
+                        (unsigned long long)o->min, (unsigned long long)o->max, raw);
         c->workers = (int)n;
         return 0;
     }
