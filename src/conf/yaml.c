@@ -7,10 +7,12 @@
  */
 #include "conf/yaml.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <yaml.h>
 
@@ -240,6 +242,12 @@ int fy_yaml_load(struct fy_config *c, const char *path, bool upstream_given, cha
 
     yaml_parser_t parser;
     FILE *f = fopen(path, "rb");
+    struct stat st;
+    if (f && fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
+        fclose(f); /* fopen() accepts a directory; reading it would be libyaml's "input error" */
+        f = NULL;
+        errno = EISDIR;
+    }
     if (!f) {
         fprintf(l.errs, "%s: cannot open the configuration file: %m\n", path);
         l.n++;
@@ -253,7 +261,9 @@ int fy_yaml_load(struct fy_config *c, const char *path, bool upstream_given, cha
         const yaml_node_t *root = yaml_document_get_root_node(&l.doc);
         if (!root) {
             yaml_mark_t start = {0};
-            report(&l, start, "the file is empty: expected at least upstream: http://HOST:PORT");
+            if (!upstream_given && !c->upstream_text)
+                report(&l, start,
+                       "the file is empty: expected at least upstream: http://HOST:PORT");
         } else {
             load_root(&l, root, upstream_given);
             yaml_document_t next;
