@@ -203,8 +203,10 @@ Test(yaml, missing_upstream)
                      "http://HOST:PORT)");
     EXPECT_ONE_ERROR("", "1:1: the file is empty: expected at least upstream: http://HOST:PORT");
     /* --upstream on the command line stands in for the key. */
+    free(ERRS);
     write_file("ferry.yaml", "workers: 2\n");
     cr_assert_eq(fy_yaml_load(&C, PATH_, true, &ERRS, &NERR), 0);
+    cr_assert_null(ERRS);
 }
 
 Test(yaml, duplicate_key)
