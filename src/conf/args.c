@@ -49,6 +49,8 @@ static const char usage_text[] =
     "  --via on|off                  add Via: 1.1 ferry (default on)\n"
     "  --upgrade-protocols LIST      Upgrade protocols tunnelled after a 101, comma-separated\n"
     "                                (default websocket; others are forwarded without Upgrade)\n"
+    "  --abort-on-client-close on|off  a client that hangs up while the upstream has not\n"
+    "                                answered abandons the request (default on, 499)\n"
     "  --access-log stdout|off|PATH  one line per exchange (default stdout)\n"
     "  --access-log-format combined|json\n"
     "  --log-level debug|info|warn|error   diagnostics on stderr (default info)\n"
@@ -81,6 +83,7 @@ void fy_config_defaults(struct fy_config *c)
     c->workers = cpus > 0 ? (int)cpus : 1;
     c->host_mode = FY_HOST_UPSTREAM;
     c->x_forwarded_for = c->x_forwarded_proto = c->x_forwarded_host = c->via = true;
+    c->abort_on_client_close = true;
     c->access_log = FY_ALOG_STDOUT;
     c->access_log_format = FY_ALOG_COMBINED;
     c->log_level = FY_LOG_INFO;
@@ -610,6 +613,7 @@ const struct fy_option fy_options[] = {
     {"x-forwarded-host", FY_OPT_ONOFF, CFG_OFF(x_forwarded_host), 0, 0, 0},
     {"via", FY_OPT_ONOFF, CFG_OFF(via), 0, 0, 0},
     {"upgrade-protocols", FY_OPT_UPGRADE, 0, 0, 0, 0},
+    {"abort-on-client-close", FY_OPT_ONOFF, CFG_OFF(abort_on_client_close), 0, 0, 0},
     {"access-log", FY_OPT_ACCESS_LOG, 0, 0, 0, 0},
     {"access-log-format", FY_OPT_LOG_FORMAT, 0, 0, 0, 0},
     {"log-level", FY_OPT_LOG_LEVEL, 0, 0, 0, 0},

@@ -47,6 +47,7 @@ struct fy_config {
     char *host_value;
     bool x_forwarded_for, x_forwarded_proto, x_forwarded_host, via;
     char *upgrade_protocols; /* comma-separated Upgrade protocols tunnelled; NULL = "websocket" */
+    bool abort_on_client_close; /* a client hang-up while the upstream thinks abandons it */
 
     enum fy_log_target access_log;
     char *access_log_path;

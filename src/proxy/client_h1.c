@@ -1010,8 +1010,10 @@ static void client_run(struct fy_task *t)
      * reads this socket) would otherwise sit in CLOSE-WAIT and keep the upstream busy until its
      * timeout: abandon the exchange now, like nginx (logged 499). Unread bytes (a request body
      * still to come, a pipelined request) mean the client is still there. Once the response has
-     * started, a half-closed client still gets all of it (a reset fails the writes). */
-    if (c->sock.eof_pending && !c->want_body && !c->head_sent && fy_sock_peer_gone(&c->sock)) {
+     * started, a half-closed client still gets all of it (a reset fails the writes).
+     * --abort-on-client-close off waits for the response instead (HAProxy's default). */
+    if (c->sock.eof_pending && !c->want_body && !c->head_sent && c->w->cfg->abort_on_client_close &&
+        fy_sock_peer_gone(&c->sock)) {
         client_log(c, FY_LOG_INFO,
                    "closed the connection before the response was complete; "
                    "abandoning the exchange");

@@ -275,4 +275,4 @@ def test_print_config_defaults_are_complete():
             if l and not l.startswith("#")]
     assert keys[:3] == ["listen", "upstream", "workers"]
     assert "header-timeout" in keys and "max-connections" == keys[-1]
-    assert len(keys) == len(set(keys)) == 30
+    assert len(keys) == len(set(keys)) == 31
