@@ -315,38 +315,16 @@ fail:
 
 char *fy_expand_env(const char *s, char **missing)
 {
-    *missing = NULL;
-    size_t cap = 0, len = 0;
-    char *out = NULL;
-    if (append(&out, &len, &cap, "", 0) < 0)
-        return NULL;
-    while (*s) {
-        if (strncmp(s, "${env:", 6)) {
-            if (append(&out, &len, &cap, s, 1) < 0)
-                goto fail;
-            s++;
-            continue;
-        }
-        const char *close = strchr(s + 6, '}');
-        size_t nl = close ? (size_t)(close - s - 6) : 0;
-        if (!close || nl == 0 || nl >= 256)
-            goto fail;
-        char name[256];
-        memcpy(name, s + 6, nl);
-        name[nl] = 0;
-        const char *v = getenv(name);
-        if (!v) {
-            *missing = strdup(name);
-            goto fail;
-        }
-        if (append(&out, &len, &cap, v, strlen(v)) < 0)
-            goto fail;
-        s = close + 1;
+    enum fy_expand_error e;
+    char *what;
+    char *out = fy_expand(s, NULL, &e, &what);
+    if (e == FY_EXPAND_NO_ENV) {
+        *missing = what;
+    } else {
+        free(what);
+        *missing = NULL;
     }
     return out;
-fail:
-    free(out);
-    return NULL;
 }
 
 static int errf(char *err, size_t errlen, const char *fmt, ...)

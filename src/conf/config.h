@@ -140,8 +140,9 @@ int fy_parse_duration(const char *s, uint64_t *ms);
 /* Size "512", "16k", "1m", "1g" -> bytes. Returns 0 or -1. */
 int fy_parse_size(const char *s, uint64_t *bytes);
 
-/* Expands ${env:NAME} references. Returns a malloc'd string, or NULL with `missing` set to the
- * unset variable name (malloc'd) or NULL on a syntax error. */
+/* fy_expand() from the working directory, for callers that only report a missing variable:
+ * returns a malloc'd string, or NULL with `missing` set to the unset variable's name (malloc'd),
+ * or to NULL for any other failure (syntax, an unreadable ${file:}). */
 char *fy_expand_env(const char *s, char **missing);
 
 enum fy_expand_error { FY_EXPAND_OK, FY_EXPAND_MALFORMED, FY_EXPAND_NO_ENV, FY_EXPAND_NO_FILE };

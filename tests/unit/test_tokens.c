@@ -113,12 +113,23 @@ Test(tokens, valid_host)
                           "[v1.fe80::a+en1]",
                           "ex%41mple.com",
                           "a-b_c~d!$&'()*+,;=.x"};
-    const char *bad[] = {"example.com:80a", "example.com:123456", "example.com:65536",
-                         "example.com:-1",  "[::1",               "[::1]x",
-                         "[not-ip]",        "[::1]:80:90",        "ex ample.com",
-                         "a@b",             "ex%4",               "ex%zz",
-                         "a/b",             "h:1:2",              "[]",
-                         "[v1.]",           "\x7f"};
+    const char *bad[] = {"example.com:80a",
+                         "example.com:123456",
+                         "example.com:65536",
+                         "example.com:-1",
+                         "[::1",
+                         "[::1]x",
+                         "[not-ip]",
+                         "[::1]:80:90",
+                         "ex ample.com",
+                         "a@b",
+                         "ex%4",
+                         "ex%zz",
+                         "a/b",
+                         "h:1:2",
+                         "[]",
+                         "[v1.]",
+                         "\x7f"};
     for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
         cr_expect(fy_valid_host(good[i], strlen(good[i])), "rejected %s", good[i]);
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
