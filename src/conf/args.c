@@ -327,17 +327,6 @@ char *fy_expand_env(const char *s, char **missing)
     return out;
 }
 
-static int errf(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int errf(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
 /* Expands `raw` for option `name`; NULL with the message in err. */
 static char *expand_value(const char *name, const char *raw, const char *base_dir, char *err,
                           size_t errlen)
@@ -349,16 +338,16 @@ static char *expand_value(const char *name, const char *raw, const char *base_di
         return v;
     switch (e) {
     case FY_EXPAND_NO_ENV:
-        errf(err, errlen, "%s: environment variable %s is not set", name, what ? what : "?");
+        fy_errf(err, errlen, "%s: environment variable %s is not set", name, what ? what : "?");
         break;
     case FY_EXPAND_NO_FILE:
-        errf(err, errlen, "%s: cannot read ${file:...} %s", name, what ? what : "");
+        fy_errf(err, errlen, "%s: cannot read ${file:...} %s", name, what ? what : "");
         break;
     case FY_EXPAND_MALFORMED:
-        errf(err, errlen, "%s: malformed ${env:NAME} or ${file:PATH} in '%s'", name, raw);
+        fy_errf(err, errlen, "%s: malformed ${env:NAME} or ${file:PATH} in '%s'", name, raw);
         break;
     default:
-        errf(err, errlen, "out of memory");
+        fy_errf(err, errlen, "out of memory");
         break;
     }
     free(what);
@@ -383,28 +372,28 @@ static int add_rule(struct fy_header_rules *rules, const char *opt, const char *
     if (!remove) {
         const char *colon = strchr(arg, ':');
         if (!colon)
-            return errf(err, errlen, "%s expects 'Name: value', got '%s'", opt, arg);
+            return fy_errf(err, errlen, "%s expects 'Name: value', got '%s'", opt, arg);
         nlen = (size_t)(colon - arg);
         value = colon + 1;
         while (*value == ' ' || *value == '\t')
             value++;
     }
     if (!valid_name(name, nlen))
-        return errf(err, errlen, "%s: '%.*s' is not a valid header field name", opt, (int)nlen,
-                    name);
+        return fy_errf(err, errlen, "%s: '%.*s' is not a valid header field name", opt, (int)nlen,
+                       name);
     /* Framing and hop-by-hop fields are ferry's to write: a rule could desynchronise framing. */
     enum fy_token tok = fy_token_lookup(name, nlen);
     if (tok == FY_TOK_CONTENT_LENGTH || (fy_token_flags(tok) & FY_TOKF_HOP))
-        return errf(err, errlen,
-                    "%s: %.*s is managed by ferry (message framing and connection "
-                    "fields cannot be set or removed)",
-                    opt, (int)nlen, name);
+        return fy_errf(err, errlen,
+                       "%s: %.*s is managed by ferry (message framing and connection "
+                       "fields cannot be set or removed)",
+                       opt, (int)nlen, name);
     /* An HTTP/1.1 request must carry exactly one Host (RFC 9112 3.2): --host owns it. */
     if (request && tok == FY_TOK_HOST)
-        return errf(err, errlen,
-                    "%s: Host is managed by --host (every HTTP/1.1 request needs one): use "
-                    "--host VALUE to send another, --host preserve to keep the client's",
-                    opt);
+        return fy_errf(err, errlen,
+                       "%s: Host is managed by --host (every HTTP/1.1 request needs one): use "
+                       "--host VALUE to send another, --host preserve to keep the client's",
+                       opt);
     char *expanded = NULL;
     if (value) {
         enum fy_expand_error e;
@@ -412,13 +401,14 @@ static int add_rule(struct fy_header_rules *rules, const char *opt, const char *
         expanded = fy_expand(value, base_dir, &e, &what);
         if (!expanded) {
             if (e == FY_EXPAND_NO_ENV)
-                errf(err, errlen, "%s: environment variable %s is not set", opt, what ? what : "?");
+                fy_errf(err, errlen, "%s: environment variable %s is not set", opt,
+                        what ? what : "?");
             else if (e == FY_EXPAND_NO_FILE)
-                errf(err, errlen, "%s: cannot read ${file:...} %s", opt, what ? what : "");
+                fy_errf(err, errlen, "%s: cannot read ${file:...} %s", opt, what ? what : "");
             else if (e == FY_EXPAND_MALFORMED)
-                errf(err, errlen, "%s: malformed ${env:NAME} or ${file:PATH} in '%s'", opt, arg);
+                fy_errf(err, errlen, "%s: malformed ${env:NAME} or ${file:PATH} in '%s'", opt, arg);
             else
-                errf(err, errlen, "out of memory");
+                fy_errf(err, errlen, "out of memory");
             free(what);
             return -1;
         }
@@ -429,15 +419,15 @@ static int add_rule(struct fy_header_rules *rules, const char *opt, const char *
             unsigned char c = (unsigned char)expanded[i];
             if ((c < 0x20 && c != '\t') || c == 0x7f) {
                 free(expanded);
-                return errf(err, errlen, "%s: value of %.*s contains a control character", opt,
-                            (int)nlen, name);
+                return fy_errf(err, errlen, "%s: value of %.*s contains a control character", opt,
+                               (int)nlen, name);
             }
         }
     }
     struct fy_header_rule *items = realloc(rules->items, (rules->n + 1) * sizeof(*items));
     if (!items) {
         free(expanded);
-        return errf(err, errlen, "out of memory");
+        return fy_errf(err, errlen, "out of memory");
     }
     rules->items = items;
     struct fy_header_rule *r = &items[rules->n++];
@@ -456,18 +446,18 @@ static int parse_upstream(struct fy_config *c, const char *opt, const char *arg,
     if (!strncmp(rest, "http://", 7))
         rest += 7;
     else if (strstr(rest, "://"))
-        return errf(err, errlen, "%s: only http:// upstreams are supported, got '%s'", opt, arg);
+        return fy_errf(err, errlen, "%s: only http:// upstreams are supported, got '%s'", opt, arg);
     size_t n = strcspn(rest, "/");
     if (rest[n] && strcmp(rest + n, "/") != 0)
-        return errf(err, errlen, "%s: a path is not supported yet, got '%s'", opt, arg);
+        return fy_errf(err, errlen, "%s: a path is not supported yet, got '%s'", opt, arg);
     char auth[300];
     if (n >= sizeof(auth))
-        return errf(err, errlen, "%s: host too long in '%s'", opt, arg);
+        return fy_errf(err, errlen, "%s: host too long in '%s'", opt, arg);
     memcpy(auth, rest, n);
     auth[n] = 0;
     /* The authority is also the default Host: it must name a server, with a usable port. */
     if (n == 0 || (auth[0] == ':' && !strchr(auth + 1, ':')) || !strncmp(auth, "[]", 2))
-        return errf(err, errlen, "%s '%s': missing host (write http://HOST:PORT)", opt, arg);
+        return fy_errf(err, errlen, "%s '%s': missing host (write http://HOST:PORT)", opt, arg);
     /* An unbracketed IPv6 address would be sent as "Host: ::1:9100". The last group may be
      * meant as the port: suggest that reading when it makes an address. */
     const char *last = strrchr(auth, ':');
@@ -477,12 +467,12 @@ static int parse_upstream(struct fy_config *c, const char *opt, const char *arg,
         snprintf(prefix, sizeof(prefix), "%.*s", (int)(last - auth), auth);
         if (inet_pton(AF_INET6, prefix, &a6) == 1 && last[1] &&
             strspn(last + 1, "0123456789") == strlen(last + 1))
-            return errf(err, errlen,
-                        "%s '%s': an IPv6 address goes in brackets: write http://[%s]:%s", opt, arg,
-                        prefix, last + 1);
-        return errf(err, errlen,
-                    "%s '%s': an IPv6 address goes in brackets: write http://[%s]:PORT", opt, arg,
-                    auth);
+            return fy_errf(err, errlen,
+                           "%s '%s': an IPv6 address goes in brackets: write http://[%s]:%s", opt,
+                           arg, prefix, last + 1);
+        return fy_errf(err, errlen,
+                       "%s '%s': an IPv6 address goes in brackets: write http://[%s]:PORT", opt,
+                       arg, auth);
     }
     char hostport[310];
     const char *last_colon = strrchr(auth, ':');
@@ -493,9 +483,9 @@ static int parse_upstream(struct fy_config *c, const char *opt, const char *arg,
         snprintf(hostport, sizeof(hostport), "%s", auth);
     char why[200];
     if (fy_addr_parse(hostport, &c->upstream, why, sizeof(why)) < 0)
-        return errf(err, errlen, "%s '%s': %s", opt, arg, why);
+        return fy_errf(err, errlen, "%s '%s': %s", opt, arg, why);
     if (fy_addr_port((const struct sockaddr *)&c->upstream.ss) == 0)
-        return errf(err, errlen, "%s '%s': port 0 cannot be connected to", opt, arg);
+        return fy_errf(err, errlen, "%s '%s': port 0 cannot be connected to", opt, arg);
     free(c->upstream_text);
     free(c->upstream_authority);
     c->upstream_text = strdup(arg);
@@ -515,20 +505,20 @@ static int parse_upgrade_protocols(struct fy_config *c, const char *opt, const c
         const char *start = p;
         while (*p && *p != ',' && *p != ' ') {
             if (!fy_is_tchar((unsigned char)*p))
-                return errf(err, errlen,
-                            "%s expects protocol names separated by commas "
-                            "(e.g. websocket), got '%s'",
-                            opt, v);
+                return fy_errf(err, errlen,
+                               "%s expects protocol names separated by commas "
+                               "(e.g. websocket), got '%s'",
+                               opt, v);
             p++;
         }
         any |= p > start;
     }
     if (!any)
-        return errf(err, errlen, "%s needs at least one name (or none)", opt);
+        return fy_errf(err, errlen, "%s needs at least one name (or none)", opt);
     free(c->upgrade_protocols);
     /* The empty list (from "none") matches nothing; NULL would mean the default. */
     c->upgrade_protocols = strdup(strcmp(v, "none") ? v : "");
-    return c->upgrade_protocols ? 0 : errf(err, errlen, "out of memory");
+    return c->upgrade_protocols ? 0 : fy_errf(err, errlen, "out of memory");
 }
 
 static int parse_host(struct fy_config *c, const char *opt, const char *raw, const char *v,
@@ -545,15 +535,15 @@ static int parse_host(struct fy_config *c, const char *opt, const char *raw, con
         return 0;
     }
     if (!*raw)
-        return errf(err, errlen, "%s expects upstream, preserve or a host name, got ''", opt);
+        return fy_errf(err, errlen, "%s expects upstream, preserve or a host name, got ''", opt);
     if (!*v)
-        return errf(err, errlen, "%s '%s' expands to an empty value", opt, raw);
+        return fy_errf(err, errlen, "%s '%s' expands to an empty value", opt, raw);
     for (const char *p = v; *p; p++)
         if ((unsigned char)*p <= ' ' || *p == 0x7f)
-            return errf(err, errlen, "%s: '%s' is not a valid host", opt, raw);
+            return fy_errf(err, errlen, "%s: '%s' is not a valid host", opt, raw);
     c->host_mode = FY_HOST_VALUE;
     c->host_value = strdup(v);
-    return c->host_value ? 0 : errf(err, errlen, "out of memory");
+    return c->host_value ? 0 : fy_errf(err, errlen, "out of memory");
 }
 
 static int parse_access_log(struct fy_config *c, const char *opt, const char *v, char *err,
@@ -566,7 +556,7 @@ static int parse_access_log(struct fy_config *c, const char *opt, const char *v,
     } else if (!strcmp(v, "off")) {
         c->access_log = FY_ALOG_OFF;
     } else if (!*v) {
-        return errf(err, errlen, "%s expects stdout, off or a file path", opt);
+        return fy_errf(err, errlen, "%s expects stdout, off or a file path", opt);
     } else {
         c->access_log = FY_ALOG_FILE;
         c->access_log_path = strdup(v);
@@ -630,7 +620,7 @@ static int apply_value(struct fy_config *c, const struct fy_option *o, const cha
         char why[200];
         int rc = 0;
         if (fy_addr_parse(v, &c->listen, why, sizeof(why)) < 0)
-            rc = errf(err, errlen, "%s '%s': %s", opt, raw, why);
+            rc = fy_errf(err, errlen, "%s '%s': %s", opt, raw, why);
         free(c->listen_text);
         c->listen_text = strdup(v);
         return rc;
@@ -641,8 +631,8 @@ static int apply_value(struct fy_config *c, const struct fy_option *o, const cha
         char *end;
         long n = strtol(v, &end, 10);
         if (!*v || *end || n < (long)o->min || n > (long)o->max)
-            return errf(err, errlen, "%s expects a number from %llu to %llu, got '%s'", opt,
-                        (unsigned long long)o->min, (unsigned long long)o->max, raw);
+            return fy_errf(err, errlen, "%s expects a number from %llu to %llu, got '%s'", opt,
+                           (unsigned long long)o->min, (unsigned long long)o->max, raw);
         c->workers = (int)n;
         return 0;
     }
@@ -654,7 +644,7 @@ static int apply_value(struct fy_config *c, const struct fy_option *o, const cha
         else if (!strcmp(v, "off"))
             *(bool *)field = false;
         else
-            return errf(err, errlen, "%s expects on or off, got '%s'", opt, raw);
+            return fy_errf(err, errlen, "%s expects on or off, got '%s'", opt, raw);
         return 0;
     case FY_OPT_UPGRADE:
         return parse_upgrade_protocols(c, opt, v, err, errlen);
@@ -666,25 +656,26 @@ static int apply_value(struct fy_config *c, const struct fy_option *o, const cha
         else if (!strcmp(v, "json"))
             c->access_log_format = FY_ALOG_JSON;
         else
-            return errf(err, errlen, "%s expects combined or json, got '%s'", opt, raw);
+            return fy_errf(err, errlen, "%s expects combined or json, got '%s'", opt, raw);
         return 0;
     case FY_OPT_LOG_LEVEL:
         if (fy_log_parse_level(v, &c->log_level) < 0)
-            return errf(err, errlen, "%s expects debug, info, warn or error, got '%s'", opt, raw);
+            return fy_errf(err, errlen, "%s expects debug, info, warn or error, got '%s'", opt,
+                           raw);
         return 0;
     case FY_OPT_DURATION: {
         uint64_t ms;
         if (fy_parse_duration(v, &ms) < 0)
-            return errf(err, errlen, "%s expects a duration like 500ms, 10s or 2m, got '%s'", opt,
-                        raw);
+            return fy_errf(err, errlen, "%s expects a duration like 500ms, 10s or 2m, got '%s'",
+                           opt, raw);
         *(uint64_t *)field = ms;
         return 0;
     }
     case FY_OPT_SIZE: {
         uint64_t n;
         if (fy_parse_size(v, &n) < 0 || n < o->min || n > o->max)
-            return errf(err, errlen, "%s expects a size from %llu to %llu (e.g. 16k), got '%s'",
-                        opt, (unsigned long long)o->min, (unsigned long long)o->max, raw);
+            return fy_errf(err, errlen, "%s expects a size from %llu to %llu (e.g. 16k), got '%s'",
+                           opt, (unsigned long long)o->min, (unsigned long long)o->max, raw);
         if (o->flags & FY_OPTF_U64)
             *(uint64_t *)field = n;
         else
@@ -694,7 +685,7 @@ static int apply_value(struct fy_config *c, const struct fy_option *o, const cha
     case FY_OPT_RULE:
         break;
     }
-    return errf(err, errlen, "internal error: option %s", opt);
+    return fy_errf(err, errlen, "internal error: option %s", opt);
 }
 
 int fy_option_apply(struct fy_config *c, const struct fy_option *o, const char *name,
@@ -923,7 +914,7 @@ static void prescan(int argc, char **argv, const char **config, bool *upstream, 
 static int finish(struct fy_config *c, char *err, size_t errlen)
 {
     if (!c->upstream_text)
-        return errf(err, errlen, "--upstream http://HOST:PORT is required (see ferry --help)");
+        return fy_errf(err, errlen, "--upstream http://HOST:PORT is required (see ferry --help)");
     if (!c->listen_text) {
         char why[200];
         c->listen_text = strdup("127.0.0.1:8080");
@@ -969,7 +960,7 @@ enum fy_args_result fy_args_parse(struct fy_config *c, int argc, char **argv, ch
         }
         if (is_config_opt(opt)) {
             if (!inline_val && i + 1 >= argc) {
-                errf(err, errlen, "%s needs a file path (see ferry --help)", opt);
+                fy_errf(err, errlen, "%s needs a file path (see ferry --help)", opt);
                 return FY_ARGS_ERROR;
             }
             if (!inline_val)
@@ -977,18 +968,18 @@ enum fy_args_result fy_args_parse(struct fy_config *c, int argc, char **argv, ch
             continue;
         }
         if (strncmp(opt, "--", 2) != 0) {
-            errf(err, errlen, "unexpected argument '%s' (see ferry --help)", opt);
+            fy_errf(err, errlen, "unexpected argument '%s' (see ferry --help)", opt);
             return FY_ARGS_ERROR;
         }
         const struct fy_option *o = fy_option_find(opt + 2);
         if (!o) {
-            errf(err, errlen, "unknown option '%s' (see ferry --help)", opt);
+            fy_errf(err, errlen, "unknown option '%s' (see ferry --help)", opt);
             return FY_ARGS_ERROR;
         }
         const char *v = inline_val;
         if (!v) {
             if (i + 1 >= argc) {
-                errf(err, errlen, "%s needs a value (see ferry --help)", opt);
+                fy_errf(err, errlen, "%s needs a value (see ferry --help)", opt);
                 return FY_ARGS_ERROR;
             }
             v = argv[++i];

@@ -21,6 +21,15 @@ int fy_log_parse_level(const char *name, enum fy_log_level *out)
     return -1;
 }
 
+int fy_errf(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
 void fy_log(enum fy_log_level level, const char *fmt, ...)
 {
     if (level < fy_log_min_level)

@@ -6,22 +6,12 @@
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-static int addr_error(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int addr_error(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
+#include "core/log.h"
 
 static bool is_ipv6(const char *s)
 {
@@ -57,36 +47,36 @@ int fy_addr_parse(const char *text, struct fy_addr *out, char *err, size_t errle
     if (text[0] == '[') {
         const char *close = strchr(text, ']');
         if (!close || close[1] != ':')
-            return addr_error(err, errlen, "expected [IPv6]:PORT");
+            return fy_errf(err, errlen, "expected [IPv6]:PORT");
         size_t n = (size_t)(close - text - 1);
         if (n >= sizeof(host))
-            return addr_error(err, errlen, "host too long");
+            return fy_errf(err, errlen, "host too long");
         memcpy(host, text + 1, n);
         host[n] = 0;
         if (!is_ipv6(host))
-            return addr_error(err, errlen, "'%s' in brackets is not an IPv6 address", host);
+            return fy_errf(err, errlen, "'%s' in brackets is not an IPv6 address", host);
         port = close + 2;
     } else {
         const char *colon = strrchr(text, ':');
         if (!colon)
-            return addr_error(err, errlen, "expected HOST:PORT (or :PORT for every interface)");
+            return fy_errf(err, errlen, "expected HOST:PORT (or :PORT for every interface)");
         size_t n = (size_t)(colon - text);
         if (n >= sizeof(host))
-            return addr_error(err, errlen, "host too long");
+            return fy_errf(err, errlen, "host too long");
         memcpy(host, text, n);
         host[n] = 0;
         if (memchr(host, ':', n)) {
             if (is_ipv6(host))
-                return addr_error(err, errlen, "an IPv6 address goes in brackets: write [%s]:%s",
-                                  host, colon + 1);
+                return fy_errf(err, errlen, "an IPv6 address goes in brackets: write [%s]:%s", host,
+                               colon + 1);
             if (is_ipv6(text))
-                return addr_error(err, errlen,
-                                  "an IPv6 address goes in brackets, followed by the port: "
-                                  "write [%s]:PORT",
-                                  text);
-            return addr_error(err, errlen,
-                              "a host cannot contain ':' (an IPv6 address goes in brackets, "
-                              "as in [::1]:8080)");
+                return fy_errf(err, errlen,
+                               "an IPv6 address goes in brackets, followed by the port: "
+                               "write [%s]:PORT",
+                               text);
+            return fy_errf(err, errlen,
+                           "a host cannot contain ':' (an IPv6 address goes in brackets, "
+                           "as in [::1]:8080)");
         }
         port = colon + 1;
     }
@@ -94,7 +84,7 @@ int fy_addr_parse(const char *text, struct fy_addr *out, char *err, size_t errle
     unsigned long p = 0;
     if (plen == 0 || plen > 5 || strspn(port, "0123456789") != plen ||
         (p = strtoul(port, NULL, 10)) > 65535)
-        return addr_error(err, errlen, "port must be a number from 0 to 65535, got '%s'", port);
+        return fy_errf(err, errlen, "port must be a number from 0 to 65535, got '%s'", port);
     if (!host[0]) {
         any_address((unsigned)p, out);
         return 0;
@@ -105,7 +95,7 @@ int fy_addr_parse(const char *text, struct fy_addr *out, char *err, size_t errle
     int rc = getaddrinfo(host, port, &hints, &res);
     if (rc != 0 || !res) {
         const char *why = rc == EAI_SYSTEM ? strerror(errno) : rc ? gai_strerror(rc) : "no address";
-        return addr_error(err, errlen, "cannot resolve '%s': %s", host, why);
+        return fy_errf(err, errlen, "cannot resolve '%s': %s", host, why);
     }
     /* A name like "localhost" may resolve to ::1 first while the server listens on 127.0.0.1
      * only (the common case): prefer an IPv4 address when there is one. */
