@@ -29,6 +29,9 @@ enum fy_host_mode { FY_HOST_UPSTREAM, FY_HOST_PRESERVE, FY_HOST_VALUE };
 enum fy_log_target { FY_ALOG_STDOUT, FY_ALOG_OFF, FY_ALOG_FILE };
 enum fy_log_format { FY_ALOG_COMBINED, FY_ALOG_JSON };
 
+struct fy_listener_conf; /* conf/conf.h */
+struct fy_group;
+
 #define FY_OPT_SLOTS 48 /* >= the number of entries of fy_options */
 
 struct fy_config {
@@ -61,6 +64,14 @@ struct fy_config {
 
     uint32_t max_request_line, max_header_size, max_headers, max_connections;
     uint64_t max_body_size; /* 0 = unlimited */
+
+    /* The file's listeners: and upstreams: (conf/schema.c), NULL/0 in quick mode, where
+     * fy_conf_build() makes one listener with one catch-all route to one group from listen and
+     * upstream. Owned; freed by fy_config_free(). */
+    struct fy_listener_conf *listeners;
+    uint32_t nlisteners;
+    struct fy_group *groups;
+    uint32_t ngroups;
 
     /* Each option's value as given (unexpanded), indexed like fy_options; NULL = default. */
     char *opt_text[FY_OPT_SLOTS];

@@ -1,0 +1,256 @@
+/*
+ * A configuration generation: the settings (struct fy_config) plus the listeners, routes and
+ * upstream groups compiled from the file, or from the quick-mode command line (which compiles
+ * into one listener with one catch-all route to one group of one server: both are one schema).
+ *
+ * Ownership and lifetime: a generation is immutable once fy_conf_build() returned it, and
+ * reference-counted. Whoever holds a reference may read any part of it without locks; every
+ * pointer into it (route, group, server, strings, compiled regexes) stays valid while the
+ * reference is held. A session holds its generation from its start to its end, so a reload never
+ * changes the rules of an exchange in flight. The one mutable part is struct fy_server_state,
+ * which is shared with the generations that follow (health carries over) and has its own
+ * reference count; its fields are only read and written with atomics.
+ */
+#ifndef FY_CONF_H
+#define FY_CONF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "conf/config.h"
+#include "http/tokens.h"
+#include "net/addr.h"
+
+struct fy_router;      /* proxy/router.h: the route index of one listener */
+struct fy_lb_shared;   /* proxy/lb.h: immutable per-group balancer data (hash ring) */
+typedef struct pcre2_real_code_8 fy_regex; /* pcre2_code (8-bit) without including pcre2.h */
+
+/* ---- value templates: "Bearer ${env:TOKEN}", "https://$host$1" ---- */
+
+/* What a template segment stands for. ${env:}/${file:} are expanded at load time into literals;
+ * these are the per-request variables, written $name (or ${name}); $$ is a literal $. */
+#define FY_TEMPLATE_VARS(X)                                                                        \
+    X(LITERAL, "")                                                                                 \
+    X(CAPTURE, "")           /* $0..$9: a capture of the route's path-regex */                    \
+    X(HOST, "host")          /* the request's Host, without the port */                           \
+    X(SCHEME, "scheme")      /* http (https once TLS listeners exist) */                          \
+    X(CLIENT_IP, "client_ip") /* the client's address, no port */                                 \
+    X(REQUEST_ID, "request_id")                                                                    \
+    X(METHOD, "method")                                                                            \
+    X(PATH, "path")                 /* the path, without the query */                             \
+    X(QUERY, "query")               /* the query, without '?' (empty if none) */                  \
+    X(REQUEST_URI, "request_uri")   /* the target as received: path?query */
+
+enum fy_tvar {
+#define X(id, name) FY_TV_##id,
+    FY_TEMPLATE_VARS(X)
+#undef X
+};
+
+struct fy_tseg {
+    enum fy_tvar var;
+    uint32_t len;     /* FY_TV_LITERAL */
+    const char *text; /* FY_TV_LITERAL: points into the template's own block */
+    int capture;      /* FY_TV_CAPTURE */
+};
+
+struct fy_template {
+    struct fy_tseg *segs;
+    uint32_t nsegs;
+    /* No variable: the whole value, ready to reference (NULL-terminated too). */
+    const char *constant;
+    uint32_t constant_len;
+    char *block;  /* owns every literal's text */
+    char *source; /* as written (${env:} unexpanded), for --print-config and messages */
+};
+
+/* ---- header rules ---- */
+
+enum fy_rule_op {
+    FY_RULE_SET,    /* replace every field of the name with one */
+    FY_RULE_ADD,    /* append one more field */
+    FY_RULE_REMOVE, /* hide every field of the name */
+};
+
+struct fy_hrule {
+    enum fy_rule_op op;
+    char *name;
+    uint32_t name_len;
+    enum fy_token tok;        /* FY_TOK_OTHER unless a well-known field */
+    struct fy_template value; /* unused for FY_RULE_REMOVE */
+};
+
+/* A list of rules applied in order: all removals, then sets, then adds, as in the file. */
+struct fy_hrules {
+    struct fy_hrule *items;
+    uint32_t n;
+    fy_tokmask mask; /* well-known fields named, so ferry's own (Host, Via...) step aside */
+    bool always;     /* response rules: also on ferry's own error responses */
+};
+
+/* ---- routes ---- */
+
+enum fy_value_match { FY_VM_PRESENT, FY_VM_EQUALS, FY_VM_REGEX };
+
+/* A header (or query parameter) condition: present, equal to a value (headers: exact, case
+ * sensitive; any field of the name may match), or matching a regex. */
+struct fy_kv_match {
+    char *name; /* headers: compared case-insensitively */
+    uint32_t name_len;
+    enum fy_value_match kind;
+    char *value;
+    uint32_t value_len;
+    fy_regex *re;
+};
+
+struct fy_match {
+    char **hosts; /* lower case, no port; "*.example.com" matches any subdomain (not the apex) */
+    uint32_t nhosts;
+    char *path; /* exact */
+    char *path_prefix;
+    fy_regex *path_regex; /* JIT-compiled; its captures feed $1..$9 */
+    char *path_regex_src;
+    char **methods; /* upper case as written; NULL = any */
+    uint32_t nmethods;
+    struct fy_kv_match *headers;
+    uint32_t nheaders;
+    struct fy_kv_match *query;
+    uint32_t nquery;
+};
+
+enum fy_route_action { FY_ACT_PROXY, FY_ACT_REDIRECT, FY_ACT_RESPOND };
+
+enum fy_rewrite_kind { FY_RW_NONE, FY_RW_STRIP_PREFIX, FY_RW_REPLACE_PREFIX, FY_RW_REGEX };
+
+struct fy_path_rewrite {
+    enum fy_rewrite_kind kind;
+    char *prefix; /* strip-prefix, replace-prefix: the prefix taken off */
+    char *with;   /* replace-prefix: what goes in its place */
+    fy_regex *re; /* regex */
+    struct fy_template replacement;
+};
+
+/* Per-route overrides of the global settings; 0 (or -1 for tri-states) = the global value. */
+struct fy_route_limits {
+    uint64_t connect_timeout, upstream_timeout; /* ms */
+    uint64_t max_body_size;                     /* bytes; UINT64_MAX = unlimited */
+    int abort_on_client_close;                  /* -1 inherit, 0 off, 1 on */
+};
+
+struct fy_route {
+    uint32_t index; /* in its listener, file order: the first match wins */
+    char *where;    /* "ferry.yaml:12" (or "command line"), for logs */
+    bool has_match; /* false: matches everything */
+    struct fy_match match;
+    enum fy_route_action action;
+    struct fy_group *group; /* FY_ACT_PROXY */
+    struct fy_path_rewrite rewrite;
+    enum fy_host_mode host_mode; /* Host sent upstream */
+    struct fy_template host_value;
+    struct fy_hrules request_rules, response_rules;
+    /* redirect / respond */
+    int status;
+    struct fy_template location; /* redirect */
+    struct fy_template body;     /* respond */
+    char *content_type;          /* respond; NULL = text/plain; charset=utf-8 */
+    struct fy_route_limits limits;
+};
+
+struct fy_listener_conf {
+    struct fy_addr *addrs;
+    char **addr_texts; /* as written */
+    uint32_t naddrs;
+    struct fy_route *routes;
+    uint32_t nroutes;
+    struct fy_router *router; /* the index over routes (built with the generation) */
+    char *where;
+};
+
+/* ---- upstream groups ---- */
+
+enum fy_balance { FY_LB_ROUND_ROBIN, FY_LB_LEAST_CONN, FY_LB_P2C, FY_LB_HASH, FY_LB_STICKY };
+enum fy_hash_key { FY_HK_CLIENT_IP, FY_HK_HEADER, FY_HK_COOKIE, FY_HK_PATH };
+
+/* A server's state shared by every worker and carried from one generation to the next while the
+ * server stays (same group name and URL). Atomics only. */
+struct fy_server_state {
+    int refs;                  /* generations using it */
+    unsigned active;           /* connections in use (max-conns, least-conn) */
+    bool down;                 /* the active health check says down */
+    unsigned fails;            /* consecutive failed exchanges (passive ejection) */
+    unsigned ejections;        /* consecutive ejections: the backoff grows with them */
+    uint64_t ejected_until_ms; /* passive ejection: not picked before this (monotonic ms) */
+};
+
+struct fy_server {
+    uint32_t index;  /* in its group */
+    char *url;       /* as written: http://host:port */
+    char *authority; /* host:port: the default Host sent upstream */
+    char *host;
+    uint16_t port;
+    struct fy_addr addr;
+    uint32_t weight; /* >= 1 */
+    bool backup;
+    uint32_t max_conns; /* 0 = unlimited */
+    char cookie_id[17]; /* sticky: this server's cookie value (hex of a hash of its URL) */
+    struct fy_group *group;
+    struct fy_server_state *state;
+};
+
+struct fy_health {
+    bool enabled;
+    char *path;
+    uint64_t interval, timeout; /* ms */
+    uint32_t rise, fall;
+    /* expected statuses: ranges lo..hi */
+    uint16_t (*expect)[2];
+    uint32_t nexpect;
+};
+
+struct fy_group {
+    uint32_t index;
+    char *name;
+    char *where;
+    struct fy_server *servers;
+    uint32_t nservers, nprimary; /* primaries first, backups after them */
+    enum fy_balance balance;
+    enum fy_hash_key hash_key;
+    char *hash_name; /* header or cookie name */
+    uint32_t hash_name_len;
+    char *sticky_cookie; /* FY_LB_STICKY */
+    uint32_t retries;    /* further servers tried after the first */
+    /* Passive ejection: max_fails consecutive failures take a server out for fail_timeout,
+     * doubling with each consecutive ejection (capped at FY_LB_MAX_EJECT_MS). 0 = off. */
+    uint32_t max_fails;
+    uint64_t fail_timeout; /* ms */
+    struct fy_health health;
+    struct fy_lb_shared *lb; /* built with the generation */
+};
+
+/* ---- the generation ---- */
+
+struct fy_conf {
+    int refs; /* atomic */
+    unsigned generation;
+    struct fy_config settings; /* the globals (and how ferry was invoked) */
+    struct fy_listener_conf *listeners;
+    uint32_t nlisteners;
+    struct fy_group *groups;
+    uint32_t ngroups;
+};
+
+/* A new reference. */
+struct fy_conf *fy_conf_ref(struct fy_conf *c);
+
+/* Drops a reference; the last one frees the generation (and server states no other generation
+ * shares). NULL is ignored. */
+void fy_conf_unref(struct fy_conf *c);
+
+/* The group named `name`, or NULL. */
+struct fy_group *fy_conf_group(const struct fy_conf *c, const char *name);
+
+/* Monotonic milliseconds (for ejection deadlines shared across threads). */
+uint64_t fy_conf_now_ms(void);
+
+#endif
