@@ -11,8 +11,8 @@
 #include <stdint.h>
 
 /* Normalises the path `in` (no query; starts with '/') into out, which has room for len bytes
- * (the result is never longer). Returns the length, or -1 when the path has a malformed escape
- * ('%' not followed by two hex digits) or a NUL. */
+ * (the result is never longer; out may be in). Returns the length, or -1 when the path has a
+ * malformed escape ('%' not followed by two hex digits) or a NUL, or does not start with '/'. */
 int fy_path_normalize(const char *in, uint32_t len, char *out);
 
 #endif
