@@ -5,7 +5,8 @@
  *   1. the Host (lower-cased, port removed) is looked up in a hash of the exact host names; a
  *      host not in it is looked up by its suffixes in a hash of the wildcard (*.example.com)
  *      names, longest first; each entry holds the ordered list of routes that can match such a
- *      host (exact ones, wildcards that cover it, and routes without a host condition);
+ *      host (exact ones and wildcards that cover it); the routes without a host condition form
+ *      one more list, searched for every request (and alone when there is no Host or no entry);
  *   2. within that list, a path trie over `path` and `path-prefix` conditions yields the routes
  *      whose path condition holds; routes with only a path-regex or no path condition are
  *      always candidates;
@@ -15,7 +16,10 @@
  * decoded, dot segments removed, so /a/../admin and /%61dmin both match /admin.
  *
  * Ownership: the router points into its listener's routes (same generation) and is built and
- * freed with it. Matching allocates nothing and is safe from any thread.
+ * freed with it. Matching allocates nothing per request and is safe from any thread: each thread
+ * keeps its own PCRE2 match data (and a buffer for decoded query values), made on first use and
+ * freed by fy_router_thread_release(). Should making them fail, the regex condition in question
+ * does not hold (the request falls to a later route), as does one that hits PCRE2's match limit.
  */
 #ifndef FY_ROUTER_H
 #define FY_ROUTER_H
@@ -60,6 +64,10 @@ bool fy_router_match(const struct fy_router *r, const struct fy_route_req *req,
  * like fy_router_match. */
 bool fy_route_matches(const struct fy_route *rt, const struct fy_route_req *req,
                       struct fy_route_result *out);
+
+/* Frees the calling thread's match state (a no-op if it has none). Each thread that matched
+ * calls it before it exits; matching again afterwards makes the state anew. */
+void fy_router_thread_release(void);
 
 /* Lower-cases the Host value's host part into out (size >= len), dropping a :port; returns the
  * length. "[::1]:80" -> "[::1]". */
