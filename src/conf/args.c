@@ -15,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "conf/conf.h"
 #include "conf/yaml.h"
 
 #include "http/h1_reader.h"
@@ -129,6 +130,11 @@ void fy_config_free(struct fy_config *c)
     free(c->access_log_path);
     free_rules(&c->request_rules);
     free_rules(&c->response_rules);
+    fy_listeners_free(c->listeners, c->nlisteners);
+    fy_groups_free(c->groups, c->ngroups);
+    c->listeners = NULL;
+    c->groups = NULL;
+    c->nlisteners = c->ngroups = 0;
 }
 
 int fy_parse_duration(const char *s, uint64_t *ms)
@@ -790,6 +796,9 @@ void fy_config_print_yaml(const struct fy_config *c, void *out_stream)
     for (size_t k = 0; k < fy_options_count; k++) {
         const struct fy_option *o = &fy_options[k];
         const char *field = (const char *)c + o->offset;
+        /* listen/upstream are the one-listener shorthand: with listeners: they are refused. */
+        if (c->nlisteners && (o->kind == FY_OPT_LISTEN || o->kind == FY_OPT_UPSTREAM))
+            continue;
         fprintf(out, "%s: ", o->key);
         if (o->kind == FY_OPT_RULE) {
             print_rules(out, (const struct fy_header_rules *)field, o->flags & FY_OPTF_REMOVE);
@@ -853,6 +862,11 @@ void fy_config_print_yaml(const struct fy_config *c, void *out_stream)
         }
         fputc('\n', out);
     }
+    /* Re-emitting the compiled routes would lose how they were written (${env:}, order of keys,
+     * short forms): point at the file instead. */
+    if (c->nlisteners)
+        fprintf(out, "# listeners: and upstreams: are printed as written in %s\n",
+                c->config_path ? c->config_path : "the configuration file");
 }
 
 /* ---- argv ---- */
@@ -881,12 +895,13 @@ static const char *split_inline(const char *arg, char *buf, size_t buflen, const
     return arg;
 }
 
-/* First pass: -c FILE, and whether the command line has --upstream or --help/--version (which
- * win over the file). Values of known options are skipped, as the second pass will. */
-static void prescan(int argc, char **argv, const char **config, bool *upstream, bool *help)
+/* First pass: -c FILE, and whether the command line has --listen, --upstream or --help/--version
+ * (which win over the file). Values of known options are skipped, as the second pass will. */
+static void prescan(int argc, char **argv, const char **config, bool *listen, bool *upstream,
+                    bool *help)
 {
     *config = NULL;
-    *upstream = *help = false;
+    *listen = *upstream = *help = false;
     for (int i = 1; i < argc; i++) {
         char buf[64];
         const char *iv;
@@ -906,6 +921,8 @@ static void prescan(int argc, char **argv, const char **config, bool *upstream, 
             continue;
         if (!strcmp(opt, "--upstream"))
             *upstream = true;
+        if (!strcmp(opt, "--listen"))
+            *listen = true;
         if (!iv)
             i++;
     }
@@ -913,9 +930,10 @@ static void prescan(int argc, char **argv, const char **config, bool *upstream, 
 
 static int finish(struct fy_config *c, char *err, size_t errlen)
 {
-    if (!c->upstream_text)
+    /* With listeners: the file says where to listen and where to forward. */
+    if (!c->upstream_text && !c->nlisteners)
         return fy_errf(err, errlen, "--upstream http://HOST:PORT is required (see ferry --help)");
-    if (!c->listen_text) {
+    if (!c->listen_text && !c->nlisteners) {
         char why[200];
         c->listen_text = strdup("127.0.0.1:8080");
         fy_addr_parse(c->listen_text, &c->listen, why, sizeof(why));
@@ -930,13 +948,20 @@ enum fy_args_result fy_args_parse(struct fy_config *c, int argc, char **argv, ch
 {
     FILE *out = out_stream;
     const char *config;
-    bool upstream_given, help;
-    prescan(argc, argv, &config, &upstream_given, &help);
+    bool listen_given, upstream_given, help;
+    prescan(argc, argv, &config, &listen_given, &upstream_given, &help);
     if (config && !help) {
         free(c->config_path);
         c->config_path = strdup(config);
         if (fy_yaml_load(c, config, upstream_given, &c->file_errors, &c->file_error_count) > 0)
             return FY_ARGS_FILE_ERROR;
+        if (c->nlisteners && (listen_given || upstream_given)) {
+            fy_errf(err, errlen,
+                    "%s: listen/upstream are the one-listener shorthand; with listeners: put the "
+                    "address in a listener of %s",
+                    listen_given ? "--listen" : "--upstream", config);
+            return FY_ARGS_ERROR;
+        }
     }
     for (int i = 1; i < argc; i++) {
         char optbuf[64];

@@ -155,6 +155,7 @@ struct fy_route {
     struct fy_template body;     /* respond */
     char *content_type;          /* respond; NULL = text/plain; charset=utf-8 */
     struct fy_route_limits limits;
+    struct fy_hrules respond_headers; /* respond: its headers: (FY_RULE_SET each, file order) */
 };
 
 struct fy_listener_conf {
@@ -227,6 +228,11 @@ struct fy_group {
     struct fy_health health;
     struct fy_lb_shared *lb; /* built with the generation */
 };
+
+/* Free what conf/schema*.c compiled (arrays of n, the array itself too; NULL/0 is fine). Neither
+ * touches l->router, g->lb or server states: those belong to the generation (fy_conf_build). */
+void fy_listeners_free(struct fy_listener_conf *ls, uint32_t n);
+void fy_groups_free(struct fy_group *gs, uint32_t n);
 
 /* ---- the generation ---- */
 

@@ -3,7 +3,9 @@
  * for every option, a sequence (or one scalar) for the repeatable header rules. Values go through
  * fy_option_apply(), the setter the command line uses, so both accept exactly the same values;
  * this file only adds positions: every error names FILE:LINE:COLUMN (1-based) of the node it is
- * about, and loading goes on after an error so one run reports them all.
+ * about, and loading goes on after an error so one run reports them all. The two keys that are
+ * not options, listeners: and upstreams:, are compiled by schema*.c into c->listeners and
+ * c->groups.
  */
 #include "conf/yaml.h"
 
@@ -16,21 +18,14 @@
 
 #include <yaml.h>
 
-/* Top-level keys of the full schema (issue 6) that this version refuses with a clear message. */
-static const char *const reserved_keys[] = {"listeners", "upstreams"};
+#include "conf/schema.h"
+#include "conf/yaml_priv.h"
 
-struct loader {
-    struct fy_config *c;
-    const char *path;
-    char *base_dir; /* NULL: the working directory */
-    yaml_document_t doc;
-    FILE *errs;
-    unsigned n;
-};
+/* The top-level keys that are not options: the full schema, compiled by schema*.c. */
+enum { ROOT_LISTENERS, ROOT_UPSTREAMS, ROOT__COUNT };
+static const char *const schema_keys[ROOT__COUNT] = {"listeners", "upstreams"};
 
-static void report(struct loader *l, yaml_mark_t m, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void report(struct loader *l, yaml_mark_t m, const char *fmt, ...)
+void fy_yaml_report(struct fy_yaml_loader *l, yaml_mark_t m, const char *fmt, ...)
 {
     fprintf(l->errs, "%s:%zu:%zu: ", l->path, m.line + 1, m.column + 1);
     va_list ap;
@@ -41,7 +36,7 @@ static void report(struct loader *l, yaml_mark_t m, const char *fmt, ...)
     l->n++;
 }
 
-static const char *node_kind(const yaml_node_t *n)
+const char *fy_yaml_node_kind(const yaml_node_t *n)
 {
     switch (n->type) {
     case YAML_SEQUENCE_NODE:
@@ -78,54 +73,73 @@ static size_t edit_distance(const char *a, const char *b)
     return row[lb];
 }
 
-/* The known key closest to `key`, when it is close enough to be a typo; else NULL. */
-static const char *suggest(const char *key)
+/* The spelling suggestions compare: no leading dashes, lower case, '-' for '_' and ' '. */
+static void normalise(char *out, size_t size, const char *key)
 {
-    char alt[128];
-    snprintf(alt, sizeof(alt), "%s", key[0] == '-' ? key + strspn(key, "-") : key);
-    for (char *p = alt; *p; p++)
+    snprintf(out, size, "%s", key[0] == '-' ? key + strspn(key, "-") : key);
+    for (char *p = out; *p; p++)
         if (*p == '_' || *p == ' ')
             *p = '-';
         else if (*p >= 'A' && *p <= 'Z')
             *p = (char)(*p - 'A' + 'a');
+}
+
+const char *fy_yaml_suggest(const char *key, const char *const *cands, size_t ncands)
+{
+    char alt[128], cand[128];
+    normalise(alt, sizeof(alt), key);
     const char *best = NULL;
     size_t best_d = strlen(alt) > 10 ? 3 : 2;
-    for (size_t k = 0; k < fy_options_count; k++) {
-        size_t d = edit_distance(alt, fy_options[k].key);
+    for (size_t k = 0; k < ncands; k++) {
+        normalise(cand, sizeof(cand), cands[k]);
+        size_t d = edit_distance(alt, cand);
         if (d <= best_d) {
-            best = fy_options[k].key;
+            best = cands[k];
             best_d = d;
         }
     }
     return best;
 }
 
+/* The known top-level key closest to `key`: an option or a schema key. */
+static const char *suggest(const char *key)
+{
+    const char *keys[FY_OPT_SLOTS + ROOT__COUNT];
+    size_t n = 0;
+    for (size_t k = 0; k < fy_options_count; k++)
+        keys[n++] = fy_options[k].key;
+    for (size_t k = 0; k < ROOT__COUNT; k++)
+        keys[n++] = schema_keys[k];
+    return fy_yaml_suggest(key, keys, n);
+}
+
 /* A scalar's text, or NULL (reported) when it holds a NUL byte. */
-static const char *scalar_text(struct loader *l, const yaml_node_t *n, const char *key)
+static const char *scalar_text(struct fy_yaml_loader *l, const yaml_node_t *n, const char *key)
 {
     const char *s = (const char *)n->data.scalar.value;
     if (strlen(s) != n->data.scalar.length) {
-        report(l, n->start_mark, "%s: a value cannot contain a NUL byte", key);
+        fy_yaml_report(l, n->start_mark, "%s: a value cannot contain a NUL byte", key);
         return NULL;
     }
     return s;
 }
 
-static void apply_scalar(struct loader *l, const struct fy_option *o, const yaml_node_t *n)
+static void apply_scalar(struct fy_yaml_loader *l, const struct fy_option *o, const yaml_node_t *n)
 {
     const char *v = scalar_text(l, n, o->key);
     if (!v)
         return;
     char err[512];
     if (fy_option_apply(l->c, o, o->key, v, l->base_dir, err, sizeof(err)) < 0)
-        report(l, n->start_mark, "%s", err);
+        fy_yaml_report(l, n->start_mark, "%s", err);
 }
 
-static void load_key(struct loader *l, const struct fy_option *o, const yaml_node_t *v)
+static void load_key(struct fy_yaml_loader *l, const struct fy_option *o, const yaml_node_t *v)
 {
     if (o->kind != FY_OPT_RULE) {
         if (v->type != YAML_SCALAR_NODE)
-            report(l, v->start_mark, "%s expects a single value, got %s", o->key, node_kind(v));
+            fy_yaml_report(l, v->start_mark, "%s expects a single value, got %s", o->key,
+                           fy_yaml_node_kind(v));
         else
             apply_scalar(l, o, v);
         return;
@@ -138,79 +152,108 @@ static void load_key(struct loader *l, const struct fy_option *o, const yaml_nod
         return;
     }
     if (v->type != YAML_SEQUENCE_NODE) {
-        report(l, v->start_mark, "%s expects a list of %s, got %s", o->key,
-               (o->flags & FY_OPTF_REMOVE) ? "field names" : "'Name: value' strings", node_kind(v));
+        fy_yaml_report(l, v->start_mark, "%s expects a list of %s, got %s", o->key,
+                       (o->flags & FY_OPTF_REMOVE) ? "field names" : "'Name: value' strings",
+                       fy_yaml_node_kind(v));
         return;
     }
     for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top;
          it++) {
         const yaml_node_t *item = yaml_document_get_node(&l->doc, *it);
         if (item->type != YAML_SCALAR_NODE)
-            report(l, item->start_mark, "%s: each item is one %s, got %s", o->key,
-                   (o->flags & FY_OPTF_REMOVE) ? "field name" : "'Name: value' string",
-                   node_kind(item));
+            fy_yaml_report(l, item->start_mark, "%s: each item is one %s, got %s", o->key,
+                           (o->flags & FY_OPTF_REMOVE) ? "field name" : "'Name: value' string",
+                           fy_yaml_node_kind(item));
         else
             apply_scalar(l, o, item);
     }
 }
 
-static void load_root(struct loader *l, const yaml_node_t *root, bool upstream_given)
+static void load_root(struct fy_yaml_loader *l, const yaml_node_t *root, bool upstream_given)
 {
     if (root->type != YAML_MAPPING_NODE) {
-        report(l, root->start_mark,
-               "expected a mapping of keys (upstream: http://HOST:PORT), "
-               "got %s",
-               node_kind(root));
+        fy_yaml_report(l, root->start_mark,
+                       "expected a mapping of keys (upstream: http://HOST:PORT), "
+                       "got %s",
+                       fy_yaml_node_kind(root));
         return;
     }
+    /* With listeners: the quick-mode listen/upstream keys would make a second, implicit
+     * listener, and upstreams: means nothing without routes: both are refused where they are. */
+    bool has_listeners = false;
+    for (yaml_node_pair_t *p = root->data.mapping.pairs.start; p < root->data.mapping.pairs.top;
+         p++) {
+        const yaml_node_t *k = yaml_document_get_node(&l->doc, p->key);
+        has_listeners |= k->type == YAML_SCALAR_NODE &&
+                         !strcmp((const char *)k->data.scalar.value, schema_keys[ROOT_LISTENERS]);
+    }
+    const struct fy_option *lo = fy_option_find("listen"), *up = fy_option_find("upstream");
     size_t first_line[FY_OPT_SLOTS] = {0}; /* 1-based line of each key's first occurrence */
+    size_t schema_line[ROOT__COUNT] = {0};
     for (yaml_node_pair_t *p = root->data.mapping.pairs.start; p < root->data.mapping.pairs.top;
          p++) {
         const yaml_node_t *k = yaml_document_get_node(&l->doc, p->key);
         const yaml_node_t *v = yaml_document_get_node(&l->doc, p->value);
         if (k->type != YAML_SCALAR_NODE) {
-            report(l, k->start_mark, "expected a key name, got %s", node_kind(k));
+            fy_yaml_report(l, k->start_mark, "expected a key name, got %s", fy_yaml_node_kind(k));
             continue;
         }
         const char *key = (const char *)k->data.scalar.value;
+        size_t r = 0;
+        while (r < ROOT__COUNT && strcmp(key, schema_keys[r]))
+            r++;
+        if (r < ROOT__COUNT) {
+            if (schema_line[r]) {
+                fy_yaml_report(l, k->start_mark, "duplicate key '%s' (first given at line %zu)",
+                               key, schema_line[r]);
+                continue;
+            }
+            schema_line[r] = k->start_mark.line + 1;
+            if (r == ROOT_LISTENERS)
+                fy_schema_load_listeners(l, v);
+            else if (has_listeners)
+                fy_schema_load_upstreams(l, v);
+            else
+                fy_yaml_report(l, k->start_mark,
+                               "upstreams: need listeners: that route to them (or use "
+                               "upstream: for one server)");
+            continue;
+        }
         const struct fy_option *o = fy_option_find(key);
         if (!o) {
-            bool reserved = false;
-            for (size_t r = 0; r < sizeof(reserved_keys) / sizeof(reserved_keys[0]); r++)
-                reserved |= !strcmp(key, reserved_keys[r]);
-            const char *near = reserved ? NULL : suggest(key);
-            if (reserved)
-                report(l, k->start_mark,
-                       "%s: not supported yet (routes and upstream groups come with issue 6); "
-                       "use listen/upstream",
-                       key);
-            else if (near)
-                report(l, k->start_mark, "unknown key '%s' (did you mean %s?)", key, near);
+            const char *near = suggest(key);
+            if (near)
+                fy_yaml_report(l, k->start_mark, "unknown key '%s' (did you mean %s?)", key, near);
             else
-                report(l, k->start_mark,
-                       "unknown key '%s' (the keys are listed in "
-                       "docs/config.md)",
-                       key);
+                fy_yaml_report(l, k->start_mark,
+                               "unknown key '%s' (the keys are listed in docs/config.md)", key);
+            continue;
+        }
+        if (has_listeners && (o == lo || o == up)) {
+            fy_yaml_report(l, k->start_mark,
+                           "listen/upstream are the one-listener shorthand; with listeners: put "
+                           "the address in a listener");
             continue;
         }
         size_t idx = (size_t)(o - fy_options);
         if (first_line[idx]) {
-            report(l, k->start_mark, "duplicate key '%s' (first given at line %zu)", key,
-                   first_line[idx]);
+            fy_yaml_report(l, k->start_mark, "duplicate key '%s' (first given at line %zu)", key,
+                           first_line[idx]);
             continue;
         }
         first_line[idx] = k->start_mark.line + 1;
         load_key(l, o, v);
     }
-    const struct fy_option *up = fy_option_find("upstream");
-    if (!upstream_given && !first_line[up - fy_options] && !l->c->upstream_text)
-        report(l, root->start_mark,
-               "missing key upstream: the server to forward to "
-               "(upstream: http://HOST:PORT)");
+    if (has_listeners)
+        fy_schema_resolve(l); /* routes' upstream names, now that every group is known */
+    else if (!upstream_given && !first_line[up - fy_options] && !l->c->upstream_text)
+        fy_yaml_report(l, root->start_mark,
+                       "missing key upstream: the server to forward to "
+                       "(upstream: http://HOST:PORT)");
 }
 
 /* libyaml's own position and text for a syntax (or encoding) error. */
-static void report_syntax(struct loader *l, const yaml_parser_t *parser)
+static void report_syntax(struct fy_yaml_loader *l, const yaml_parser_t *parser)
 {
     yaml_mark_t m = parser->problem_mark;
     const char *problem = parser->problem ? parser->problem : "invalid YAML";
@@ -228,7 +271,7 @@ static void report_syntax(struct loader *l, const yaml_parser_t *parser)
 int fy_yaml_load(struct fy_config *c, const char *path, bool upstream_given, char **errors,
                  unsigned *count)
 {
-    struct loader l = {.c = c, .path = path};
+    struct fy_yaml_loader l = {.c = c, .path = path};
     char *text = NULL;
     size_t text_len = 0;
     *errors = NULL;
@@ -262,8 +305,8 @@ int fy_yaml_load(struct fy_config *c, const char *path, bool upstream_given, cha
         if (!root) {
             yaml_mark_t start = {0};
             if (!upstream_given && !c->upstream_text)
-                report(&l, start,
-                       "the file is empty: expected at least upstream: http://HOST:PORT");
+                fy_yaml_report(&l, start,
+                               "the file is empty: expected at least upstream: http://HOST:PORT");
         } else {
             load_root(&l, root, upstream_given);
             yaml_document_t next;
@@ -272,9 +315,9 @@ int fy_yaml_load(struct fy_config *c, const char *path, bool upstream_given, cha
             } else {
                 const yaml_node_t *r2 = yaml_document_get_root_node(&next);
                 if (r2)
-                    report(&l, r2->start_mark,
-                           "a second YAML document: the configuration is one "
-                           "mapping (remove the '---' line)");
+                    fy_yaml_report(&l, r2->start_mark,
+                                   "a second YAML document: the configuration is one "
+                                   "mapping (remove the '---' line)");
                 yaml_document_delete(&next);
             }
         }
@@ -283,6 +326,7 @@ int fy_yaml_load(struct fy_config *c, const char *path, bool upstream_given, cha
     yaml_parser_delete(&parser);
     fclose(f);
 done:
+    fy_schema_loader_done(&l);
     fclose(l.errs);
     free(l.base_dir);
     if (l.n) {

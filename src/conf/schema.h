@@ -1,0 +1,114 @@
+/*
+ * The file's listeners: and upstreams: compiled into struct fy_listener_conf and struct fy_group
+ * (conf/conf.h), owned by the struct fy_config being loaded. Private to src/conf: yaml.c calls
+ * the entry points, schema_route.c and schema_upstream.c share the node readers below.
+ *
+ * Every reader reports its own errors at the node's position (fy_yaml_report) and returns a
+ * failure the caller only uses to skip dependent checks, so one run reports every mistake. What
+ * is compiled is attached to c->listeners / c->groups as soon as it is allocated, so a failed
+ * load frees everything through fy_config_free() (fy_listeners_free, fy_groups_free).
+ */
+#ifndef FY_CONF_SCHEMA_H
+#define FY_CONF_SCHEMA_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <yaml.h>
+
+#include "conf/conf.h"
+#include "conf/yaml_priv.h"
+
+/* listeners: (a sequence of listeners) into l->c->listeners. */
+void fy_schema_load_listeners(struct fy_yaml_loader *l, const yaml_node_t *v);
+
+/* upstreams: (a mapping of group names to groups) into l->c->groups. */
+void fy_schema_load_upstreams(struct fy_yaml_loader *l, const yaml_node_t *v);
+
+/* After the whole file: points each route's group (and each server's) into the final groups
+ * array, reporting unknown names. */
+void fy_schema_resolve(struct fy_yaml_loader *l);
+
+/* Frees the loader's bookkeeping (pending names, seen addresses). */
+void fy_schema_loader_done(struct fy_yaml_loader *l);
+
+/* ---- node readers (schema.c) ---- */
+
+/* Checks that `map` is a mapping whose keys are all in `keys` (each at most once): an unknown
+ * key is reported with the closest known one. `what` names the mapping in messages ("match").
+ * Returns false when map is not a mapping (reported). */
+bool fy_sc_keys(struct fy_yaml_loader *l, const yaml_node_t *map, const char *what,
+                const char *const *keys, size_t nkeys);
+
+/* The value (or key) node of `key` in a mapping, or NULL. */
+const yaml_node_t *fy_sc_get(struct fy_yaml_loader *l, const yaml_node_t *map, const char *key);
+const yaml_node_t *fy_sc_key(struct fy_yaml_loader *l, const yaml_node_t *map, const char *key);
+
+/* The n-th pair's key and value nodes of a mapping. */
+const yaml_node_t *fy_sc_pair(struct fy_yaml_loader *l, const yaml_node_t *map, size_t i,
+                              const yaml_node_t **value);
+size_t fy_sc_npairs(const yaml_node_t *map);
+
+/* "One or a list": a scalar counts as a list of itself. fy_sc_nitems() is 0 for a mapping (and
+ * reports it as "WHAT expects a value or a list of values"). */
+size_t fy_sc_nitems(struct fy_yaml_loader *l, const yaml_node_t *v, const char *what);
+const yaml_node_t *fy_sc_item(struct fy_yaml_loader *l, const yaml_node_t *v, size_t i);
+
+/* A scalar's text with ${env:}/${file:} expanded (malloc'd), or NULL (reported). */
+char *fy_sc_string(struct fy_yaml_loader *l, const yaml_node_t *v, const char *what);
+
+/* A scalar's text as written (points into the document), or NULL (reported). */
+const char *fy_sc_raw(struct fy_yaml_loader *l, const yaml_node_t *v, const char *what);
+
+/* Typed scalars; each returns 0, or -1 (reported; *out untouched). */
+int fy_sc_duration(struct fy_yaml_loader *l, const yaml_node_t *v, const char *what, uint64_t *out);
+int fy_sc_u32(struct fy_yaml_loader *l, const yaml_node_t *v, const char *what, uint32_t min,
+              uint32_t max, uint32_t *out);
+int fy_sc_bool(struct fy_yaml_loader *l, const yaml_node_t *v, const char *what, bool *out);
+
+/* A template (template.h flags); 0 or -1 (reported). */
+int fy_sc_template(struct fy_yaml_loader *l, const yaml_node_t *v, const char *what, unsigned flags,
+                   struct fy_template *t);
+
+/* A PCRE2 pattern, compiled and JIT-compiled; NULL when it does not compile (reported with
+ * pcre2's message and offset). *src receives the pattern (malloc'd) when src is not NULL. */
+fy_regex *fy_sc_regex(struct fy_yaml_loader *l, const yaml_node_t *v, const char *what, char **src);
+
+/* Capturing groups of a compiled pattern. */
+uint32_t fy_sc_regex_groups(const fy_regex *re);
+
+/* Reports a template's $N beyond the groups of `re` (the pattern its captures come from). */
+void fy_sc_check_captures(struct fy_yaml_loader *l, const yaml_node_t *v, const char *what,
+                          const struct fy_template *t, const fy_regex *re);
+
+/* "FILE:LINE" of a node (malloc'd). */
+char *fy_sc_where(struct fy_yaml_loader *l, const yaml_node_t *v);
+
+/* `key:` with nothing after it. */
+bool fy_sc_is_null(const yaml_node_t *v);
+
+/* A header field name (or cookie name): one or more token characters. */
+bool fy_sc_is_token(const char *s, size_t n);
+
+/* ---- the parts (schema_route.c, schema_hdr.c) ---- */
+
+void fy_schema_load_route(struct fy_yaml_loader *l, struct fy_route *rt, const yaml_node_t *v);
+
+/* request-headers / response-headers of a route: { set, add, remove (, always) }. Values may use
+ * captures of `re`, the route's path-regex (NULL: no captures). */
+void fy_schema_load_hrules(struct fy_yaml_loader *l, struct fy_hrules *r, const yaml_node_t *v,
+                           const char *what, bool response, const fy_regex *re);
+
+/* respond: { headers: {Name: value} } (sets). */
+void fy_schema_load_hsets(struct fy_yaml_loader *l, struct fy_hrules *r, const yaml_node_t *v,
+                          const char *what, bool response, const fy_regex *re);
+
+/* True when a header value's literal text holds no control character but HTAB (variables are
+ * request values that the codec already checked). */
+bool fy_sc_header_value_ok(const struct fy_template *t);
+
+void fy_route_free(struct fy_route *rt);
+void fy_hrules_free(struct fy_hrules *r);
+
+#endif
