@@ -89,7 +89,8 @@ const char *fy_yaml_suggest(const char *key, const char *const *cands, size_t nc
     char alt[128], cand[128];
     normalise(alt, sizeof(alt), key);
     const char *best = NULL;
-    size_t best_d = strlen(alt) > 10 ? 3 : 2;
+    /* Two edits (a transposition) is a typo of a word, not of "db" against "web". */
+    size_t best_d = strlen(alt) > 10 ? 3 : strlen(alt) >= 4 ? 2 : 1;
     for (size_t k = 0; k < ncands; k++) {
         normalise(cand, sizeof(cand), cands[k]);
         size_t d = edit_distance(alt, cand);

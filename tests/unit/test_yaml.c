@@ -216,14 +216,18 @@ Test(yaml, duplicate_key)
     cr_assert_eq(C.workers, 2, "the first value stays");
 }
 
-Test(yaml, reserved_keys)
+/* listeners: and upstreams: are the full schema (tests/unit/test_schema.c); here only how they
+ * sit with the quick-mode keys. */
+Test(yaml, schema_keys_and_the_shorthand)
 {
     EXPECT_ONE_ERROR("upstream: http://127.0.0.1:1\nlisteners:\n  - listen: 127.0.0.1:8080\n",
-                     "2:1: listeners: not supported yet (routes and upstream groups come with "
-                     "issue 6); use listen/upstream");
+                     "1:1: listen/upstream are the one-listener shorthand; with listeners: put "
+                     "the address in a listener");
     EXPECT_ONE_ERROR("upstream: http://127.0.0.1:1\nupstreams: {}\n",
-                     "2:1: upstreams: not supported yet (routes and upstream groups come with "
-                     "issue 6); use listen/upstream");
+                     "2:1: upstreams: need listeners: that route to them (or use upstream: for "
+                     "one server)");
+    cr_assert_eq(load("listeners:\n  - listen: 127.0.0.1:0\n"), 0, "%s", ERRS);
+    cr_assert_eq(C.nlisteners, 1);
 }
 
 Test(yaml, every_error_is_reported)
