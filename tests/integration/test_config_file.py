@@ -12,6 +12,8 @@ from harness import REPO_ROOT, ResponseReader, connect, run_ferry, simple_reques
 EXAMPLES = os.path.join(REPO_ROOT, "examples")
 MINIMAL = os.path.join(EXAMPLES, "minimal.yaml")
 BRIDGE = os.path.join(EXAMPLES, "bridge.yaml")
+WEBAPP = os.path.join(EXAMPLES, "webapp.yaml")
+GATEWAY = os.path.join(EXAMPLES, "gateway.yaml")
 
 
 @pytest.fixture
@@ -45,7 +47,7 @@ def _err_lines(p):
 
 # ---------------------------------------------------------------- -t
 
-@pytest.mark.parametrize("path", [MINIMAL, BRIDGE], ids=os.path.basename)
+@pytest.mark.parametrize("path", [MINIMAL, BRIDGE, WEBAPP, GATEWAY], ids=os.path.basename)
 def test_check_examples_ok(path):
     p = run_ferry("-t", "-c", path, env={"API_TOKEN": "t"})
     assert p.returncode == 0, p.stderr
@@ -60,7 +62,7 @@ def test_check_reports_every_error_with_position(tmpdir_path):
                   "request-header: [\"Authorization: Bearer ${env:FERRY_CONF_UNSET}\"]\n"
                   "max-body-size: lots\n"
                   "listen: \"::1:8080\"\n"
-                  "listeners: []\n"
+                  "upstreams: {}\n"
                   "via: on\n"
                   "via: off\n")
     assert "FERRY_CONF_UNSET" not in os.environ
@@ -74,8 +76,7 @@ def test_check_reports_every_error_with_position(tmpdir_path):
         "4:16: max-body-size expects a size from 0 to 18446744073709551615 (e.g. 16k), "
         "got 'lots'",
         "5:9: listen '::1:8080': an IPv6 address goes in brackets: write [::1]:8080",
-        "6:1: listeners: not supported yet (routes and upstream groups come with issue 6); "
-        "use listen/upstream",
+        "6:1: upstreams: need listeners: that route to them (or use upstream: for one server)",
         "8:1: duplicate key 'via' (first given at line 7)",
         "1:1: missing key upstream: the server to forward to (upstream: http://HOST:PORT)",
     ]]
@@ -96,6 +97,46 @@ def test_syntax_error_gives_libyaml_position(tmpdir_path):
     p = run_ferry("-t", "-c", path)
     assert p.returncode == 1
     assert _err_lines(p) == [path + ":2:10: mapping values are not allowed in this context"]
+
+
+def test_listeners_file_errors_with_positions(tmpdir_path):
+    path = _write(tmpdir_path, "routes.yaml",
+                  "listeners:\n"
+                  "  - listen: 127.0.0.1:0\n"
+                  "    routes:\n"
+                  "      - match: { pth: /x }\n"
+                  "        upstream: apii\n"
+                  "      - redirect: { status: 305, location: /y }\n"
+                  "upstreams:\n"
+                  "  api:\n"
+                  "    servers: [https://127.0.0.1:9]\n")
+    p = run_ferry("-t", "-c", path)
+    assert p.returncode == 1, p.stderr
+    assert _err_lines(p) == [path + ":" + l for l in [
+        "4:18: unknown key 'pth' in match (did you mean path?)",
+        "6:29: redirect status must be 301, 302, 303, 307 or 308, got 305",
+        "9:15: server 'https://127.0.0.1:9': https upstreams come with TLS support; use http://",
+        "5:19: unknown upstream 'apii' (did you mean api? defined: api)",
+    ]]
+
+
+def test_listeners_file_refuses_the_shorthand_flags(tmpdir_path):
+    path = _write(tmpdir_path, "routes.yaml",
+                  "listeners:\n  - listen: 127.0.0.1:0\n")
+    assert run_ferry("-t", "-c", path).returncode == 0
+    p = run_ferry("-t", "-c", path, "--upstream", "http://127.0.0.1:9")
+    assert p.returncode == 2
+    assert _err_lines(p) == ["ferry: --upstream: listen/upstream are the one-listener shorthand; "
+                             "with listeners: put the address in a listener of " + path]
+
+
+def test_print_config_with_listeners_points_at_the_file():
+    p = run_ferry("--print-config", "-c", WEBAPP)
+    assert p.returncode == 0, p.stderr
+    out = p.stdout.decode()
+    assert "\nworkers: 2\n" in out
+    assert "\nlisten:" not in out and "\nupstream:" not in out
+    assert out.endswith("# listeners: and upstreams: are printed as written in %s\n" % WEBAPP)
 
 
 def test_missing_file_exit_1():
