@@ -141,12 +141,19 @@ static int unknown_var(const char *name, size_t n, char *err, size_t errlen)
                    (int)n, name);
 }
 
+/* parse_dollar()'s failure: 0 bytes used. */
+static size_t oom(char *err, size_t errlen)
+{
+    fy_errf(err, errlen, "out of memory");
+    return 0;
+}
+
 /* A '$' at s (not ${env:}/${file:}): $$, $0..$9, $name or ${name}. Returns the length used, or
  * 0 with err. */
 static size_t parse_dollar(struct build *b, const char *s, unsigned flags, char *err, size_t errlen)
 {
     if (s[1] == '$')
-        return add_literal(b, "$", 1) < 0 ? (fy_errf(err, errlen, "out of memory"), 0) : 2;
+        return add_literal(b, "$", 1) < 0 ? oom(err, errlen) : 2;
     if (s[1] >= '0' && s[1] <= '9') {
         if (!(flags & FY_TPL_CAPTURES) || (flags & FY_TPL_NO_VARS)) {
             fy_errf(err, errlen, "captures like $%c need a path-regex (write $$ for a literal $)",
@@ -154,7 +161,7 @@ static size_t parse_dollar(struct build *b, const char *s, unsigned flags, char 
             return 0;
         }
         if (add_seg(b, FY_TV_CAPTURE, s[1] - '0') < 0)
-            return fy_errf(err, errlen, "out of memory"), 0;
+            return oom(err, errlen);
         return 2;
     }
     bool braced = s[1] == '{';
@@ -172,8 +179,10 @@ static size_t parse_dollar(struct build *b, const char *s, unsigned flags, char 
     size_t v = 2; /* after LITERAL and CAPTURE */
     while (v < NVARS && (strlen(var_names[v]) != n || memcmp(var_names[v], name, n)))
         v++;
-    if (v == NVARS)
-        return unknown_var(name, n, err, errlen), 0;
+    if (v == NVARS) {
+        unknown_var(name, n, err, errlen);
+        return 0;
+    }
     if (flags & FY_TPL_NO_VARS) {
         fy_errf(err, errlen,
                 "$%.*s: variables cannot be used here, only ${env:NAME} and ${file:PATH} (write "
@@ -182,7 +191,7 @@ static size_t parse_dollar(struct build *b, const char *s, unsigned flags, char 
         return 0;
     }
     if (add_seg(b, (enum fy_tvar)v, 0) < 0)
-        return fy_errf(err, errlen, "out of memory"), 0;
+        return oom(err, errlen);
     return 1 + braced + n + braced;
 }
 
