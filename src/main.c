@@ -21,10 +21,12 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include "conf/conf.h"
 #include "conf/config.h"
 #include "core/buf.h"
 #include "core/log.h"
 #include "net/listener.h"
+#include "proxy/router.h"
 #include "proxy/session.h"
 #include "proxy/worker.h"
 
@@ -33,7 +35,8 @@
 #define REOPEN_FLUSH_WAIT_MS 2000
 
 struct ferry {
-    struct fy_config cfg;
+    struct fy_config cfg; /* as parsed; moved into conf at startup (then only defaults) */
+    struct fy_conf *conf; /* the current generation (one reference) */
     int alog_fd; /* shared by the workers; SIGUSR1 replaces the file behind the same number */
     struct fy_worker *workers;
     int nworkers; /* initialised */
@@ -43,6 +46,32 @@ struct ferry {
     unsigned flush_gen;
     bool draining;
 };
+
+/* One line per listener: where it listens and where it sends requests. */
+static void log_listening(const struct fy_conf *c)
+{
+    for (uint32_t li = 0; li < c->nlisteners; li++) {
+        const struct fy_listener_conf *l = &c->listeners[li];
+        char addrs[512];
+        size_t n = 0;
+        addrs[0] = '\0';
+        for (uint32_t a = 0; a < l->naddrs && n < sizeof(addrs) - 80; a++) {
+            if (a)
+                n += (size_t)snprintf(addrs + n, sizeof(addrs) - n, ", ");
+            n += fy_addr_format((const struct sockaddr *)&l->addrs[a].ss, addrs + n,
+                                sizeof(addrs) - n);
+        }
+        if (l->nroutes == 1 && !l->routes[0].has_match && l->routes[0].action == FY_ACT_PROXY &&
+            l->routes[0].group->nservers == 1)
+            fy_info("listening on %s, forwarding to %s (%d worker%s)", addrs,
+                    l->routes[0].group->servers[0].url, c->settings.workers,
+                    c->settings.workers == 1 ? "" : "s");
+        else
+            fy_info("listening on %s: %u route%s (%d worker%s)", addrs, l->nroutes,
+                    l->nroutes == 1 ? "" : "s", c->settings.workers,
+                    c->settings.workers == 1 ? "" : "s");
+    }
+}
 
 static void raise_fd_limit(void)
 {
@@ -78,7 +107,7 @@ static void drain_done_fd(const struct ferry *f)
  * without locks or a handshake. */
 static void reopen_access_log(struct ferry *f)
 {
-    if (f->cfg.access_log != FY_ALOG_FILE) {
+    if (f->conf->settings.access_log != FY_ALOG_FILE) {
         fy_info("received SIGUSR1: the access log is not a file, nothing to reopen");
         return;
     }
@@ -102,17 +131,17 @@ static void reopen_access_log(struct ferry *f)
             drain_done_fd(f);
         waited += 100; /* coarse: only bounds the wait */
     }
-    int fd = open_access_log(f->cfg.access_log_path);
+    int fd = open_access_log(f->conf->settings.access_log_path);
     if (fd < 0) {
         fy_warn("SIGUSR1: cannot reopen access log %s: %s (still writing to the old file)",
-                f->cfg.access_log_path, strerror(errno));
+                f->conf->settings.access_log_path, strerror(errno));
         return;
     }
     if (dup3(fd, f->alog_fd, O_CLOEXEC) < 0)
         fy_warn("SIGUSR1: cannot reopen access log %s: dup3: %s (still writing to the old file)",
-                f->cfg.access_log_path, strerror(errno));
+                f->conf->settings.access_log_path, strerror(errno));
     else
-        fy_info("received SIGUSR1: reopened access log %s", f->cfg.access_log_path);
+        fy_info("received SIGUSR1: reopened access log %s", f->conf->settings.access_log_path);
     close(fd);
 }
 
@@ -147,7 +176,7 @@ static void on_signal(struct ferry *f, int sig)
         if (!f->draining) {
             f->draining = true;
             fy_info("received %s: draining (up to %llu ms; send it again to stop at once)",
-                    signal_name(sig), (unsigned long long)f->cfg.drain_timeout);
+                    signal_name(sig), (unsigned long long)f->conf->settings.drain_timeout);
             for (int i = 0; i < f->nthreads; i++)
                 fy_loop_request_stop(&f->workers[i].loop);
         } else {
@@ -260,46 +289,76 @@ int main(int argc, char **argv)
         }
     }
 
-    int rc = fy_listener_check_free(&f.cfg.listen);
-    if (rc < 0) {
-        fprintf(stderr, "ferry: cannot listen on %s: %s%s\n", f.cfg.listen_text, strerror(-rc),
-                rc == -EADDRINUSE ? " (another program is using it; stop it or pick another "
-                                    "port with --listen)"
-                                  : "");
-        goto fail_alog;
-    }
-    f.workers = calloc((size_t)f.cfg.workers, sizeof(*f.workers));
-    if (!f.workers) {
+    f.conf = fy_conf_build(&f.cfg, NULL);
+    if (!f.conf) {
         fprintf(stderr, "ferry: out of memory\n");
         goto fail_alog;
     }
-    for (int i = 0; i < f.cfg.workers; i++) {
-        int fd = fy_listener_open(&f.cfg.listen);
-        if (fd < 0) {
-            fprintf(stderr, "ferry: cannot listen on %s: %s\n", f.cfg.listen_text, strerror(-fd));
+    struct fy_conf *conf = f.conf;
+    uint32_t naddrs = 0;
+    for (uint32_t li = 0; li < conf->nlisteners; li++) {
+        struct fy_listener_conf *l = &conf->listeners[li];
+        for (uint32_t a = 0; a < l->naddrs; a++, naddrs++) {
+            int rc = fy_listener_check_free(&l->addrs[a]);
+            if (rc < 0) {
+                fprintf(stderr, "ferry: cannot listen on %s: %s%s\n", l->addr_texts[a],
+                        strerror(-rc),
+                        rc == -EADDRINUSE ? " (another program is using it; stop it or pick "
+                                            "another port)"
+                                          : "");
+                goto fail_alog;
+            }
+        }
+    }
+    int nworkers = conf->settings.workers;
+    f.workers = calloc((size_t)nworkers, sizeof(*f.workers));
+    int *fds = calloc(naddrs ? naddrs : 1, sizeof(*fds));
+    if (!f.workers || !fds) {
+        free(fds);
+        fprintf(stderr, "ferry: out of memory\n");
+        goto fail_alog;
+    }
+    for (int i = 0; i < nworkers; i++) {
+        uint32_t k = 0;
+        int rc = 0;
+        for (uint32_t li = 0; li < conf->nlisteners && rc >= 0; li++) {
+            struct fy_listener_conf *l = &conf->listeners[li];
+            for (uint32_t a = 0; a < l->naddrs; a++) {
+                /* Port 0 is written back by the first open, so every worker shares the port. */
+                rc = fy_listener_open(&l->addrs[a]);
+                if (rc < 0) {
+                    fprintf(stderr, "ferry: cannot listen on %s: %s\n", l->addr_texts[a],
+                            strerror(-rc));
+                    break;
+                }
+                fds[k++] = rc;
+            }
+        }
+        if (rc < 0) {
+            for (uint32_t j = 0; j < k; j++)
+                close(fds[j]);
+            free(fds);
             goto fail_workers;
         }
-        rc = fy_worker_init(&f.workers[i], &f.cfg, i, fd, f.alog_fd);
+        rc = fy_worker_init(&f.workers[i], conf, i, fds, k, f.alog_fd);
         if (rc < 0) {
+            free(fds);
             fprintf(stderr, "ferry: cannot start worker %d: %s\n", i, strerror(-rc));
             goto fail_workers;
         }
         f.workers[i].notify_fd = f.done_fd;
         f.nworkers++;
     }
-    for (int i = 0; i < f.cfg.workers; i++) {
-        rc = pthread_create(&f.workers[i].thread, NULL, fy_worker_main, &f.workers[i]);
+    free(fds);
+    for (int i = 0; i < nworkers; i++) {
+        int rc = pthread_create(&f.workers[i].thread, NULL, fy_worker_main, &f.workers[i]);
         if (rc != 0) {
             fprintf(stderr, "ferry: cannot start worker thread: %s\n", strerror(rc));
             goto fail_workers;
         }
         f.nthreads++;
     }
-    char addr[80];
-    fy_addr_format((struct sockaddr *)&f.cfg.listen.ss, addr, sizeof(addr));
-    fy_info("listening on %s, forwarding to %s (%d worker%s)", addr, f.cfg.upstream_text,
-            f.cfg.workers, f.cfg.workers == 1 ? "" : "s");
-
+    log_listening(conf);
     serve(&f);
 
     stop_workers(&f);
@@ -307,11 +366,13 @@ int main(int argc, char **argv)
     fy_buf_freelist_release();
     fy_client_io_freelist_release();
     fy_session_freelist_release();
+    fy_router_thread_release();
     fy_info("stopped");
     if (f.alog_fd > STDERR_FILENO)
         close(f.alog_fd);
     close(f.done_fd);
     close(f.sig_fd);
+    fy_conf_unref(f.conf);
     fy_config_free(&f.cfg);
     return 0;
 
@@ -325,6 +386,7 @@ fail_fds:
         close(f.done_fd);
     if (f.sig_fd >= 0)
         close(f.sig_fd);
+    fy_conf_unref(f.conf);
     fy_config_free(&f.cfg);
     return 1;
 }

@@ -52,6 +52,8 @@ static const char usage_text[] =
     "                                (default websocket; others are forwarded without Upgrade)\n"
     "  --abort-on-client-close on|off  a client that hangs up while the upstream has not\n"
     "                                answered abandons the request (default on, 499)\n"
+    "  --trust-request-id on|off     keep the client's X-Request-Id (default off: ferry makes\n"
+    "                                one for every request, passes it upstream and logs it)\n"
     "  --access-log stdout|off|PATH  one line per exchange (default stdout)\n"
     "  --access-log-format combined|json\n"
     "  --log-level debug|info|warn|error   diagnostics on stderr (default info)\n"
@@ -588,6 +590,7 @@ const struct fy_option fy_options[] = {
     {"via", FY_OPT_ONOFF, CFG_OFF(via), 0, 0, 0},
     {"upgrade-protocols", FY_OPT_UPGRADE, 0, 0, 0, 0},
     {"abort-on-client-close", FY_OPT_ONOFF, CFG_OFF(abort_on_client_close), 0, 0, 0},
+    {"trust-request-id", FY_OPT_ONOFF, CFG_OFF(trust_request_id), 0, 0, 0},
     {"access-log", FY_OPT_ACCESS_LOG, 0, 0, 0, 0},
     {"access-log-format", FY_OPT_LOG_FORMAT, 0, 0, 0, 0},
     {"log-level", FY_OPT_LOG_LEVEL, 0, 0, 0, 0},

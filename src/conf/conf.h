@@ -244,7 +244,16 @@ struct fy_conf {
     uint32_t nlisteners;
     struct fy_group *groups;
     uint32_t ngroups;
+    /* The top-level request-header/response-header... options of a file with listeners: applied
+     * before every route's own rules (quick mode folds them into its one route instead). */
+    struct fy_hrules global_request_rules, global_response_rules;
 };
+
+/* Compiles parsed settings into a generation with one reference. `settings` is moved in (left
+ * reset to the defaults, safe to free); quick mode (no listeners) becomes one listener, one
+ * catch-all route and one group "default". Server states of servers that `prev` also has (same
+ * group name and URL) are shared, so health carries over a reload. NULL when out of memory. */
+struct fy_conf *fy_conf_build(struct fy_config *settings, const struct fy_conf *prev);
 
 /* A new reference. */
 struct fy_conf *fy_conf_ref(struct fy_conf *c);

@@ -51,6 +51,7 @@ struct fy_config {
     bool x_forwarded_for, x_forwarded_proto, x_forwarded_host, via;
     char *upgrade_protocols; /* comma-separated Upgrade protocols tunnelled; NULL = "websocket" */
     bool abort_on_client_close; /* a client hang-up while the upstream thinks abandons it */
+    bool trust_request_id;      /* keep a client's X-Request-Id instead of making one */
 
     enum fy_log_target access_log;
     char *access_log_path;

@@ -1,27 +1,46 @@
-/* Header set/remove rules; see hdr_rules.h. */
+/* Header set/add/remove rules; see hdr_rules.h. */
 #include "filters/hdr_rules.h"
 
 #include "http/tokens.h"
 
-int fy_hdr_rules_apply(const struct fy_header_rules *rules, struct fy_msg *m)
+static int value_of(const struct fy_hrule *r, const struct fy_tctx *vars, fy_scratch_fn *alloc,
+                    void *actx, const char **v, uint32_t *vlen)
 {
-    for (uint32_t i = 0; i < rules->n; i++) {
-        const struct fy_header_rule *r = &rules->items[i];
-        if (!r->value)
-            fy_msg_remove(m, r->name, r->name_len);
-        else if (fy_msg_set(m, r->name, r->name_len, r->value, r->value_len) < 0)
-            return -1;
+    if (r->value.constant) {
+        *v = r->value.constant;
+        *vlen = r->value.constant_len;
+        return 0;
     }
+    char *p = alloc(actx, fy_template_max_len(&r->value, vars) + 1);
+    if (!p)
+        return -1;
+    *vlen = (uint32_t)fy_template_render(&r->value, vars, p);
+    *v = p;
     return 0;
 }
 
-fy_tokmask fy_hdr_rules_token_mask(const struct fy_header_rules *rules)
+int fy_hrules_apply(const struct fy_hrules *rules, struct fy_msg *m, const struct fy_tctx *vars,
+                    fy_scratch_fn *alloc, void *alloc_ctx)
 {
-    fy_tokmask mask = 0;
     for (uint32_t i = 0; i < rules->n; i++) {
-        enum fy_token t = fy_token_lookup(rules->items[i].name, rules->items[i].name_len);
-        if (t != FY_TOK_OTHER)
-            mask |= fy_tokmask_bit(t);
+        const struct fy_hrule *r = &rules->items[i];
+        if (r->op == FY_RULE_REMOVE) {
+            fy_msg_remove(m, r->name, r->name_len);
+            continue;
+        }
+        const char *v;
+        uint32_t vlen;
+        if (value_of(r, vars, alloc, alloc_ctx, &v, &vlen) < 0)
+            return -1;
+        int rc;
+        if (r->op == FY_RULE_ADD)
+            rc = fy_msg_add(m, r->name, r->name_len, v, vlen, r->tok);
+        else if (r->tok != FY_TOK_OTHER)
+            rc = fy_msg_set_tok(m, r->tok, r->name, r->name_len, v, vlen);
+        else
+            rc = fy_msg_set(m, r->name, r->name_len, v, vlen);
+        if (rc < 0)
+            return -1;
     }
-    return mask;
+    return 0;
 }

@@ -1,21 +1,23 @@
 /*
- * Header rules: the configured "set" and "remove" operations on a request or response head, in
- * order. A set replaces every field of that name with one; values point into the config.
+ * Header rules: a route's set / add / remove operations on a request or response head, applied
+ * in order. Values are templates (conf/template.h): a constant one is referenced from the
+ * configuration (valid while the session holds its generation), one with variables is rendered
+ * into memory from the caller's allocator, which must outlive the message's use.
  */
 #ifndef FY_HDR_RULES_H
 #define FY_HDR_RULES_H
 
-#include <stdint.h>
+#include <stddef.h>
 
-#include "conf/config.h"
+#include "conf/conf.h"
+#include "conf/template.h"
 #include "http/msg.h"
-#include "http/tokens.h"
+
+/* Memory for rendered values: n bytes that stay valid as long as the message is used. */
+typedef char *fy_scratch_fn(void *ctx, size_t n);
 
 /* Applies the rules to m. Returns 0, or -1 when out of memory. */
-int fy_hdr_rules_apply(const struct fy_header_rules *rules, struct fy_msg *m);
-
-/* The well-known fields a rule list names, so ferry's own fields (Host, X-Forwarded-*, Via) can
- * step aside when the user configured them explicitly. Test a field with fy_tokmask_has(). */
-fy_tokmask fy_hdr_rules_token_mask(const struct fy_header_rules *rules);
+int fy_hrules_apply(const struct fy_hrules *rules, struct fy_msg *m, const struct fy_tctx *vars,
+                    fy_scratch_fn *alloc, void *alloc_ctx);
 
 #endif

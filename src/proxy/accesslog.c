@@ -188,7 +188,9 @@ void fy_accesslog_write(struct fy_accesslog *l, const struct fy_log_entry *e)
         put_secs(&o, e->upstream_us);
         puts_(&o, ",\"total_time\":");
         put_secs(&o, e->total_us);
-        puts_(&o, "}\n");
+        puts_(&o, ",\"request_id\":\"");
+        puts_(&o, e->request_id ? e->request_id : "-");
+        puts_(&o, "\"}\n");
     } else {
         fy_addr_format_host(e->client, addr, sizeof(addr));
         puts_(&o, addr);
@@ -232,6 +234,8 @@ void fy_accesslog_write(struct fy_accesslog *l, const struct fy_log_entry *e)
         put_secs(&o, e->upstream_us);
         puts_(&o, " rt=");
         put_secs(&o, e->total_us);
+        puts_(&o, " id=");
+        puts_(&o, e->request_id ? e->request_id : "-");
         puts_(&o, "\n");
     }
     if (o.p == o.end)

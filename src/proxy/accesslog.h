@@ -25,7 +25,8 @@ struct fy_log_entry {
     const struct sockaddr *upstream; /* NULL if none was contacted */
     const char *referer, *user_agent;
     uint32_t referer_len, user_agent_len;
-    uint64_t upstream_us; /* 0 if none */
+    const char *request_id; /* NUL-terminated; NULL for requests ferry refused before routing */
+    uint64_t upstream_us;   /* 0 if none */
     uint64_t total_us;
 };
 

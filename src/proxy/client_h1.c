@@ -26,6 +26,7 @@
 #include "core/macros.h"
 #include "core/buf.h"
 #include "core/log.h"
+#include "http/date.h"
 #include "http/h1_reader.h"
 #include "http/h1_writer.h"
 #include "net/sock.h"
@@ -47,6 +48,7 @@ struct fy_client {
     struct fy_task task;
     struct fy_timer timer;
     struct fy_worker *w;
+    struct fy_wlistener *lsn; /* the socket it came in on */
     struct fy_client *prev, *next;
     struct fy_buf *in;
     struct client_io *io;
@@ -198,7 +200,8 @@ static void on_timer(struct fy_timer *t)
     fy_loop_queue(&c->w->loop, &c->task);
 }
 
-void fy_client_accept(struct fy_worker *w, int fd, const struct sockaddr *peer, socklen_t len)
+void fy_client_accept(struct fy_worker *w, struct fy_wlistener *l, int fd,
+                      const struct sockaddr *peer, socklen_t len)
 {
     struct fy_client *c = calloc(1, sizeof(*c));
     if (!c) {
@@ -206,6 +209,7 @@ void fy_client_accept(struct fy_worker *w, int fd, const struct sockaddr *peer, 
         return;
     }
     c->w = w; /* TCP_NODELAY comes from the listener (listener.c) */
+    c->lsn = l;
     c->task.fn = client_run;
     fy_timer_init(&c->timer, on_timer);
     memcpy(&c->peer, peer, len < sizeof(c->peer) ? len : sizeof(c->peer));
@@ -270,18 +274,11 @@ static void log_client_error(struct fy_client *c, int status, int body_bytes)
     fy_accesslog_write(&c->w->alog, &e);
 }
 
-/* RFC 9110 6.6.1: a response ferry makes itself carries a Date. These are rare: no cache. */
-static void http_date(char out[40])
-{
-    time_t now = time(NULL);
-    struct tm tm;
-    gmtime_r(&now, &tm);
-    strftime(out, 40, "%a, %d %b %Y %H:%M:%S GMT", &tm);
-}
-
-/* Queues a small complete error response. `close` forces Connection: close. Returns the body
- * length, or -1 when out of memory. */
-static int queue_error(struct fy_client *c, int status, const char *text, bool close)
+/* Queues a small complete error response. `close` forces Connection: close; `extra` (may be
+ * NULL) holds more fields for the head (a route's `always` response rules, Retry-After). Returns
+ * the body length, or -1 when out of memory. */
+static int queue_error(struct fy_client *c, int status, const char *text, bool close,
+                       const struct fy_msg *extra)
 {
     struct client_io *io = io_get(c);
     if (!io)
@@ -293,14 +290,24 @@ static int queue_error(struct fy_client *c, int status, const char *text, bool c
     if (close)
         c->close_after = true;
     char date[40];
-    http_date(date);
+    fy_http_date(date);
     int hlen = snprintf(head, sizeof(head),
                         "HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                        "Content-Length: %d\r\nCache-Control: no-store\r\n%s\r\n",
+                        "Content-Length: %d\r\nCache-Control: no-store\r\n%s",
                         status, reason_phrase(status), date, blen,
                         c->close_after ? "Connection: close\r\n" : "");
     io->wr.framing = FY_FRAME_LENGTH;
-    if (fy_h1w_copy(&io->wr, head, (size_t)hlen) < 0 ||
+    if (fy_h1w_copy(&io->wr, head, (size_t)hlen) < 0)
+        return -1;
+    for (uint32_t i = 0; extra && i < extra->nhdrs; i++) {
+        const struct fy_hdr *h = &extra->hdrs[i];
+        if (h->removed)
+            continue;
+        if (fy_h1w_copy(&io->wr, h->name, h->name_len) < 0 || fy_h1w_copy(&io->wr, ": ", 2) < 0 ||
+            fy_h1w_copy(&io->wr, h->value, h->value_len) < 0 || fy_h1w_copy(&io->wr, "\r\n", 2) < 0)
+            return -1;
+    }
+    if (fy_h1w_copy(&io->wr, "\r\n", 2) < 0 ||
         (!c->req_is_head && fy_h1w_copy(&io->wr, body, (size_t)blen) < 0))
         return -1;
     return c->req_is_head ? 0 : blen;
@@ -351,7 +358,7 @@ static void reject(struct fy_client *c, int status, const char *why)
     client_log(c, FY_LOG_INFO, "rejected with %d: %s", status, why);
     c->linger = true;
     c->phase = P_CLOSING;
-    int body = queue_error(c, status, why, true);
+    int body = queue_error(c, status, why, true, NULL);
     log_client_error(c, status, body);
     if (body < 0) {
         close_client(c);
@@ -376,7 +383,7 @@ static void answer_max_forwards(struct fy_client *c, struct fy_msg *m, bool trac
         c->linger = true;
     }
     char date[40];
-    http_date(date);
+    fy_http_date(date);
     size_t body_len = 0;
     if (trace) {
         body_len = m->method_len + 1 + m->target_len + 11 + 2;
@@ -650,14 +657,14 @@ static int ds_send_body(void *ds, const struct iovec *iov, int n, bool last)
     return rc;
 }
 
-static int ds_send_error(void *ds, int status, const char *text)
+static int ds_send_error(void *ds, int status, const char *text, const struct fy_msg *extra)
 {
     struct fy_client *c = ds;
     /* Keep-alive survives an error only if the request was read to its end. */
     bool body_pending = c->io->rd.state != FY_H1R_DONE;
     if (body_pending)
         c->linger = true;
-    int body = queue_error(c, status, text, body_pending);
+    int body = queue_error(c, status, text, body_pending, extra);
     if (body < 0)
         c->close_after = true;
     return body;
@@ -683,7 +690,14 @@ static void ds_done(void *ds, bool clean)
     fy_loop_queue(&c->w->loop, &c->task);
 }
 
+static void ds_limit_body(void *ds, uint64_t max)
+{
+    struct fy_client *c = ds;
+    c->io->rd.limits.max_body = max;
+}
+
 static const struct fy_downstream_ops client_ops = {
+    .limit_body = ds_limit_body,
     .body_read = ds_body_read,
     .body_consumed = ds_body_consumed,
     .send_interim = ds_send_interim,
@@ -857,7 +871,8 @@ static void start_exchange(struct fy_client *c)
     c->timed_out = false;
     c->phase = P_ACTIVE;
     c->session_done = false;
-    c->session = fy_session_start(w, &client_ops, c, m, &c->peer.sa, c->req_start_us);
+    c->session =
+        fy_session_start(w, &client_ops, c, m, &c->peer.sa, c->req_start_us, c->lsn->listener);
     if (!c->session)
         reject(c, 500, "out of memory");
 }
@@ -937,6 +952,7 @@ static void end_exchange(struct fy_client *c)
         return;
     }
     fy_h1r_next(&c->io->rd);
+    c->io->rd.limits.max_body = c->w->req_limits.max_body; /* a route may have changed it */
     fy_h1w_reset(&c->io->wr);
     c->phase = P_IDLE;
     c->req_is_head = false;
@@ -1012,7 +1028,7 @@ static void client_run(struct fy_task *t)
      * still to come, a pipelined request) mean the client is still there. Once the response has
      * started, a half-closed client still gets all of it (a reset fails the writes).
      * --abort-on-client-close off waits for the response instead (HAProxy's default). */
-    if (c->sock.eof_pending && !c->want_body && !c->head_sent && c->w->cfg->abort_on_client_close &&
+    if (c->sock.eof_pending && !c->want_body && !c->head_sent && fy_session_abort_on_client_close(c->session) &&
         fy_sock_peer_gone(&c->sock)) {
         client_log(c, FY_LOG_INFO,
                    "closed the connection before the response was complete; "

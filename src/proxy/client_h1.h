@@ -9,10 +9,13 @@
 #include <sys/socket.h>
 
 struct fy_worker;
+struct fy_wlistener;
 struct fy_client;
 
-/* Takes ownership of an accepted, non-blocking fd. On failure the fd is closed. */
-void fy_client_accept(struct fy_worker *w, int fd, const struct sockaddr *peer, socklen_t len);
+/* Takes ownership of an accepted, non-blocking fd that came in on listening socket l. On failure
+ * the fd is closed. */
+void fy_client_accept(struct fy_worker *w, struct fy_wlistener *l, int fd,
+                      const struct sockaddr *peer, socklen_t len);
 
 /* Draining: closes the connection now if it is between requests, else after this response. */
 void fy_client_drain(struct fy_client *c);

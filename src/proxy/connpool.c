@@ -14,7 +14,7 @@ void fy_connpool_init(struct fy_connpool *p, struct fy_loop *loop, const struct 
 {
     memset(p, 0, sizeof(*p));
     p->loop = loop;
-    p->addr = addr;
+    p->addr = *addr;
     p->limits = limits;
     p->max_idle = max_idle;
     p->idle_timeout_ms = idle_ms;
@@ -106,7 +106,7 @@ struct fy_upconn *fy_connpool_connect(struct fy_connpool *p, struct fy_task *own
     fy_timer_init(&c->idle_timer, on_idle_timeout);
     fy_h1r_init(&c->rd, false, p->limits);
     fy_h1w_init(&c->wr);
-    int fd = fy_sock_connect_start((const struct sockaddr *)&p->addr->ss, p->addr->len);
+    int fd = fy_sock_connect_start((const struct sockaddr *)&p->addr.ss, p->addr.len);
     if (fd < 0) {
         *err = fd;
         goto fail_conn;
@@ -150,4 +150,39 @@ void fy_connpool_put(struct fy_connpool *p, struct fy_upconn *c)
     /* An EOF that arrived while the connection was busy must not be missed. */
     if (c->sock.rd_ready)
         fy_loop_queue(p->loop, &c->idle_task);
+}
+
+struct fy_connpool *fy_pools_get(struct fy_pools *ps, struct fy_loop *loop,
+                                 const struct fy_addr *addr, const struct fy_h1r_limits *limits,
+                                 uint32_t max_idle, uint64_t idle_ms)
+{
+    for (uint32_t i = 0; i < ps->n; i++) {
+        struct fy_connpool *p = ps->items[i];
+        if (p->addr.len == addr->len && !memcmp(&p->addr.ss, &addr->ss, addr->len))
+            return p;
+    }
+    if (ps->n == ps->cap) {
+        uint32_t cap = ps->cap ? ps->cap * 2 : 8;
+        struct fy_connpool **items = realloc(ps->items, cap * sizeof(*items));
+        if (!items)
+            return NULL;
+        ps->items = items;
+        ps->cap = cap;
+    }
+    struct fy_connpool *p = calloc(1, sizeof(*p));
+    if (!p)
+        return NULL;
+    fy_connpool_init(p, loop, addr, limits, max_idle, idle_ms);
+    ps->items[ps->n++] = p;
+    return p;
+}
+
+void fy_pools_free(struct fy_pools *ps)
+{
+    for (uint32_t i = 0; i < ps->n; i++) {
+        fy_connpool_close_all(ps->items[i]);
+        free(ps->items[i]);
+    }
+    free(ps->items);
+    memset(ps, 0, sizeof(*ps));
 }

@@ -33,7 +33,7 @@ struct fy_upconn {
 
 struct fy_connpool {
     struct fy_loop *loop;
-    const struct fy_addr *addr;
+    struct fy_addr addr; /* a copy: pools outlive configuration generations */
     const struct fy_h1r_limits *limits;
     struct fy_upconn *head; /* most recently used first */
     struct fy_upconn *tail;
@@ -43,6 +43,22 @@ struct fy_connpool {
 
 void fy_connpool_init(struct fy_connpool *p, struct fy_loop *loop, const struct fy_addr *addr,
                       const struct fy_h1r_limits *limits, uint32_t max_idle, uint64_t idle_ms);
+
+/* A worker's pools, one per upstream address, kept across configuration generations (a server
+ * that stays in a reload keeps its idle connections). Looked up when a generation is adopted,
+ * never per request. */
+struct fy_pools {
+    struct fy_connpool **items;
+    uint32_t n, cap;
+};
+
+/* The pool for addr, created (with the given settings) when there is none. NULL: out of memory. */
+struct fy_connpool *fy_pools_get(struct fy_pools *ps, struct fy_loop *loop,
+                                 const struct fy_addr *addr, const struct fy_h1r_limits *limits,
+                                 uint32_t max_idle, uint64_t idle_ms);
+
+/* Closes every idle connection of every pool and frees the pools. */
+void fy_pools_free(struct fy_pools *ps);
 
 /* Closes every idle connection. */
 void fy_connpool_close_all(struct fy_connpool *p);

@@ -97,6 +97,23 @@ static int regex_run(const fy_regex *re, const char *s, size_t len)
     return rc >= 0 ? rc : -1;
 }
 
+int fy_regex_match(const fy_regex *re, const char *subject, size_t len, size_t *ovector,
+                   uint32_t max)
+{
+    int rc = regex_run(re, subject, len);
+    if (rc < 0)
+        return 0;
+    pcre2_match_data *md = match_data();
+    /* rc pairs were set; 0 means more groups matched than the match data holds */
+    uint32_t n = rc == 0 ? pcre2_get_ovector_count(md) : (uint32_t)rc;
+    if (n > max)
+        n = max;
+    const PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
+    for (uint32_t i = 0; i < 2 * n; i++)
+        ovector[i] = ov[i];
+    return n ? (int)n : 1;
+}
+
 /* ---- conditions ---- */
 
 static unsigned char lower(unsigned char c)

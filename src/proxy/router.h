@@ -65,6 +65,12 @@ bool fy_router_match(const struct fy_router *r, const struct fy_route_req *req,
 bool fy_route_matches(const struct fy_route *rt, const struct fy_route_req *req,
                       struct fy_route_result *out);
 
+/* Runs a route regex on subject with this thread's match data: returns the number of ovector
+ * pairs set (>= 1) on a match, copied into ovector (room for max pairs; unset pairs are
+ * PCRE2_UNSET), 0 when it does not match, or <0 on a matching error (treated as no match). */
+int fy_regex_match(const fy_regex *re, const char *subject, size_t len, size_t *ovector,
+                   uint32_t max);
+
 /* Frees the calling thread's match state (a no-op if it has none). Each thread that matched
  * calls it before it exits; matching again afterwards makes the state anew. */
 void fy_router_thread_release(void);

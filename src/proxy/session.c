@@ -1,9 +1,15 @@
 /*
  * The proxied exchange state machine; see session.h and docs/internals/session.md.
  *
- *   CONNECT --> EXCHANGE --(101)--> TUNNEL
- *      |            |                 |
- *      +------------+-----------------+--> DONE (log, release upstream, free)
+ *   ROUTE --> CONNECT --> EXCHANGE --(101)--> TUNNEL
+ *     |          ^ |           |                 |
+ *     |   (retry)+-+           |                 |
+ *     +--> RESPOND ------------+-----------------+--> DONE (log, release upstream, free)
+ *
+ * ROUTE picks the route (and answers redirects, fixed responses and refusals through RESPOND, so
+ * none of them takes an upstream connection); CONNECT picks a server of the route's group and
+ * obtains a connection; a failure before the upstream saw anything goes back to CONNECT for
+ * another server, within the group's retries and the worker's retry budget.
  *
  * EXCHANGE pumps the request body upstream and the response downstream at the same time, each
  * side moving data by reference and stopping when its consumer is full (backpressure).
@@ -21,12 +27,21 @@
 #include "core/assert.h"
 #include "core/macros.h"
 #include "core/log.h"
+#include "conf/template.h"
 #include "filters/hdr_rules.h"
+#include "http/date.h"
+#include "http/path.h"
 #include "net/addr.h"
 #include "proxy/connpool.h"
+#include "proxy/lb.h"
+#include "proxy/router.h"
 #include "proxy/worker.h"
 
+#define PATH_INLINE 256 /* normalised paths up to this long need no allocation */
+
 #define FY_SESSION_STATES(X)                                                                       \
+    X(ROUTE, "matching the request to a route")                                                    \
+    X(RESPOND, "sending a response ferry makes itself")                                            \
     X(CONNECT, "obtaining an upstream connection")                                                 \
     X(EXCHANGE, "sending the request, relaying the response")                                      \
     X(TUNNEL, "relaying upgraded bytes both ways")                                                 \
@@ -48,11 +63,34 @@ struct fy_session {
     struct fy_task task;
     struct fy_timer timer;
     struct fy_worker *w;
+    struct fy_wgen *gen; /* the generation this exchange runs on, from start to end */
+    const struct fy_listener_conf *listener;
+    const struct fy_route *route;
+    const struct fy_group *group;
+    struct fy_server *server; /* picked for the current attempt (counted by the balancer) */
+    struct fy_connpool *pool; /* the worker's pool for server */
+    uint32_t tried[FY_LB_MAX_TRIED];
+    uint32_t ntried;
     const struct fy_downstream_ops *ops;
     void *ds;
     struct fy_msg req;
+    const char *orig_target; /* the target as received (for the log), owned by req */
+    uint32_t orig_target_len;
+    const char *path; /* normalised path, no query (path_inline or scratch) */
+    uint32_t path_len;
+    const char *query; /* after '?', in req's target as received; NULL if none */
+    uint32_t query_len;
+    const char *host; /* the client's Host without port, as received; NULL if none */
+    uint32_t host_len;
+    struct fy_route_result match;
+    struct fy_msg resp; /* RESPOND: the response ferry makes */
+    char date[40], clen[24];
+    uint64_t connect_timeout, upstream_timeout;
+    char request_id[33];
     struct sockaddr_storage client;
-    char client_ip[64]; /* the client's address as text, for X-Forwarded-For */
+    char client_ip[64]; /* the client's address as text (X-Forwarded-For, $client_ip); lazy */
+    const char *orig_host; /* the client's Host value, owned by req; NULL if none */
+    uint32_t orig_host_len;
     struct fy_upconn *up;
     struct scratch *scratch;
     enum session_state state;
@@ -63,6 +101,9 @@ struct fy_session {
     bool is_head;
     bool timed_out;
     bool detached;
+    bool server_failed; /* the current attempt failed on the server's side (passive health) */
+    bool set_sticky;    /* the response carries the sticky cookie of the server used */
+    bool abort_on_close;
     /* request side */
     bool req_last_queued, req_done, req_spans_out, req_body_started, sent_continue;
     bool req_starved; /* waiting for the client's body bytes */
@@ -74,6 +115,7 @@ struct fy_session {
     uint8_t full_reads;   /* upstream reads that filled the buffer: a large body is coming */
     uint64_t bytes_in, bytes_out;
     uint64_t start_us, up_start_us, up_head_us;
+    char path_inline[PATH_INLINE];
 };
 
 static void session_run(struct fy_task *t);
@@ -124,10 +166,21 @@ static void slog(struct fy_session *s, enum fy_log_level level, const char *fmt,
     va_end(ap);
     fy_addr_format((const struct sockaddr *)&s->client, client, sizeof(client));
     const struct fy_msg *m = &s->req;
-    int tlen = m->target_len > 200 ? 200 : (int)m->target_len;
+    int tlen;
+    const char *target = s->orig_target ? s->orig_target : m->target;
+    uint32_t target_len = s->orig_target ? s->orig_target_len : m->target_len;
+    tlen = target_len > 200 ? 200 : (int)target_len;
     fy_log(level, "client %s \"%.*s %.*s%s HTTP/1.%d\" upstream %s: %s", client, (int)m->method_len,
-           m->method, tlen, m->target, m->target_len > 200 ? "..." : "", m->version_minor,
-           s->w->cfg->upstream_text, what);
+           m->method, tlen, target, target_len > 200 ? "..." : "", m->version_minor,
+           s->server ? s->server->url : s->group ? s->group->name : "-", what);
+}
+
+static char *scratch_alloc(struct fy_session *s, size_t n);
+
+/* fy_scratch_fn for header rules. */
+static char *scratch_fn(void *ctx, size_t n)
+{
+    return scratch_alloc(ctx, n);
 }
 
 static char *scratch_alloc(struct fy_session *s, size_t n)
@@ -227,7 +280,7 @@ void fy_session_freelist_release(void)
 
 struct fy_session *fy_session_start(struct fy_worker *w, const struct fy_downstream_ops *ops,
                                     void *ds, struct fy_msg *req, const struct sockaddr *client,
-                                    uint64_t start_us)
+                                    uint64_t start_us, uint32_t listener)
 {
     struct fy_session *s = session_alloc();
     if (!s)
@@ -241,7 +294,10 @@ struct fy_session *fy_session_start(struct fy_worker *w, const struct fy_downstr
                                          : sizeof(struct sockaddr_in));
     s->task.fn = session_run;
     fy_timer_init(&s->timer, on_timer);
-    s->state = S_CONNECT;
+    s->gen = fy_worker_gen_acquire(w);
+    s->listener = &s->gen->conf->listeners[listener];
+    s->abort_on_close = w->cfg->abort_on_client_close;
+    s->state = S_ROUTE;
     s->start_us = start_us;
     s->is_head = s->req.method_len == 4 && memcmp(s->req.method, "HEAD", 4) == 0;
     w->nsessions++;
@@ -253,31 +309,173 @@ struct fy_session *fy_session_start(struct fy_worker *w, const struct fy_downstr
 
 static bool rule_owns(struct fy_session *s, enum fy_token t)
 {
-    return fy_tokmask_has(s->w->req_rule_mask, t);
+    return fy_tokmask_has(s->route->request_rules.mask | s->gen->conf->global_request_rules.mask,
+                          t);
 }
 
-/* Rewrites the client's head into what the upstream sees: Host, forwarding fields, rules. */
+/* What the route's templates see of this request. */
+static void template_vars(struct fy_session *s, struct fy_tctx *v)
+{
+    memset(v, 0, sizeof(*v));
+    v->host = s->host;
+    v->host_len = s->host_len;
+    v->scheme = "http";
+    v->scheme_len = 4;
+    if (!s->client_ip[0])
+        fy_addr_format_host((struct sockaddr *)&s->client, s->client_ip, sizeof(s->client_ip));
+    v->client_ip = s->client_ip;
+    v->client_ip_len = (uint32_t)strlen(s->client_ip);
+    v->request_id = s->request_id;
+    v->request_id_len = (uint32_t)strlen(s->request_id);
+    v->method = s->req.method;
+    v->method_len = s->req.method_len;
+    v->path = s->path;
+    v->path_len = s->path_len;
+    v->query = s->query;
+    v->query_len = s->query_len;
+    v->request_uri = s->orig_target;
+    v->request_uri_len = s->orig_target_len;
+    if (s->match.ncaptures) {
+        v->subject = s->path;
+        v->ovector = s->match.ovector;
+        v->ncaptures = s->match.ncaptures;
+    }
+}
+
+static int render(struct fy_session *s, const struct fy_template *t, const char **out,
+                  uint32_t *len)
+{
+    if (t->constant) {
+        *out = t->constant;
+        *len = t->constant_len;
+        return 0;
+    }
+    struct fy_tctx v;
+    template_vars(s, &v);
+    char *p = scratch_alloc(s, fy_template_max_len(t, &v) + 1);
+    if (!p)
+        return -1;
+    *len = (uint32_t)fy_template_render(t, &v, p);
+    *out = p;
+    return 0;
+}
+
+/* The Host sent upstream for the current server: set again on every attempt, since a retry may
+ * go to a server with another name. */
+static int set_upstream_host(struct fy_session *s)
+{
+    const struct fy_route *r = s->route;
+    if (rule_owns(s, FY_TOK_HOST))
+        return 0;
+    const char *h = s->server->authority;
+    uint32_t hl = (uint32_t)strlen(h);
+    if (r->host_mode == FY_HOST_VALUE) {
+        if (render(s, &r->host_value, &h, &hl) < 0)
+            return -1;
+    } else if (r->host_mode == FY_HOST_PRESERVE && s->orig_host) {
+        h = s->orig_host;
+        hl = s->orig_host_len;
+    }
+    return fy_msg_set_tok(&s->req, FY_TOK_HOST, "Host", 4, h, hl);
+}
+
+/* Sets the target sent upstream to head + path[skip..] + tail + the query. */
+static int set_target(struct fy_session *s, const char *head, uint32_t head_len, uint32_t skip,
+                      const char *tail, uint32_t tail_len)
+{
+    uint32_t rest = s->path_len - skip;
+    char *t = scratch_alloc(s, (size_t)head_len + rest + tail_len + 2 + s->query_len);
+    if (!t)
+        return -1;
+    char *o = t;
+    memcpy(o, head, head_len);
+    o += head_len;
+    memcpy(o, s->path + skip, rest);
+    o += rest;
+    memcpy(o, tail, tail_len);
+    o += tail_len;
+    if (o == t || t[0] != '/') {
+        /* An origin-form target starts with '/', whatever the rewrite left. */
+        memmove(t + 1, t, (size_t)(o - t));
+        t[0] = '/';
+        o++;
+    }
+    if (s->query) {
+        *o++ = '?';
+        memcpy(o, s->query, s->query_len);
+        o += s->query_len;
+    }
+    s->req.target = t;
+    s->req.target_len = (uint32_t)(o - t);
+    return 0;
+}
+
+/*
+ * The route's path rewrite, on the normalised path (the query is kept as received):
+ *   strip-prefix /v1          /v1/users -> /users, /v1 -> /
+ *   replace-prefix /v1 -> /v2 /v1/users -> /v2/users
+ *   regex + replacement       the part the regex matched is replaced (anchor it to replace the
+ *                             whole path); $1.. are the regex's captures
+ */
+static int rewrite_target(struct fy_session *s)
+{
+    const struct fy_path_rewrite *rw = &s->route->rewrite;
+    if (rw->kind == FY_RW_NONE)
+        return 0;
+    if (rw->kind == FY_RW_REGEX) {
+        size_t ov[2 * FY_ROUTE_MAX_CAPTURES];
+        int n = fy_regex_match(rw->re, s->path, s->path_len, ov, FY_ROUTE_MAX_CAPTURES);
+        if (n <= 0)
+            return 0;
+        struct fy_tctx v;
+        template_vars(s, &v);
+        v.subject = s->path;
+        v.ovector = ov;
+        v.ncaptures = (uint32_t)n;
+        char *mid = scratch_alloc(s, fy_template_max_len(&rw->replacement, &v) + 1);
+        if (!mid)
+            return -1;
+        uint32_t mid_len = (uint32_t)fy_template_render(&rw->replacement, &v, mid);
+        /* head = path before the match + replacement, tail = path after the match */
+        uint32_t before = (uint32_t)ov[0], after = (uint32_t)ov[1];
+        char *head = scratch_alloc(s, (size_t)before + mid_len + 1);
+        if (!head)
+            return -1;
+        memcpy(head, s->path, before);
+        memcpy(head + before, mid, mid_len);
+        return set_target(s, head, before + mid_len, s->path_len, s->path + after,
+                          s->path_len - after);
+    }
+    size_t pl = strlen(rw->prefix);
+    if (s->path_len < pl || memcmp(s->path, rw->prefix, pl))
+        return 0; /* the route matched on something else: nothing to take off */
+    const char *with = rw->kind == FY_RW_REPLACE_PREFIX ? rw->with : "";
+    uint32_t wl = (uint32_t)strlen(with);
+    uint32_t skip = (uint32_t)pl;
+    /* Keep exactly one '/' where the two meet: /v1/ -> /v2/ and /v1 -> /v2 both work. */
+    if (wl && with[wl - 1] == '/' && skip < s->path_len && s->path[skip] == '/')
+        skip++;
+    else if (wl && with[wl - 1] != '/' && skip < s->path_len && s->path[skip] != '/' &&
+             rw->prefix[pl - 1] == '/') {
+        /* The prefix took its '/' along and the replacement has none: put it back. */
+        char *h = scratch_alloc(s, (size_t)wl + 2);
+        if (!h)
+            return -1;
+        memcpy(h, with, wl);
+        h[wl++] = '/';
+        with = h;
+    }
+    return set_target(s, with, wl, skip, "", 0);
+}
+
+/* Rewrites the client's head into what the upstream sees: path, forwarding fields, request id,
+ * the route's rules. Once per exchange; the Host follows each server (set_upstream_host). */
 static int prepare_request(struct fy_session *s)
 {
     const struct fy_config *cfg = s->w->cfg;
     struct fy_msg *m = &s->req;
-    struct fy_hdr *host = fy_msg_find_tok(m, FY_TOK_HOST);
-    const char *orig_host = host ? host->value : NULL;
-    uint32_t orig_host_len = host ? host->value_len : 0;
-
-    if (!rule_owns(s, FY_TOK_HOST)) {
-        const char *h = cfg->upstream_authority;
-        uint32_t hl = (uint32_t)strlen(h);
-        if (cfg->host_mode == FY_HOST_VALUE) {
-            h = cfg->host_value;
-            hl = (uint32_t)strlen(h);
-        } else if (cfg->host_mode == FY_HOST_PRESERVE && orig_host) {
-            h = orig_host;
-            hl = orig_host_len;
-        }
-        if (fy_msg_set_tok(m, FY_TOK_HOST, "Host", 4, h, hl) < 0)
-            return -1;
-    }
+    if (rewrite_target(s) < 0)
+        return -1;
     if (cfg->x_forwarded_for && !rule_owns(s, FY_TOK_X_FORWARDED_FOR)) {
         size_t iplen =
             fy_addr_format_host((struct sockaddr *)&s->client, s->client_ip, sizeof(s->client_ip));
@@ -288,19 +486,25 @@ static int prepare_request(struct fy_session *s)
     if (cfg->x_forwarded_proto && !rule_owns(s, FY_TOK_X_FORWARDED_PROTO) &&
         fy_msg_set_tok(m, FY_TOK_X_FORWARDED_PROTO, "X-Forwarded-Proto", 17, "http", 4) < 0)
         return -1;
-    if (cfg->x_forwarded_host && !rule_owns(s, FY_TOK_X_FORWARDED_HOST) && orig_host &&
-        fy_msg_set_tok(m, FY_TOK_X_FORWARDED_HOST, "X-Forwarded-Host", 16, orig_host,
-                       orig_host_len) < 0)
+    if (cfg->x_forwarded_host && !rule_owns(s, FY_TOK_X_FORWARDED_HOST) && s->orig_host &&
+        fy_msg_set_tok(m, FY_TOK_X_FORWARDED_HOST, "X-Forwarded-Host", 16, s->orig_host,
+                       s->orig_host_len) < 0)
         return -1;
     if (cfg->via && !rule_owns(s, FY_TOK_VIA) &&
         append_to_list(s, m, FY_TOK_VIA, "Via", 3, m->version_minor ? "1.1 ferry" : "1.0 ferry",
                        9) < 0)
         return -1;
+    if (fy_msg_set(m, "X-Request-Id", 12, s->request_id, (uint32_t)strlen(s->request_id)) < 0)
+        return -1;
     /* Expect is answered by ferry itself (100 Continue when the body is wanted). */
     for (uint32_t i = 0; i < m->nhdrs; i++)
         if (m->hdrs[i].tok == FY_TOK_EXPECT)
             m->hdrs[i].removed = true;
-    return fy_hdr_rules_apply(&cfg->request_rules, m);
+    struct fy_tctx v;
+    template_vars(s, &v);
+    if (fy_hrules_apply(&s->gen->conf->global_request_rules, m, &v, scratch_fn, s) < 0)
+        return -1;
+    return fy_hrules_apply(&s->route->request_rules, m, &v, scratch_fn, s);
 }
 
 /* Serialises the request head into the upstream writer and sets the body framing. */
@@ -355,19 +559,33 @@ static void log_exchange(struct fy_session *s)
     e.client = (struct sockaddr *)&s->client;
     e.method = s->req.method;
     e.method_len = s->req.method_len;
-    e.target = s->req.target;
-    e.target_len = s->req.target_len;
+    e.target = s->orig_target ? s->orig_target : s->req.target;
+    e.target_len = s->orig_target ? s->orig_target_len : s->req.target_len;
     e.version_minor = (int8_t)s->req.version_minor;
     e.status = s->status;
     e.bytes_in = s->bytes_in;
     e.bytes_out = s->bytes_out;
-    e.upstream = s->up_start_us ? (const struct sockaddr *)&s->w->cfg->upstream.ss : NULL;
+    e.upstream = s->up_start_us && s->server ? (const struct sockaddr *)&s->server->addr.ss : NULL;
+    e.request_id = s->request_id[0] ? s->request_id : NULL;
     if (s->w->alog.format == FY_ALOG_COMBINED) /* the only format that prints them */
         fy_log_entry_agent(&e, &s->req);
     uint64_t now = s->w->loop.now_us;
     e.upstream_us = s->up_start_us ? (s->up_head_us ? s->up_head_us : now) - s->up_start_us : 0;
     e.total_us = now - s->start_us;
     fy_accesslog_write(&s->w->alog, &e);
+}
+
+/* Ends the current attempt's claim on its server: the balancer uncounts the connection and
+ * learns whether the server failed. */
+static void release_server(struct fy_session *s)
+{
+    if (!s->server)
+        return;
+    enum fy_lb_outcome o = s->server_failed ? FY_LB_FAILED
+                           : s->up_head_us  ? FY_LB_OK
+                                            : FY_LB_NEUTRAL;
+    fy_lb_release(&s->gen->lbs[s->group->index], s->server, o, fy_conf_now_ms());
+    s->server_failed = false;
 }
 
 /* Gives the upstream connection back (to the pool or closed), and with it up->in. No span into
@@ -381,7 +599,7 @@ static void release_upstream(struct fy_session *s, bool reusable)
     FY_ASSERT(!s->resp_spans_out);
     s->up = NULL;
     if (reusable) {
-        fy_connpool_put(&s->w->pool, up);
+        fy_connpool_put(s->pool, up);
     } else {
         fy_upconn_close(up);
     }
@@ -406,8 +624,27 @@ static void finish(struct fy_session *s, bool upstream_reusable, bool client_cle
     s->resp_spans_out = false; /* flushed or dropped by done(), or gone with a detached client */
     s->ds_blocked = false;
     release_upstream(s, upstream_reusable);
+    release_server(s);
     log_exchange(s);
     s->state = S_DONE;
+}
+
+/* The fields a ferry-made error response carries besides its own: the route's response rules
+ * marked `always` (so CORS headers survive a 502), and Retry-After on a 503. */
+static bool error_fields(struct fy_session *s, int status, struct fy_msg *extra)
+{
+    bool any = false;
+    if (status == 503) {
+        fy_msg_add(extra, "Retry-After", 11, "5", 1, FY_TOK_OTHER);
+        any = true;
+    }
+    if (s->route && s->route->response_rules.always && s->route->response_rules.n) {
+        struct fy_tctx v;
+        template_vars(s, &v);
+        fy_hrules_apply(&s->route->response_rules, extra, &v, scratch_fn, s);
+        any = true;
+    }
+    return any;
 }
 
 /* Fails the exchange with `status` if nothing was sent to the client yet, else cuts the client
@@ -418,8 +655,12 @@ static void fail_exchange(struct fy_session *s, int status, const char *text)
         return;
     if (!s->head_sent && s->ds) {
         s->status = status;
+        struct fy_msg extra;
+        fy_msg_init(&extra);
+        bool any = error_fields(s, status, &extra);
         /* The downstream decides keep-alive vs close itself. */
-        int body = s->ops->send_error(s->ds, status, text);
+        int body = s->ops->send_error(s->ds, status, text, any ? &extra : NULL);
+        fy_msg_free(&extra);
         s->bytes_out += body > 0 ? (uint64_t)body : 0;
         finish(s, false, true);
     } else {
@@ -437,15 +678,44 @@ static bool idempotent(const struct fy_msg *m)
 }
 
 /*
+ * Tries another server of the group after the current one failed before the exchange reached
+ * it in any way that matters: within the group's retries and the worker's retry budget (so
+ * retries cannot multiply an outage). Returns true when a retry was set up.
+ */
+static bool retry_elsewhere(struct fy_session *s, const char *why)
+{
+    if (!s->group || s->ntried > s->group->retries || s->ntried >= FY_LB_MAX_TRIED ||
+        s->group->nservers < 2 || !fy_worker_retry_allowed(s->w))
+        return false;
+    slog(s, FY_LOG_INFO, "%s; retrying on another server", why);
+    release_upstream(s, false);
+    release_server(s);
+    s->server = NULL;
+    s->reused = false;
+    s->req_last_queued = s->req_done = false;
+    s->up_write_failed = false;
+    s->got_response_bytes = false;
+    s->full_reads = 0;
+    s->timed_out = false;
+    s->state = S_CONNECT;
+    fy_loop_timer_stop(&s->timer);
+    fy_loop_queue(&s->w->loop, &s->task);
+    return true;
+}
+
+/*
  * The upstream connection failed. A pooled connection the upstream closed while we were reusing
  * it fails before any response byte: if the request is idempotent and no body byte was taken from
  * the client, the upstream cannot have acted on it differently than on a retry, so retry once on a
- * fresh connection. Anything else is a 502 (or a cut client connection mid-response).
+ * fresh connection to the same server (not the server's fault). A fresh connection that failed
+ * the same way may go to another server, on the same conditions. A request that carried body
+ * bytes (a POST the upstream may have processed) is never sent twice. Anything else is a 502 (or
+ * a cut client connection mid-response).
  */
 static void upstream_failed(struct fy_session *s, int err, const char *what)
 {
-    if (s->reused && !s->got_response_bytes && !s->req_body_started && idempotent(&s->req) &&
-        s->attempts < 2) {
+    bool replayable = !s->got_response_bytes && !s->req_body_started && idempotent(&s->req);
+    if (s->reused && replayable && s->attempts < 2) {
         slog(s, FY_LOG_DEBUG, "reused connection failed while %s (%s); retrying on a new one", what,
              err ? strerror(-err) : "closed");
         release_upstream(s, false);
@@ -455,10 +725,24 @@ static void upstream_failed(struct fy_session *s, int err, const char *what)
         fy_loop_queue(&s->w->loop, &s->task);
         return;
     }
-    slog(s, FY_LOG_WARN, "upstream failed while %s (%s)%s", what,
-         err ? strerror(-err) : "connection closed",
-         s->head_sent ? "; closing the client connection" : "");
+    s->server_failed = !s->got_response_bytes || !s->head_sent;
+    char why[160];
+    snprintf(why, sizeof(why), "upstream failed while %s (%s)", what,
+             err ? strerror(-err) : "connection closed");
+    if (replayable && retry_elsewhere(s, why))
+        return;
+    slog(s, FY_LOG_WARN, "%s%s", why, s->head_sent ? "; closing the client connection" : "");
     fail_exchange(s, 502, "the upstream server closed the connection or sent an invalid response");
+}
+
+/* A connection attempt failed: the upstream saw nothing, so any request may go elsewhere. */
+static void connect_failed(struct fy_session *s, const char *why)
+{
+    s->server_failed = true;
+    if (retry_elsewhere(s, why))
+        return;
+    slog(s, FY_LOG_WARN, "%s", why);
+    fail_exchange(s, 502, "could not connect to the upstream server");
 }
 
 static void client_failed(struct fy_session *s, int status)
@@ -475,49 +759,385 @@ static void client_failed(struct fy_session *s, int status)
     finish(s, false, false);
 }
 
-/* ---- CONNECT ---- */
+/* ---- ROUTE ---- */
 
-static void step_connect(struct fy_session *s)
+/* A random id of 32 hex digits (128 bits, like nginx's $request_id). */
+static void make_request_id(struct fy_session *s)
 {
-    struct fy_worker *w = s->w;
-    if (!s->up) {
-        s->attempts++;
-        s->up = s->attempts == 1 ? fy_connpool_get(&w->pool, &s->task) : NULL;
-        s->reused = s->up != NULL;
-        if (!s->up) {
-            int err = 0;
-            s->up = fy_connpool_connect(&w->pool, &s->task, &err);
-            if (!s->up) {
-                slog(s, FY_LOG_WARN, "cannot connect: %s", strerror(-err));
-                fail_exchange(s, 502, "could not connect to the upstream server");
-                return;
-            }
-            fy_loop_timer_set(&w->loop, &s->timer, w->cfg->connect_timeout);
-        }
-        if (!s->up_start_us)
-            s->up_start_us = w->loop.now_us;
-        if (!s->prepared) {
-            s->prepared = true;
-            if (prepare_request(s) < 0) {
-                fail_exchange(s, 500, "out of memory");
+    static const char hex[] = "0123456789abcdef";
+    for (int half = 0; half < 2; half++) {
+        uint64_t x = fy_worker_random(s->w);
+        for (int i = 0; i < 16; i++, x >>= 4)
+            s->request_id[half * 16 + i] = hex[x & 15];
+    }
+    s->request_id[32] = '\0';
+}
+
+/* A client's X-Request-Id is kept when trusted and sane (visible ASCII, at most 128 bytes, so it
+ * cannot break a log line); else ferry makes one. */
+static void take_request_id(struct fy_session *s)
+{
+    if (s->w->cfg->trust_request_id) {
+        struct fy_hdr *h = fy_msg_find(&s->req, "X-Request-Id", 12);
+        if (h && h->value_len > 0 && h->value_len < sizeof(s->request_id)) {
+            bool ok = true;
+            for (uint32_t i = 0; i < h->value_len && ok; i++)
+                ok = h->value[i] > 0x20 && h->value[i] < 0x7f && h->value[i] != '"';
+            if (ok) {
+                memcpy(s->request_id, h->value, h->value_len);
+                s->request_id[h->value_len] = '\0';
                 return;
             }
         }
     }
+    make_request_id(s);
+}
+
+/* Splits the target into normalised path and query, and notes the Host. Returns 0, or -1 for a
+ * target whose path cannot be normalised (a malformed %-escape). */
+static int request_facts(struct fy_session *s)
+{
+    struct fy_msg *m = &s->req;
+    s->orig_target = m->target;
+    s->orig_target_len = m->target_len;
+    struct fy_hdr *host = fy_msg_find_tok(m, FY_TOK_HOST);
+    if (host) {
+        s->orig_host = host->value;
+        s->orig_host_len = host->value_len;
+        s->host = host->value;
+        s->host_len = host->value_len;
+        /* $host is the name without the port: "[::1]:80" -> "[::1]", "a.com:80" -> "a.com" */
+        for (uint32_t i = s->host_len; i > 0; i--) {
+            char c = s->host[i - 1];
+            if (c == ':') {
+                s->host_len = i - 1;
+                break;
+            }
+            if (c == ']' || c == '.')
+                break;
+        }
+    }
+    const char *q = memchr(m->target, '?', m->target_len);
+    uint32_t plen = q ? (uint32_t)(q - m->target) : m->target_len;
+    if (q) {
+        s->query = q + 1;
+        s->query_len = m->target_len - plen - 1;
+    }
+    if (plen == 0 || m->target[0] != '/') {
+        /* asterisk-form (OPTIONS *): matched as is */
+        s->path = m->target;
+        s->path_len = plen;
+        return 0;
+    }
+    char *out = plen <= sizeof(s->path_inline) ? s->path_inline : scratch_alloc(s, plen);
+    if (!out)
+        return -1;
+    int n = fy_path_normalize(m->target, plen, out);
+    if (n < 0)
+        return -1;
+    s->path = out;
+    s->path_len = (uint32_t)n;
+    return 0;
+}
+
+/* The route's settings over the globals. */
+static void apply_route_limits(struct fy_session *s)
+{
+    const struct fy_config *cfg = s->w->cfg;
+    const struct fy_route_limits *l = &s->route->limits;
+    s->connect_timeout = l->connect_timeout ? l->connect_timeout : cfg->connect_timeout;
+    s->upstream_timeout = l->upstream_timeout ? l->upstream_timeout : cfg->upstream_timeout;
+    if (l->abort_on_client_close >= 0)
+        s->abort_on_close = l->abort_on_client_close;
+}
+
+/* The request body limit in force: the route's, else the global one (0 = unlimited). */
+static uint64_t body_limit(const struct fy_session *s)
+{
+    uint64_t l = s->route->limits.max_body_size;
+    if (l == UINT64_MAX)
+        return 0;
+    return l ? l : s->w->cfg->max_body_size;
+}
+
+static bool has_request_body(const struct fy_msg *m)
+{
+    return m->chunked || m->content_length > 0;
+}
+
+/* A response ferry makes itself for a redirect or fixed-response route: head and body go to the
+ * downstream like an upstream's, so the route's response rules apply to it as well. */
+static void start_respond(struct fy_session *s)
+{
+    const struct fy_route *r = s->route;
+    struct fy_msg *resp = &s->resp;
+    fy_msg_init(resp);
+    resp->status = (uint16_t)r->status;
+    resp->version_minor = 1;
+    const char *body = "";
+    uint32_t blen = 0;
+    if (r->action == FY_ACT_REDIRECT) {
+        const char *loc;
+        uint32_t llen;
+        if (render(s, &r->location, &loc, &llen) < 0 ||
+            fy_msg_add(resp, "Location", 8, loc, llen, FY_TOK_OTHER) < 0)
+            goto oom;
+    } else if (render(s, &r->body, &body, &blen) < 0) {
+        goto oom;
+    }
+    if (blen || r->action == FY_ACT_RESPOND) {
+        const char *ct = r->content_type ? r->content_type : "text/plain; charset=utf-8";
+        if (fy_msg_add(resp, "Content-Type", 12, ct, (uint32_t)strlen(ct), FY_TOK_OTHER) <
+            0)
+            goto oom;
+    }
+    fy_http_date(s->date);
+    if (fy_msg_add(resp, "Date", 4, s->date, (uint32_t)strlen(s->date), FY_TOK_OTHER) < 0)
+        goto oom;
+    struct fy_tctx v;
+    template_vars(s, &v);
+    if (fy_hrules_apply(&r->respond_headers, resp, &v, scratch_fn, s) < 0 ||
+        fy_hrules_apply(&r->response_rules, resp, &v, scratch_fn, s) < 0)
+        goto oom;
+    resp->content_length = blen;
+    size_t dl = fy_u64_to_dec(blen, s->clen);
+    if (fy_msg_add(resp, "Content-Length", 14, s->clen, (uint32_t)dl, FY_TOK_CONTENT_LENGTH) < 0)
+        goto oom;
+    s->status = r->status;
+    int rc = s->ops->send_head(s->ds, resp);
+    if (rc < 0) {
+        if (rc == -ENOSPC) {
+            fail_exchange(s, 500, "the configured response does not fit a response head");
+            return;
+        }
+        client_failed(s, 0);
+        return;
+    }
+    s->head_sent = true;
+    struct iovec iov = {(void *)body, s->is_head ? 0 : blen};
+    s->bytes_out += iov.iov_len;
+    rc = s->ops->send_body(s->ds, &iov, iov.iov_len ? 1 : 0, true);
+    if (rc < 0 && rc != FY_AGAIN) {
+        client_failed(s, 0);
+        return;
+    }
+    s->resp_last_sent = true;
+    s->resp_spans_out = rc == FY_AGAIN;
+    s->ds_blocked = rc == FY_AGAIN;
+    s->state = S_RESPOND;
+    fy_loop_timer_stop(&s->timer);
+    fy_loop_queue(&s->w->loop, &s->task);
+    return;
+oom:
+    fail_exchange(s, 500, "out of memory");
+}
+
+static void step_respond(struct fy_session *s)
+{
+    if (s->ds_blocked)
+        return; /* fy_session_output_flushed() wakes us */
+    s->resp_spans_out = false;
+    /* The request body (if any) was never read: the connection cannot carry another request. */
+    finish(s, false, !has_request_body(&s->req));
+}
+
+static void step_route(struct fy_session *s)
+{
+    fy_worker_count_request(s->w);
+    take_request_id(s);
+    if (request_facts(s) < 0) {
+        s->route = NULL;
+        fail_exchange(s, 400, "invalid request target (malformed percent-encoding)");
+        return;
+    }
+    struct fy_route_req rq = {.path = s->path, .path_len = s->path_len, .msg = &s->req,
+                              .query = s->query, .query_len = s->query_len};
+    char hostkey[256];
+    if (s->host) {
+        if (s->orig_host_len < sizeof(hostkey)) {
+            rq.host = hostkey;
+            rq.host_len = fy_route_host_key(s->orig_host, s->orig_host_len, hostkey);
+        } else {
+            rq.host = ""; /* no route names a host that long */
+            rq.host_len = 0;
+        }
+    }
+    if (!fy_router_match(s->listener->router, &rq, &s->match)) {
+        slog(s, FY_LOG_INFO, "no route matches");
+        fail_exchange(s, 404, "no route matches this request");
+        return;
+    }
+    s->route = s->match.route;
+    apply_route_limits(s);
+    uint64_t limit = body_limit(s);
+    if (limit && s->req.content_length > 0 && (uint64_t)s->req.content_length > limit) {
+        fail_exchange(s, 413, "request body too large");
+        return;
+    }
+    if (has_request_body(&s->req))
+        s->ops->limit_body(s->ds, limit);
+    if (s->route->action != FY_ACT_PROXY) {
+        start_respond(s);
+        return;
+    }
+    s->group = s->route->group;
+    if (prepare_request(s) < 0) {
+        fail_exchange(s, 500, "out of memory");
+        return;
+    }
+    s->prepared = true;
+    s->state = S_CONNECT;
+}
+
+/* ---- CONNECT ---- */
+
+/* The value of cookie `name` in the request's Cookie fields, or NULL. */
+static const char *find_cookie(struct fy_msg *m, const char *name, uint32_t nlen, uint32_t *vlen)
+{
+    for (uint32_t i = 0; i < m->nhdrs; i++) {
+        const struct fy_hdr *h = &m->hdrs[i];
+        if (h->removed || !fy_name_eq(h->name, h->name_len, "Cookie", 6))
+            continue;
+        const char *p = h->value, *end = h->value + h->value_len;
+        while (p < end) {
+            while (p < end && (*p == ' ' || *p == ';'))
+                p++;
+            const char *eq = memchr(p, '=', (size_t)(end - p));
+            const char *semi = memchr(p, ';', (size_t)(end - p));
+            if (!semi)
+                semi = end;
+            if (eq && eq < semi && (uint32_t)(eq - p) == nlen && !memcmp(p, name, nlen)) {
+                const char *v = eq + 1;
+                uint32_t l = (uint32_t)(semi - v);
+                if (l >= 2 && v[0] == '"' && v[l - 1] == '"') {
+                    v++;
+                    l -= 2;
+                }
+                *vlen = l;
+                return v;
+            }
+            p = semi;
+        }
+    }
+    return NULL;
+}
+
+/* What the group's balancer needs from this request: the hash key or the sticky server. */
+static void balancer_request(struct fy_session *s, struct fy_lb_req *lr)
+{
+    const struct fy_group *g = s->group;
+    memset(lr, 0, sizeof(*lr));
+    lr->tried = s->tried;
+    lr->ntried = s->ntried;
+    lr->now_ms = fy_conf_now_ms();
+    if (g->balance == FY_LB_HASH) {
+        const char *k = NULL;
+        uint32_t kl = 0;
+        switch (g->hash_key) {
+        case FY_HK_CLIENT_IP: {
+            struct fy_tctx v;
+            template_vars(s, &v);
+            k = v.client_ip;
+            kl = v.client_ip_len;
+            break;
+        }
+        case FY_HK_PATH:
+            k = s->path;
+            kl = s->path_len;
+            break;
+        case FY_HK_HEADER: {
+            struct fy_hdr *h = fy_msg_find(&s->req, g->hash_name, g->hash_name_len);
+            if (h) {
+                k = h->value;
+                kl = h->value_len;
+            }
+            break;
+        }
+        case FY_HK_COOKIE:
+            k = find_cookie(&s->req, g->hash_name, g->hash_name_len, &kl);
+            break;
+        }
+        if (k) {
+            lr->hash = fy_lb_hash(k, kl);
+            lr->has_hash = true;
+        }
+    } else if (g->balance == FY_LB_STICKY) {
+        uint32_t vl = 0;
+        const char *v = find_cookie(&s->req, g->sticky_cookie, (uint32_t)strlen(g->sticky_cookie),
+                                    &vl);
+        for (uint32_t i = 0; v && i < g->nservers; i++)
+            if (vl == 16 && !memcmp(g->servers[i].cookie_id, v, 16))
+                lr->prefer = &g->servers[i];
+    }
+}
+
+/* Picks the server for the next attempt. Returns false (the exchange failed) when none is left. */
+static bool select_server(struct fy_session *s)
+{
+    struct fy_lb_req lr;
+    balancer_request(s, &lr);
+    struct fy_server *sv = fy_lb_pick(&s->gen->lbs[s->group->index], &lr);
+    if (!sv) {
+        if (s->ntried == 0) {
+            slog(s, FY_LOG_WARN, "no server of upstream group %s is available", s->group->name);
+            fail_exchange(s, 503, "no upstream server is available");
+        } else {
+            fail_exchange(s, 502, "could not connect to the upstream server");
+        }
+        return false;
+    }
+    s->server = sv;
+    s->pool = s->gen->pools[s->group->index][sv->index];
+    s->tried[s->ntried++] = sv->index;
+    s->set_sticky = s->group->balance == FY_LB_STICKY && lr.prefer != sv;
+    s->attempts = 0;
+    if (set_upstream_host(s) < 0) {
+        fail_exchange(s, 500, "out of memory");
+        return false;
+    }
+    return true;
+}
+
+static void step_connect(struct fy_session *s)
+{
+    struct fy_worker *w = s->w;
+    if (!s->server && !select_server(s))
+        return;
+    if (!s->up) {
+        s->attempts++;
+        s->up = s->attempts == 1 ? fy_connpool_get(s->pool, &s->task) : NULL;
+        s->reused = s->up != NULL;
+        if (!s->up) {
+            int err = 0;
+            s->up = fy_connpool_connect(s->pool, &s->task, &err);
+            if (!s->up) {
+                char why[128];
+                snprintf(why, sizeof(why), "cannot connect: %s", strerror(-err));
+                connect_failed(s, why);
+                return;
+            }
+            fy_loop_timer_set(&w->loop, &s->timer, s->connect_timeout);
+        }
+        if (!s->up_start_us)
+            s->up_start_us = w->loop.now_us;
+    }
     struct fy_upconn *up = s->up;
     if (!up->connected) {
         if (s->timed_out) {
-            slog(s, FY_LOG_WARN, "connect timed out after %llu ms",
-                 (unsigned long long)w->cfg->connect_timeout);
-            fail_exchange(s, 502, "timed out connecting to the upstream server");
+            s->timed_out = false;
+            char why[128];
+            snprintf(why, sizeof(why), "connect timed out after %llu ms",
+                     (unsigned long long)s->connect_timeout);
+            connect_failed(s, why);
             return;
         }
         if (!up->sock.wr_ready)
             return;
         int rc = fy_sock_connect_result(&up->sock);
         if (rc < 0) {
-            slog(s, FY_LOG_WARN, "cannot connect: %s", strerror(-rc));
-            fail_exchange(s, 502, "could not connect to the upstream server");
+            char why[128];
+            snprintf(why, sizeof(why), "cannot connect: %s", strerror(-rc));
+            connect_failed(s, why);
             return;
         }
         up->connected = true;
@@ -535,7 +1155,7 @@ static void step_connect(struct fy_session *s)
     up->rd.no_body = s->is_head;
     s->state = S_EXCHANGE;
     s->timed_out = false;
-    fy_loop_timer_set(&w->loop, &s->timer, w->cfg->upstream_timeout);
+    fy_loop_timer_set(&w->loop, &s->timer, s->upstream_timeout);
 }
 
 /* ---- EXCHANGE ---- */
@@ -623,19 +1243,40 @@ static int pump_request(struct fy_session *s)
     }
 }
 
-/* Applies ferry's response policy to the upstream head: hop-by-hop removal, Via, rules. */
+/* The sticky cookie naming the server used, for a client that did not name it. */
+static int add_sticky_cookie(struct fy_session *s, struct fy_msg *m)
+{
+    const char *name = s->group->sticky_cookie;
+    size_t n = strlen(name) + 1 + 16 + sizeof("; Path=/; HttpOnly") - 1;
+    char *v = scratch_alloc(s, n + 1);
+    if (!v)
+        return -1;
+    int len = snprintf(v, n + 1, "%s=%.16s; Path=/; HttpOnly", name, s->server->cookie_id);
+    return fy_msg_add(m, "Set-Cookie", 10, v, (uint32_t)len, FY_TOK_OTHER);
+}
+
+/* Applies ferry's response policy to the upstream head: hop-by-hop removal, Via, the sticky
+ * cookie, the route's rules. */
 static int prepare_response(struct fy_session *s, struct fy_msg *m)
 {
     const struct fy_config *cfg = s->w->cfg;
+    const struct fy_hrules *rules = &s->route->response_rules;
     struct fy_hdr *upgrade = m->status == 101 ? fy_msg_find_tok(m, FY_TOK_UPGRADE) : NULL;
     fy_msg_strip_hop_by_hop(m);
     if (upgrade)
         upgrade->removed = false;
-    if (cfg->via && !fy_tokmask_has(s->w->resp_rule_mask, FY_TOK_VIA) &&
+    const struct fy_hrules *global = &s->gen->conf->global_response_rules;
+    if (cfg->via && !fy_tokmask_has(rules->mask | global->mask, FY_TOK_VIA) &&
         append_to_list(s, m, FY_TOK_VIA, "Via", 3, m->version_minor ? "1.1 ferry" : "1.0 ferry",
                        9) < 0)
         return -1;
-    return fy_hdr_rules_apply(&cfg->response_rules, m);
+    if (s->set_sticky && add_sticky_cookie(s, m) < 0)
+        return -1;
+    struct fy_tctx v;
+    template_vars(s, &v);
+    if (fy_hrules_apply(global, m, &v, scratch_fn, s) < 0)
+        return -1;
+    return fy_hrules_apply(rules, m, &v, scratch_fn, s);
 }
 
 /* Acts on what the last parse produced. Returns 0 to keep parsing, 1 when blocked on the
@@ -823,13 +1464,13 @@ static void step_exchange(struct fy_session *s)
         s->timed_out = false;
         if (!s->head_sent) {
             slog(s, FY_LOG_WARN, "the upstream did not answer within %llu ms",
-                 (unsigned long long)s->w->cfg->upstream_timeout);
+                 (unsigned long long)s->upstream_timeout);
             fail_exchange(s, 504, "the upstream server did not answer in time");
         } else {
             slog(s, FY_LOG_WARN,
                  "the upstream stalled for %llu ms while sending the response "
                  "body; closing the client connection",
-                 (unsigned long long)s->w->cfg->upstream_timeout);
+                 (unsigned long long)s->upstream_timeout);
             finish(s, false, false);
         }
         return;
@@ -851,7 +1492,7 @@ static void step_exchange(struct fy_session *s)
     if (s->ds_blocked || (s->req_starved && !s->req_done))
         fy_loop_timer_stop(&s->timer); /* the client's body/send timeouts apply instead */
     else if (moved || s->timer.deadline == 0)
-        fy_loop_timer_set(&s->w->loop, &s->timer, s->w->cfg->upstream_timeout);
+        fy_loop_timer_set(&s->w->loop, &s->timer, s->upstream_timeout);
 }
 
 /* ---- TUNNEL ---- */
@@ -862,7 +1503,7 @@ static void step_tunnel(struct fy_session *s)
     struct fy_buf *in = up->in;
     if (s->timed_out) {
         slog(s, FY_LOG_INFO, "tunnel idle for %llu ms; closing it",
-             (unsigned long long)s->w->cfg->upstream_timeout);
+             (unsigned long long)s->upstream_timeout);
         finish(s, false, false);
         return;
     }
@@ -942,7 +1583,7 @@ static void step_tunnel(struct fy_session *s)
             return;
         }
     }
-    fy_loop_timer_set(&s->w->loop, &s->timer, s->w->cfg->upstream_timeout);
+    fy_loop_timer_set(&s->w->loop, &s->timer, s->upstream_timeout);
 }
 
 static void session_free(struct fy_session *s)
@@ -955,6 +1596,8 @@ static void session_free(struct fy_session *s)
         free(s->scratch);
         s->scratch = n;
     }
+    fy_msg_free(&s->resp);
+    fy_worker_gen_release(w, s->gen);
     session_release(s);
     w->nsessions--;
     fy_worker_check_drained(w);
@@ -967,6 +1610,10 @@ static void session_run(struct fy_task *t)
         s->status = s->status ? s->status : 499;
         finish(s, false, false);
     }
+    if (s->state == S_ROUTE)
+        step_route(s);
+    if (s->state == S_RESPOND)
+        step_respond(s);
     if (s->state == S_CONNECT)
         step_connect(s);
     if (s->state == S_EXCHANGE)
@@ -975,4 +1622,9 @@ static void session_run(struct fy_task *t)
         step_tunnel(s);
     if (s->state == S_DONE)
         session_free(s);
+}
+
+bool fy_session_abort_on_client_close(const struct fy_session *s)
+{
+    return s->abort_on_close;
 }

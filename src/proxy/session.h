@@ -52,8 +52,13 @@ typedef int fy_ds_send_head_fn(void *ds, struct fy_msg *resp);
 /* Body (or tunnel) bytes, referenced until flushed (see above): 0 = flushed, FY_AGAIN = queued
  * (fy_session_output_flushed() follows), <0 = client gone or the batch could not be queued. */
 typedef int fy_ds_send_body_fn(void *ds, const struct iovec *iov, int n, bool last);
-/* Error response before any head was sent. Returns the body bytes queued (for the log). */
-typedef int fy_ds_send_error_fn(void *ds, int status, const char *text);
+/* Error response before any head was sent; `extra` (may be NULL; read during the call only)
+ * holds fields to add to its head. Returns the body bytes queued (for the log). */
+typedef int fy_ds_send_error_fn(void *ds, int status, const char *text,
+                                const struct fy_msg *extra);
+/* The request body limit of the route picked (bytes, 0 = unlimited): a longer body fails the
+ * body_read() that crosses it with status 413. Only called before the first body_read(). */
+typedef void fy_ds_limit_body_fn(void *ds, uint64_t max);
 /* The session is finished; `clean` is false when the client connection must be closed (e.g. the
  * upstream died mid-body). clean=true is only used once all spans were flushed; with clean=false
  * the downstream drops every queued span before returning. The downstream forgets the session
@@ -61,6 +66,7 @@ typedef int fy_ds_send_error_fn(void *ds, int status, const char *text);
 typedef void fy_ds_done_fn(void *ds, bool clean);
 
 struct fy_downstream_ops {
+    fy_ds_limit_body_fn *limit_body;
     fy_ds_body_read_fn *body_read;
     fy_ds_body_consumed_fn *body_consumed;
     fy_ds_send_interim_fn *send_interim;
@@ -70,12 +76,17 @@ struct fy_downstream_ops {
     fy_ds_done_fn *done;
 };
 
-/* Creates a session for a parsed request and queues it to run. `req` is moved into the session
+/* Creates a session for a parsed request that came in on listener `listener` (its index in the
+ * worker's current generation) and queues it to run. `req` is moved into the session
  * (fy_msg_move: the caller's msg is left empty, holding storage to reuse for its next message).
  * Returns NULL when out of memory (the caller answers 500). */
 struct fy_session *fy_session_start(struct fy_worker *w, const struct fy_downstream_ops *ops,
                                     void *ds, struct fy_msg *req, const struct sockaddr *client,
-                                    uint64_t start_us);
+                                    uint64_t start_us, uint32_t listener);
+
+/* Does a client hang-up while the upstream thinks abandon this exchange (the route's
+ * abort-on-client-close, else the global one)? */
+bool fy_session_abort_on_client_close(const struct fy_session *s);
 
 /* Queues the session to run again (new data, room in buffers). Never runs it inline. */
 void fy_session_wake(struct fy_session *s);

@@ -12,26 +12,27 @@
 #include "core/buf.h"
 #include "core/macros.h"
 #include "core/log.h"
-#include "filters/hdr_rules.h"
+#include "proxy/lb.h"
+#include "proxy/router.h"
 #include "proxy/client_h1.h"
 #include "proxy/session.h"
 
 static void on_accept(struct fy_task *t)
 {
-    struct fy_worker *w = container_of(t, struct fy_worker, accept_task);
-    if (w->draining)
+    struct fy_wlistener *l = container_of(t, struct fy_wlistener, accept_task);
+    struct fy_worker *w = l->w;
+    if (w->draining || l->fd < 0)
         return;
     /* Bounded per wakeup so one busy listener cannot starve established connections. */
     for (int i = 0; i < 256; i++) {
         struct sockaddr_storage peer;
         socklen_t len = sizeof(peer);
-        int fd =
-            accept4(w->listen_fd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd = accept4(l->fd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
             if (errno == EAGAIN) {
-                w->listener.rd_ready = false;
+                l->sock.rd_ready = false;
                 return;
             }
             if (errno == EMFILE || errno == ENFILE)
@@ -45,9 +46,129 @@ static void on_accept(struct fy_task *t)
             close(fd);
             continue;
         }
-        fy_client_accept(w, fd, (struct sockaddr *)&peer, len);
+        fy_client_accept(w, l, fd, (struct sockaddr *)&peer, len);
     }
-    fy_loop_queue(&w->loop, &w->accept_task);
+    fy_loop_queue(&w->loop, &l->accept_task);
+}
+
+/* ---- generations ---- */
+
+static void wgen_free(struct fy_wgen *g)
+{
+    if (!g)
+        return;
+    if (g->lbs)
+        for (uint32_t i = 0; i < g->conf->ngroups; i++)
+            fy_lb_destroy(&g->lbs[i]);
+    if (g->pools)
+        for (uint32_t i = 0; i < g->conf->ngroups; i++)
+            free(g->pools[i]);
+    free(g->lbs);
+    free(g->pools);
+    fy_conf_unref(g->conf);
+    free(g);
+}
+
+/* This worker's runtime for generation c (takes a reference on c). */
+static struct fy_wgen *wgen_create(struct fy_worker *w, struct fy_conf *c)
+{
+    struct fy_wgen *g = calloc(1, sizeof(*g));
+    if (!g)
+        return NULL;
+    g->conf = fy_conf_ref(c);
+    g->lbs = calloc(c->ngroups ? c->ngroups : 1, sizeof(*g->lbs));
+    g->pools = calloc(c->ngroups ? c->ngroups : 1, sizeof(*g->pools));
+    if (!g->lbs || !g->pools)
+        goto fail;
+    const struct fy_config *s = &c->settings;
+    for (uint32_t i = 0; i < c->ngroups; i++) {
+        const struct fy_group *grp = &c->groups[i];
+        if (fy_lb_init(&g->lbs[i], grp, fy_worker_random(w)) < 0)
+            goto fail;
+        g->pools[i] = calloc(grp->nservers ? grp->nservers : 1, sizeof(*g->pools[i]));
+        if (!g->pools[i])
+            goto fail;
+        for (uint32_t k = 0; k < grp->nservers; k++) {
+            g->pools[i][k] = fy_pools_get(&w->pools, &w->loop, &grp->servers[k].addr,
+                                          &w->resp_limits, s->pool_max_idle, s->pool_idle_timeout);
+            if (!g->pools[i][k])
+                goto fail;
+        }
+    }
+    return g;
+fail:
+    wgen_free(g);
+    return NULL;
+}
+
+struct fy_wgen *fy_worker_gen_acquire(struct fy_worker *w)
+{
+    w->gen->users++;
+    return w->gen;
+}
+
+void fy_worker_gen_release(struct fy_worker *w, struct fy_wgen *gen)
+{
+    FY_ASSERT(gen->users > 0);
+    if (--gen->users || gen == w->gen)
+        return;
+    /* The last session of a replaced generation: it goes now. */
+    for (struct fy_wgen **p = &w->retired; *p; p = &(*p)->next_retired) {
+        if (*p == gen) {
+            *p = gen->next_retired;
+            break;
+        }
+    }
+    wgen_free(gen);
+}
+
+/* ---- retry budget ---- */
+
+#define BUDGET_WINDOW_MS 10000
+#define BUDGET_SHARE 5     /* retries stay under 1/5 of the requests of the last window */
+#define BUDGET_MIN_RETRIES 10 /* per window, so a quiet worker can still retry */
+
+static void budget_roll(struct fy_worker *w)
+{
+    uint64_t win = w->loop.now_us / 1000 / BUDGET_WINDOW_MS;
+    if (win == w->budget_window)
+        return;
+    bool adjacent = win == w->budget_window + 1;
+    w->budget_requests[1] = adjacent ? w->budget_requests[0] : 0;
+    w->budget_retries[1] = adjacent ? w->budget_retries[0] : 0;
+    w->budget_requests[0] = w->budget_retries[0] = 0;
+    w->budget_window = win;
+}
+
+void fy_worker_count_request(struct fy_worker *w)
+{
+    budget_roll(w);
+    w->budget_requests[0]++;
+}
+
+bool fy_worker_retry_allowed(struct fy_worker *w)
+{
+    budget_roll(w);
+    uint32_t req = w->budget_requests[0] + w->budget_requests[1];
+    uint32_t ret = w->budget_retries[0] + w->budget_retries[1];
+    uint32_t allowed = req / BUDGET_SHARE;
+    if (allowed < BUDGET_MIN_RETRIES)
+        allowed = BUDGET_MIN_RETRIES;
+    if (ret >= allowed)
+        return false;
+    w->budget_retries[0]++;
+    return true;
+}
+
+uint64_t fy_worker_random(struct fy_worker *w)
+{
+    /* xorshift64*: ids and seeds need spread, not secrecy. */
+    uint64_t x = w->rng;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    w->rng = x;
+    return x * 0x2545F4914F6CDD1DULL;
 }
 
 void fy_worker_check_drained(struct fy_worker *w)
@@ -73,9 +194,11 @@ static void on_stop(struct fy_loop *loop)
     struct fy_worker *w = loop->owner;
     w->draining = true;
     /* Stop accepting first so the kernel refuses new connections on this socket. */
-    if (w->listen_fd >= 0) {
-        fy_sock_close(&w->listener);
-        w->listen_fd = -1;
+    for (uint32_t i = 0; i < w->nlsn; i++) {
+        if (w->lsn[i].fd >= 0) {
+            fy_sock_close(&w->lsn[i].sock);
+            w->lsn[i].fd = -1;
+        }
     }
     struct fy_client *c = w->clients;
     while (c) {
@@ -133,25 +256,54 @@ bool fy_worker_exited(const struct fy_worker *w)
     return __atomic_load_n(&w->exited, __ATOMIC_ACQUIRE);
 }
 
-int fy_worker_init(struct fy_worker *w, const struct fy_config *cfg, int id, int listen_fd,
+/* The body limit the client's reader enforces: the largest any route allows (0 = unlimited), so
+ * a route may raise the global limit; the session applies the route's own once it is known. */
+static uint64_t reader_body_limit(const struct fy_conf *c)
+{
+    uint64_t max = c->settings.max_body_size;
+    if (!max)
+        return 0;
+    for (uint32_t li = 0; li < c->nlisteners; li++) {
+        for (uint32_t r = 0; r < c->listeners[li].nroutes; r++) {
+            uint64_t l = c->listeners[li].routes[r].limits.max_body_size;
+            if (l == UINT64_MAX)
+                return 0;
+            if (l > max)
+                max = l;
+        }
+    }
+    return max;
+}
+
+static void close_fds(const int *fds, uint32_t from, uint32_t n)
+{
+    for (uint32_t i = from; i < n; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+}
+
+int fy_worker_init(struct fy_worker *w, struct fy_conf *conf, int id, const int *fds, uint32_t nfds,
                    int alog_fd)
 {
     memset(w, 0, sizeof(*w));
-    w->listen_fd = -1;
     w->notify_fd = -1;
+    uint32_t opened = 0;
     int rc = fy_loop_init(&w->loop);
     if (rc < 0)
-        goto fail_fd;
+        goto fail_fds;
     w->loop.owner = w;
     w->loop.on_stop = on_stop;
     w->loop.on_notify = on_notify;
+    const struct fy_config *cfg = &conf->settings;
     w->cfg = cfg;
     w->id = id;
+    w->rng = 0x9E3779B97F4A7C15ULL ^ ((uint64_t)(id + 1) << 32) ^ fy_conf_now_ms() ^
+             (uint64_t)(uintptr_t)w;
     w->req_limits = (struct fy_h1r_limits){
         .max_line = cfg->max_request_line,
         .max_head = cfg->max_header_size,
         .max_fields = cfg->max_headers,
-        .max_body = cfg->max_body_size,
+        .max_body = reader_body_limit(conf),
     };
     /* A client's input buffer holds a whole head (plus the first body bytes): its size is a
      * buffer class so keep-alive requests recycle it instead of malloc'ing one each. */
@@ -161,37 +313,65 @@ int fy_worker_init(struct fy_worker *w, const struct fy_config *cfg, int id, int
     /* Upstream heads get the buffer size as their limit; a larger one is a 502. */
     w->resp_limits = (struct fy_h1r_limits){
         .max_line = FY_BUF_SIZE, .max_head = FY_BUF_SIZE - 1, .max_fields = 1000, .max_body = 0};
-    w->req_rule_mask = fy_hdr_rules_token_mask(&cfg->request_rules);
-    w->resp_rule_mask = fy_hdr_rules_token_mask(&cfg->response_rules);
-    fy_connpool_init(&w->pool, &w->loop, &cfg->upstream, &w->resp_limits, cfg->pool_max_idle,
-                     cfg->pool_idle_timeout);
     fy_timer_init(&w->drain_timer, on_drain_timeout);
-    w->accept_task.fn = on_accept;
+    w->gen = wgen_create(w, conf);
+    if (!w->gen) {
+        rc = -ENOMEM;
+        goto fail_loop;
+    }
     if (fy_accesslog_init(&w->alog, &w->loop, alog_fd, cfg->access_log_format) < 0) {
+        rc = -ENOMEM;
+        goto fail_gen;
+    }
+    w->lsn = calloc(nfds ? nfds : 1, sizeof(*w->lsn));
+    if (!w->lsn) {
         rc = -ENOMEM;
         goto fail_alog;
     }
-    rc = fy_sock_open(&w->listener, &w->loop, listen_fd, &w->accept_task);
-    if (rc < 0) {
-        listen_fd = -1; /* fy_sock_open closed it */
-        goto fail_alog;
+    uint32_t k = 0;
+    for (uint32_t li = 0; li < conf->nlisteners; li++) {
+        for (uint32_t a = 0; a < conf->listeners[li].naddrs && k < nfds; a++, k++) {
+            struct fy_wlistener *l = &w->lsn[k];
+            l->w = w;
+            l->listener = li;
+            l->accept_task.fn = on_accept;
+            l->fd = -1;
+            rc = fy_sock_open(&l->sock, &w->loop, fds[k], &l->accept_task);
+            opened = k + 1; /* fy_sock_open owns fds[k] from here, also on failure */
+            if (rc < 0)
+                goto fail_lsn;
+            l->fd = fds[k];
+            w->nlsn = k + 1;
+        }
     }
-    w->listen_fd = listen_fd;
+    close_fds(fds, k, nfds); /* more fds than addresses: not ours to keep */
     return 0;
 
+fail_lsn:
+    for (uint32_t i = 0; i < w->nlsn; i++)
+        if (w->lsn[i].fd >= 0)
+            fy_sock_close(&w->lsn[i].sock);
+    free(w->lsn);
+    w->lsn = NULL;
+    w->nlsn = 0;
 fail_alog:
     fy_accesslog_destroy(&w->alog);
+fail_gen:
+    wgen_free(w->gen);
+    w->gen = NULL;
+    fy_pools_free(&w->pools);
+fail_loop:
     fy_loop_destroy(&w->loop);
-fail_fd:
-    if (listen_fd >= 0)
-        close(listen_fd);
+fail_fds:
+    close_fds(fds, opened, nfds);
     return rc;
 }
 
 void *fy_worker_main(void *arg)
 {
     struct fy_worker *w = arg;
-    fy_loop_queue(&w->loop, &w->accept_task);
+    for (uint32_t i = 0; i < w->nlsn; i++)
+        fy_loop_queue(&w->loop, &w->lsn[i].accept_task);
     fy_loop_run(&w->loop);
     /* The loop has ended (drained, drain timeout, or a loop failure). Killing a client detaches
      * its session, which finishes and frees itself in its own task: run those tasks here, since
@@ -202,12 +382,14 @@ void *fy_worker_main(void *arg)
         fy_client_kill(w->clients);
     fy_loop_run_pending(&w->loop);
     FY_ASSERT(w->nclients == 0 && w->nsessions == 0);
-    fy_connpool_close_all(&w->pool);
+    FY_ASSERT(!w->retired); /* every session ended, so did their generations */
+    fy_pools_free(&w->pools);
     fy_accesslog_flush(&w->alog);
     /* The free lists are per thread: give their memory back before the thread ends. */
     fy_buf_freelist_release();
     fy_client_io_freelist_release();
     fy_session_freelist_release();
+    fy_router_thread_release();
     __atomic_store_n(&w->exited, true, __ATOMIC_RELEASE);
     poke_main(w);
     return NULL;
@@ -216,7 +398,14 @@ void *fy_worker_main(void *arg)
 void fy_worker_destroy(struct fy_worker *w)
 {
     fy_accesslog_destroy(&w->alog);
-    if (w->listen_fd >= 0)
-        fy_sock_close(&w->listener);
+    for (uint32_t i = 0; i < w->nlsn; i++)
+        if (w->lsn[i].fd >= 0)
+            fy_sock_close(&w->lsn[i].sock);
+    free(w->lsn);
+    w->lsn = NULL;
+    w->nlsn = 0;
+    fy_pools_free(&w->pools); /* a thread that never ran still has its pools */
+    wgen_free(w->gen);
+    w->gen = NULL;
     fy_loop_destroy(&w->loop);
 }

@@ -1,6 +1,13 @@
 /*
- * A worker thread: its own loop, SO_REUSEPORT listener, client connections, upstream pool and
- * access-log buffer. Workers share only the read-only config.
+ * A worker thread: its own loop, SO_REUSEPORT listening sockets (one per listener address),
+ * client connections, upstream pools and access-log buffer. Workers share only the read-only
+ * configuration generations (and the atomics of server states).
+ *
+ * Generations: the worker holds one reference on the current struct fy_conf, wrapped in a
+ * struct fy_wgen with this worker's runtime for it (balancers, the pool of each server).
+ * Sessions count themselves on the wgen with a plain counter (worker-local), so a request
+ * touches no atomic; an old wgen is freed, and its conf reference dropped, when its last
+ * session ends.
  */
 #ifndef FY_WORKER_H
 #define FY_WORKER_H
@@ -9,7 +16,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "conf/config.h"
+#include "conf/conf.h"
 #include "core/loop.h"
 #include "http/h1_reader.h"
 #include "http/tokens.h"
@@ -18,18 +25,42 @@
 #include "proxy/connpool.h"
 
 struct fy_client;
+struct fy_lb;
+struct fy_worker;
+
+/* A generation as one worker uses it. */
+struct fy_wgen {
+    struct fy_conf *conf;         /* one reference */
+    struct fy_lb *lbs;            /* per group, like conf->groups */
+    struct fy_connpool ***pools;  /* [group][server]: the worker's pool for that address */
+    unsigned users;               /* sessions using it; worker-local */
+    struct fy_wgen *next_retired; /* replaced, waiting for its last session */
+};
+
+/* One listening socket of a worker. */
+struct fy_wlistener {
+    struct fy_worker *w;
+    int fd; /* -1 once closed */
+    struct fy_sock sock;
+    struct fy_task accept_task;
+    uint32_t listener; /* index in the current generation's listeners */
+};
 
 struct fy_worker {
     struct fy_loop loop;
-    const struct fy_config *cfg;
+    struct fy_wgen *gen;          /* current generation */
+    const struct fy_config *cfg;  /* &gen->conf->settings */
+    struct fy_wgen *retired;      /* older generations still used by sessions */
     int id;
-    int listen_fd;
-    struct fy_sock listener;
-    struct fy_task accept_task;
-    struct fy_connpool pool;
+    struct fy_wlistener *lsn;
+    uint32_t nlsn;
+    struct fy_pools pools;
     struct fy_h1r_limits req_limits, resp_limits;
-    uint32_t client_in_size;                  /* capacity of a client connection's input buffer */
-    fy_tokmask req_rule_mask, resp_rule_mask; /* tokens named by header rules */
+    uint32_t client_in_size; /* capacity of a client connection's input buffer */
+    uint64_t rng;            /* request ids, balancer seeds */
+    /* retry budget: requests and retries in the current and the previous window */
+    uint64_t budget_window;
+    uint32_t budget_requests[2], budget_retries[2];
     struct fy_accesslog alog;
     struct fy_client *clients; /* all client connections, for draining */
     uint32_t nclients;
@@ -47,11 +78,28 @@ struct fy_worker {
 #define FY_WORKER_FLUSH 1u /* write out the buffered access-log lines */
 #define FY_WORKER_QUIT 2u  /* stop at once: cut the exchanges in progress */
 
-/* Prepares a worker around an already bound listening fd, which it owns from now on (also on
- * failure: then the fd is closed and nothing else is left allocated). `alog_fd` is the access
- * log, shared by every worker and not owned (-1 = off). Returns 0 or -errno. */
-int fy_worker_init(struct fy_worker *w, const struct fy_config *cfg, int id, int listen_fd,
+/* Prepares a worker for generation `conf` (takes its own reference) around already bound
+ * listening fds, one per listener address in conf order (listener-major), which it owns from now
+ * on (also on failure: then they are closed and nothing else is left allocated). `alog_fd` is
+ * the access log, shared by every worker and not owned (-1 = off). Returns 0 or -errno. */
+int fy_worker_init(struct fy_worker *w, struct fy_conf *conf, int id, const int *fds, uint32_t nfds,
                    int alog_fd);
+
+/* A session starts on the current generation: counts it and returns it. */
+struct fy_wgen *fy_worker_gen_acquire(struct fy_worker *w);
+
+/* The session using gen has ended. */
+void fy_worker_gen_release(struct fy_worker *w, struct fy_wgen *gen);
+
+/* May this exchange retry (the worker's retry budget: retries stay under a fifth of recent
+ * requests, with a floor of a few per second)? Counts the retry when it may. */
+bool fy_worker_retry_allowed(struct fy_worker *w);
+
+/* Counts a request towards the retry budget. */
+void fy_worker_count_request(struct fy_worker *w);
+
+/* A random 64-bit number from the worker's generator. */
+uint64_t fy_worker_random(struct fy_worker *w);
 
 /* Thread body: runs the loop until drained, then closes what is left (clients, the sessions they
  * detach, idle upstream connections), flushes the access log and releases the thread's free

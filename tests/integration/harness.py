@@ -196,7 +196,8 @@ class Ferry:
 
     # -- lifecycle --------------------------------------------------------
     def argv(self) -> List[str]:
-        a = [ferry_bin(), "--listen", self.listen]
+        # listen=None: the addresses come from a configuration file's listeners
+        a = [ferry_bin()] + (["--listen", self.listen] if self.listen is not None else [])
         if self.upstream_url is not None:
             a += ["--upstream", self.upstream_url]
         if self.workers is not None:
@@ -529,6 +530,22 @@ def run_ferry(*args, timeout: float = 10, env: Optional[dict] = None,
         raise FerryError("unexpected error lines from ferry %s:\n%s\n--- full stderr ---\n%s"
                          % (" ".join(str(a) for a in args), "\n".join(bad), err))
     return p
+
+
+def write_config(text: str, name: str = "ferry.yaml") -> str:
+    """Writes a configuration file into a new temporary directory; returns its path."""
+    d = tempfile.mkdtemp(prefix="ferry-conf-")
+    path = os.path.join(d, name)
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def named_upstream(name: str, port: int = 0) -> "UpstreamServer":
+    """A started UpstreamServer whose default answer names it: 200 "NAME METHOD PATH"."""
+    def answer(h, req):
+        h.send_simple(200, ("%s %s %s" % (name, req.method, req.path)).encode())
+    return UpstreamServer(port=port, default_route=answer).start()
 
 
 def free_port() -> int:

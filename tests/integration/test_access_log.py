@@ -13,7 +13,7 @@ COMBINED_RE = re.compile(
     r'^(?P<client>\S+) - - \[(?P<time>\d{2}/[A-Z][a-z]{2}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4})\] '
     r'"(?P<method>\S+) (?P<target>\S+) (?P<proto>HTTP/1\.[01])" (?P<status>\d{3}) (?P<bytes>\d+) '
     r'"(?P<referer>[^"]*)" "(?P<ua>[^"]*)" in=(?P<in>\d+) up=(?P<up>\S+) '
-    r'ut=(?P<ut>[\d.-]+) rt=(?P<rt>[\d.]+)$')
+    r'ut=(?P<ut>[\d.-]+) rt=(?P<rt>[\d.]+) id=(?P<id>[0-9a-f]{32}|-)$')
 
 
 def _do(port, reqs):

@@ -43,6 +43,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "conf/conf.h"
 #include "conf/config.h"
 #include "core/log.h"
 #include "core/loop.h"
@@ -2500,6 +2501,7 @@ static void client_step(struct client *c, int64_t now)
 
 struct ferry {
     struct fy_config cfg;
+    struct fy_conf *conf;
     struct fy_worker *workers;
     int nworkers;
 };
@@ -2537,11 +2539,15 @@ static int ferry_start(struct ferry *f, unsigned port)
      * free list, so a buffer released too early is soon reused by another exchange. */
     cfg->max_header_size = 8192;
     fy_log_min_level = opt.log_level;
+    f->conf = fy_conf_build(cfg, NULL);
+    if (!f->conf)
+        return -1;
+    struct fy_addr *laddr = &f->conf->listeners[0].addrs[0];
     f->workers = calloc((size_t)opt.workers, sizeof(*f->workers));
     if (!f->workers)
         return -1;
     for (int i = 0; i < opt.workers; i++) {
-        int fd = fy_listener_open(&cfg->listen);
+        int fd = fy_listener_open(laddr);
         if (fd < 0) {
             fprintf(stderr, "stress_exchange: listen: %s\n", strerror(-fd));
             return -1;
@@ -2554,11 +2560,7 @@ static int ferry_start(struct ferry *f, unsigned port)
             setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
             setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
         }
-#ifdef FY_WORKER_QUIT
-        int rc = fy_worker_init(&f->workers[i], cfg, i, fd, -1);
-#else
-        int rc = fy_worker_init(&f->workers[i], cfg, i, fd);
-#endif
+        int rc = fy_worker_init(&f->workers[i], f->conf, i, &fd, 1, -1);
         if (rc < 0) {
             fprintf(stderr, "stress_exchange: worker init: %s\n", strerror(-rc));
             return -1;
@@ -2572,14 +2574,10 @@ static int ferry_start(struct ferry *f, unsigned port)
             exit(2);
         }
     }
-    memcpy(&g.ferry_addr, &cfg->listen.ss, sizeof(g.ferry_addr));
+    memcpy(&g.ferry_addr, &laddr->ss, sizeof(g.ferry_addr));
     return 0;
 }
 
-#ifndef FY_WORKER_QUIT
-/* Older worker API: the access log descriptor is a global that src/main.c defines. */
-int fy_accesslog_fd = -1;
-#endif
 
 #if defined(__SANITIZE_THREAD__)
 #define STRESS_TSAN 1
@@ -2861,6 +2859,7 @@ static int run(void)
     close(lfd);
     free(pfds);
     free(pidx);
+    fy_conf_unref(f.conf);
     fy_config_free(&f.cfg);
     int fds_after = count_fds();
     if (fds_before >= 0 && fds_after != fds_before)

@@ -1,17 +1,44 @@
-/* Unit tests for src/filters/hdr_rules.c: ordered set/remove rules and the token mask. */
+/* Unit tests for src/filters/hdr_rules.c: ordered set/add/remove rules with template values. */
 #include <criterion/criterion.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "conf/template.h"
 #include "filters/hdr_rules.h"
 
-#define SET(n, v)                                                                                  \
-    {                                                                                              \
-        (char *)(n), (char *)(v), sizeof(n) - 1, sizeof(v) - 1, NULL                               \
+/* A constant value, as the configuration compiles one without variables. */
+static struct fy_hrule mk(enum fy_rule_op op, const char *name, const char *value)
+{
+    struct fy_hrule r = {.op = op, .name = (char *)name, .name_len = (uint32_t)strlen(name)};
+    r.tok = fy_token_lookup(name, r.name_len);
+    if (value) {
+        r.value.constant = value;
+        r.value.constant_len = (uint32_t)strlen(value);
     }
-#define DEL(n)                                                                                     \
-    {                                                                                              \
-        (char *)(n), NULL, sizeof(n) - 1, 0, NULL                                                  \
-    }
+    return r;
+}
+#define SET(n, v) mk(FY_RULE_SET, n, v)
+#define ADD(n, v) mk(FY_RULE_ADD, n, v)
+#define DEL(n) mk(FY_RULE_REMOVE, n, NULL)
+
+static char *arena_alloc(void *ctx, size_t n)
+{
+    (void)ctx;
+    static char mem[4096];
+    static size_t used;
+    if (used + n > sizeof(mem))
+        used = 0;
+    char *p = mem + used;
+    used += n;
+    return p;
+}
+
+static int apply(struct fy_hrule *items, uint32_t n, struct fy_msg *m)
+{
+    struct fy_hrules rules = {.items = items, .n = n};
+    struct fy_tctx vars = {0};
+    return fy_hrules_apply(&rules, m, &vars, arena_alloc, NULL);
+}
 
 static void add(struct fy_msg *m, const char *name, const char *value)
 {
@@ -37,26 +64,23 @@ static bool has_value(struct fy_msg *m, const char *name, const char *value)
 
 Test(hdr_rules, empty_rules_noop)
 {
-    struct fy_header_rules rules = {NULL, 0};
     struct fy_msg m;
     fy_msg_init(&m);
     add(&m, "A", "1");
-    cr_assert_eq(fy_hdr_rules_apply(&rules, &m), 0);
+    cr_assert_eq(apply(NULL, 0, &m), 0);
     cr_assert(has_value(&m, "A", "1"));
-    cr_assert_eq(fy_hdr_rules_token_mask(&rules), 0);
     fy_msg_free(&m);
 }
 
 Test(hdr_rules, set_replaces_every_instance)
 {
-    struct fy_header_rule items[] = {SET("X-Env", "prod")};
-    struct fy_header_rules rules = {items, 1};
+    struct fy_hrule items[] = {SET("X-Env", "prod")};
     struct fy_msg m;
     fy_msg_init(&m);
     add(&m, "x-env", "a");
     add(&m, "Other", "o");
     add(&m, "X-ENV", "b");
-    cr_assert_eq(fy_hdr_rules_apply(&rules, &m), 0);
+    cr_assert_eq(apply(items, sizeof(items) / sizeof(items[0]), &m), 0);
     cr_assert_eq(count(&m, "X-Env"), 1);
     cr_assert(has_value(&m, "x-env", "prod"));
     cr_assert(has_value(&m, "Other", "o"));
@@ -65,14 +89,13 @@ Test(hdr_rules, set_replaces_every_instance)
 
 Test(hdr_rules, remove_all_instances_and_absent_ok)
 {
-    struct fy_header_rule items[] = {DEL("Server"), DEL("X-Absent")};
-    struct fy_header_rules rules = {items, 2};
+    struct fy_hrule items[] = {DEL("Server"), DEL("X-Absent")};
     struct fy_msg m;
     fy_msg_init(&m);
     add(&m, "Server", "a");
     add(&m, "server", "b");
     add(&m, "Date", "d");
-    cr_assert_eq(fy_hdr_rules_apply(&rules, &m), 0);
+    cr_assert_eq(apply(items, sizeof(items) / sizeof(items[0]), &m), 0);
     cr_assert_eq(count(&m, "Server"), 0);
     cr_assert_eq(count(&m, "Date"), 1);
     fy_msg_free(&m);
@@ -80,24 +103,22 @@ Test(hdr_rules, remove_all_instances_and_absent_ok)
 
 Test(hdr_rules, order_set_then_remove)
 {
-    struct fy_header_rule items[] = {SET("X-A", "1"), DEL("x-a")};
-    struct fy_header_rules rules = {items, 2};
+    struct fy_hrule items[] = {SET("X-A", "1"), DEL("x-a")};
     struct fy_msg m;
     fy_msg_init(&m);
     add(&m, "X-A", "orig");
-    cr_assert_eq(fy_hdr_rules_apply(&rules, &m), 0);
+    cr_assert_eq(apply(items, sizeof(items) / sizeof(items[0]), &m), 0);
     cr_assert_eq(count(&m, "X-A"), 0);
     fy_msg_free(&m);
 }
 
 Test(hdr_rules, order_remove_then_set)
 {
-    struct fy_header_rule items[] = {DEL("x-a"), SET("X-A", "2")};
-    struct fy_header_rules rules = {items, 2};
+    struct fy_hrule items[] = {DEL("x-a"), SET("X-A", "2")};
     struct fy_msg m;
     fy_msg_init(&m);
     add(&m, "X-A", "orig");
-    cr_assert_eq(fy_hdr_rules_apply(&rules, &m), 0);
+    cr_assert_eq(apply(items, sizeof(items) / sizeof(items[0]), &m), 0);
     cr_assert_eq(count(&m, "X-A"), 1);
     cr_assert(has_value(&m, "X-A", "2"));
     fy_msg_free(&m);
@@ -105,11 +126,10 @@ Test(hdr_rules, order_remove_then_set)
 
 Test(hdr_rules, set_twice_last_wins)
 {
-    struct fy_header_rule items[] = {SET("X-A", "1"), SET("x-a", "2")};
-    struct fy_header_rules rules = {items, 2};
+    struct fy_hrule items[] = {SET("X-A", "1"), SET("x-a", "2")};
     struct fy_msg m;
     fy_msg_init(&m);
-    cr_assert_eq(fy_hdr_rules_apply(&rules, &m), 0);
+    cr_assert_eq(apply(items, sizeof(items) / sizeof(items[0]), &m), 0);
     cr_assert_eq(count(&m, "X-A"), 1);
     cr_assert(has_value(&m, "X-A", "2"));
     fy_msg_free(&m);
@@ -117,12 +137,11 @@ Test(hdr_rules, set_twice_last_wins)
 
 Test(hdr_rules, set_well_known_gets_token)
 {
-    struct fy_header_rule items[] = {SET("Host", "backend.local"), SET("Via", "")};
-    struct fy_header_rules rules = {items, 2};
+    struct fy_hrule items[] = {SET("Host", "backend.local"), SET("Via", "")};
     struct fy_msg m;
     fy_msg_init(&m);
     add(&m, "host", "client.example");
-    cr_assert_eq(fy_hdr_rules_apply(&rules, &m), 0);
+    cr_assert_eq(apply(items, sizeof(items) / sizeof(items[0]), &m), 0);
     struct fy_hdr *h = fy_msg_find_tok(&m, FY_TOK_HOST);
     cr_assert_not_null(h);
     cr_assert_eq(h->value_len, 13);
@@ -133,17 +152,33 @@ Test(hdr_rules, set_well_known_gets_token)
     fy_msg_free(&m);
 }
 
-Test(hdr_rules, token_mask)
+Test(hdr_rules, add_appends_without_replacing)
 {
-    struct fy_header_rule items[] = {SET("HOST", "h"), DEL("x-forwarded-for"), SET("X-Custom", "c"),
-                                     DEL("Via"), SET("x-forwarded-proto", "https")};
-    struct fy_header_rules rules = {items, 5};
-    fy_tokmask want = fy_tokmask_bit(FY_TOK_HOST) | fy_tokmask_bit(FY_TOK_X_FORWARDED_FOR) |
-                      fy_tokmask_bit(FY_TOK_VIA) | fy_tokmask_bit(FY_TOK_X_FORWARDED_PROTO);
-    fy_tokmask got = fy_hdr_rules_token_mask(&rules);
-    cr_assert_eq(got, want);
-    cr_assert(fy_tokmask_has(got, FY_TOK_HOST));
-    cr_assert(fy_tokmask_has(got, FY_TOK_VIA));
-    cr_assert_not(fy_tokmask_has(got, FY_TOK_X_FORWARDED_HOST));
-    cr_assert_not(fy_tokmask_has(got, FY_TOK_OTHER));
+    struct fy_hrule items[] = {ADD("Vary", "Origin"), ADD("X-New", "n")};
+    struct fy_msg m;
+    fy_msg_init(&m);
+    add(&m, "Vary", "Accept-Encoding");
+    cr_assert_eq(apply(items, 2, &m), 0);
+    cr_assert_eq(count(&m, "Vary"), 2);
+    cr_assert(has_value(&m, "Vary", "Accept-Encoding")); /* the first one stays first */
+    cr_assert(has_value(&m, "X-New", "n"));
+    fy_msg_free(&m);
+}
+
+Test(hdr_rules, variables_are_rendered_per_request)
+{
+    struct fy_hrule r = mk(FY_RULE_SET, "X-Client", NULL);
+    char err[200];
+    cr_assert_eq(fy_template_compile(&r.value, "ip=$client_ip id=${request_id}", 0, NULL, err,
+                                     sizeof(err)),
+                 0, "%s", err);
+    struct fy_hrules rules = {.items = &r, .n = 1};
+    struct fy_tctx vars = {.client_ip = "10.1.2.3", .client_ip_len = 8, .request_id = "abc",
+                           .request_id_len = 3};
+    struct fy_msg m;
+    fy_msg_init(&m);
+    cr_assert_eq(fy_hrules_apply(&rules, &m, &vars, arena_alloc, NULL), 0);
+    cr_assert(has_value(&m, "X-Client", "ip=10.1.2.3 id=abc"));
+    fy_msg_free(&m);
+    fy_template_free(&r.value);
 }

@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "conf/conf.h"
 #include "conf/config.h"
 #include "net/listener.h"
 #include "proxy/worker.h"
@@ -26,6 +27,8 @@ static int count_fds(void)
 }
 
 static struct fy_config cfg;
+static struct fy_conf *conf;
+static struct fy_addr *laddr;
 
 static void setup(void)
 {
@@ -33,10 +36,17 @@ static void setup(void)
     char why[200];
     cr_assert_eq(fy_addr_parse("127.0.0.1:0", &cfg.listen, why, sizeof(why)), 0);
     cr_assert_eq(fy_addr_parse("127.0.0.1:9", &cfg.upstream, why, sizeof(why)), 0);
+    cfg.listen_text = strdup("127.0.0.1:0");
+    cfg.upstream_text = strdup("http://127.0.0.1:9");
+    cfg.upstream_authority = strdup("127.0.0.1:9");
+    conf = fy_conf_build(&cfg, NULL);
+    cr_assert_not_null(conf);
+    laddr = &conf->listeners[0].addrs[0];
 }
 
 static void teardown(void)
 {
+    fy_conf_unref(conf);
     fy_config_free(&cfg);
 }
 
@@ -45,11 +55,11 @@ TestSuite(worker, .init = setup, .fini = teardown);
 Test(worker, init_and_destroy_release_every_fd)
 {
     int before = count_fds();
-    int lfd = fy_listener_open(&cfg.listen);
+    int lfd = fy_listener_open(laddr);
     cr_assert_geq(lfd, 0);
     int alog = open("/dev/null", O_WRONLY | O_CLOEXEC);
     struct fy_worker w;
-    cr_assert_eq(fy_worker_init(&w, &cfg, 0, lfd, alog), 0);
+    cr_assert_eq(fy_worker_init(&w, conf, 0, &lfd, 1, alog), 0);
     fy_worker_destroy(&w);
     close(alog);
     cr_assert_eq(count_fds(), before);
@@ -61,12 +71,12 @@ Test(worker, init_and_destroy_release_every_fd)
 Test(worker, init_failure_unwinds)
 {
     int before = count_fds();
-    int lfd = fy_listener_open(&cfg.listen);
+    int lfd = fy_listener_open(laddr);
     cr_assert_geq(lfd, 0);
     int alog = open("/dev/null", O_WRONLY | O_CLOEXEC);
     struct fy_worker w;
     fail_allocs = 1;
-    int rc = fy_worker_init(&w, &cfg, 0, lfd, alog);
+    int rc = fy_worker_init(&w, conf, 0, &lfd, 1, alog);
     fail_allocs = 0;
     cr_assert_lt(rc, 0);
     close(alog);
@@ -80,16 +90,16 @@ Test(worker, init_failure_on_bad_listener_unwinds)
     int before = count_fds();
     int fd = open("/dev/null", O_RDONLY | O_CLOEXEC); /* epoll refuses a regular file */
     struct fy_worker w;
-    cr_assert_lt(fy_worker_init(&w, &cfg, 0, fd, -1), 0);
+    cr_assert_lt(fy_worker_init(&w, conf, 0, &fd, 1, -1), 0);
     cr_assert_eq(count_fds(), before);
 }
 
 Test(worker, quit_request_ends_the_thread)
 {
-    int lfd = fy_listener_open(&cfg.listen);
+    int lfd = fy_listener_open(laddr);
     cr_assert_geq(lfd, 0);
     struct fy_worker w;
-    cr_assert_eq(fy_worker_init(&w, &cfg, 0, lfd, -1), 0);
+    cr_assert_eq(fy_worker_init(&w, conf, 0, &lfd, 1, -1), 0);
     cr_assert_eq(pthread_create(&w.thread, NULL, fy_worker_main, &w), 0);
     fy_worker_request_flush(&w, 7);
     fy_worker_request_quit(&w);
