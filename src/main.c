@@ -6,7 +6,8 @@
  * Signals (blocked in every thread, read by the main thread from a signalfd):
  *   SIGTERM, SIGINT  graceful drain; a second one during the drain stops at once
  *   SIGUSR1          reopen the access log file (after logrotate moved it)
- *   SIGHUP           ignored with a warning: reload does not exist yet
+ *   SIGHUP           reload the configuration (proxy/reload.h)
+ * `ferry -s reload|stop|reopen` sends them to the ferry named by the pid file.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -26,6 +27,7 @@
 #include "core/buf.h"
 #include "core/log.h"
 #include "net/listener.h"
+#include "proxy/reload.h"
 #include "proxy/router.h"
 #include "proxy/session.h"
 #include "proxy/worker.h"
@@ -45,6 +47,8 @@ struct ferry {
     int done_fd;  /* eventfd the workers poke after a flush and on exit */
     unsigned flush_gen;
     bool draining;
+    int argc;
+    char **argv;
 };
 
 /* One line per listener: where it listens and where it sends requests. */
@@ -167,10 +171,22 @@ static void on_signal(struct ferry *f, int sig)
     case SIGUSR1:
         reopen_access_log(f);
         break;
-    case SIGHUP:
-        fy_warn("received SIGHUP: reload is not supported yet; restart ferry to apply new "
-                "settings (SIGUSR1 reopens the access log)");
+    case SIGHUP: {
+        if (f->draining) {
+            fy_warn("received SIGHUP while draining: not reloading");
+            break;
+        }
+        fy_info("received SIGHUP: reloading the configuration");
+        struct fy_reload_ctx r = {.argc = f->argc,
+                                  .argv = f->argv,
+                                  .workers = f->workers,
+                                  .nworkers = f->nthreads,
+                                  .done_fd = f->done_fd,
+                                  .conf = f->conf};
+        fy_reload_run(&r);
+        f->conf = r.conf;
         break;
+    }
     case SIGTERM:
     case SIGINT:
         if (!f->draining) {
@@ -224,9 +240,114 @@ static void stop_workers(struct ferry *f)
     f->nworkers = f->nthreads = 0;
 }
 
+/* The pid file's process, if it is a running ferry; else 0 with the reason printed. */
+static pid_t read_pid_file(const char *path)
+{
+    FILE *pf = fopen(path, "r");
+    if (!pf) {
+        fprintf(stderr, "ferry: cannot read the pid file %s: %s (is ferry running?)\n", path,
+                strerror(errno));
+        return 0;
+    }
+    long pid = 0;
+    int n = fscanf(pf, "%ld", &pid);
+    fclose(pf);
+    if (n != 1 || pid <= 1) {
+        fprintf(stderr, "ferry: the pid file %s holds no process id\n", path);
+        return 0;
+    }
+    char comm_path[64], comm[32] = "";
+    snprintf(comm_path, sizeof(comm_path), "/proc/%ld/comm", pid);
+    FILE *cf = fopen(comm_path, "r");
+    if (cf) {
+        if (!fgets(comm, sizeof(comm), cf))
+            comm[0] = '\0';
+        fclose(cf);
+    }
+    if (strncmp(comm, "ferry", 5) != 0) {
+        fprintf(stderr, "ferry: process %ld from %s is not a running ferry (stale pid file?)\n",
+                pid, path);
+        return 0;
+    }
+    return (pid_t)pid;
+}
+
+/* ferry -s reload|stop|reopen [options]: the options name the pid file (--pid-file, or the
+ * pid-file key of -c FILE). Returns the exit status. */
+static int send_control(int argc, char **argv, const char *action)
+{
+    int sig = !strcmp(action, "reload") ? SIGHUP
+              : !strcmp(action, "stop") ? SIGTERM
+              : !strcmp(action, "reopen") ? SIGUSR1
+                                          : 0;
+    if (!sig) {
+        fprintf(stderr, "ferry: -s expects reload, stop or reopen, got '%s'\n", action);
+        return 2;
+    }
+    struct fy_config c;
+    fy_config_defaults(&c);
+    char err[512];
+    FILE *sink = fopen("/dev/null", "w");
+    enum fy_args_result r = fy_args_parse(&c, argc, argv, err, sizeof(err), sink);
+    if (sink)
+        fclose(sink);
+    int rc = 1;
+    if (r == FY_ARGS_FILE_ERROR && sig == SIGHUP) {
+        /* A reload would be refused: say why here instead of only in the server's log. */
+        fputs(c.file_errors ? c.file_errors : "ferry: invalid configuration file\n", stderr);
+    } else if (r == FY_ARGS_ERROR && !c.pid_file) {
+        fprintf(stderr, "ferry: %s\n", err);
+    } else if (!c.pid_file) {
+        fprintf(stderr, "ferry: -s %s needs the pid file: give --pid-file PATH, or -c FILE with "
+                        "pid-file: in it\n",
+                action);
+    } else {
+        pid_t pid = read_pid_file(c.pid_file);
+        if (pid && kill(pid, sig) < 0)
+            fprintf(stderr, "ferry: cannot signal process %ld: %s\n", (long)pid, strerror(errno));
+        else if (pid)
+            rc = 0;
+    }
+    fy_config_free(&c);
+    return rc;
+}
+
+static int write_pid_file(const char *path)
+{
+    char tmp[4096];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    FILE *pf = fopen(tmp, "w");
+    if (!pf || fprintf(pf, "%ld\n", (long)getpid()) < 0 || fclose(pf) != 0 ||
+        rename(tmp, path) < 0) {
+        fprintf(stderr, "ferry: cannot write the pid file %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     struct ferry f = {.alog_fd = -1, .sig_fd = -1, .done_fd = -1};
+    /* -s ACTION anywhere: signal a running ferry (the other options only locate it). */
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-s") || !strcmp(argv[i], "--signal")) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "ferry: -s needs reload, stop or reopen\n");
+                return 2;
+            }
+            const char *action = argv[i + 1];
+            char **rest = calloc((size_t)argc, sizeof(*rest));
+            int n = 0;
+            for (int k = 0; k < argc; k++)
+                if (k != i && k != i + 1)
+                    rest[n++] = argv[k];
+            int rc = send_control(n, rest, action);
+            free(rest);
+            return rc;
+        }
+    }
+    f.argc = argc;
+    f.argv = argv;
     fy_config_defaults(&f.cfg);
     char err[512];
     switch (fy_args_parse(&f.cfg, argc, argv, err, sizeof(err), stdout)) {
@@ -359,9 +480,13 @@ int main(int argc, char **argv)
         f.nthreads++;
     }
     log_listening(conf);
+    if (conf->settings.pid_file && write_pid_file(conf->settings.pid_file) < 0)
+        goto fail_workers;
     serve(&f);
 
     stop_workers(&f);
+    if (f.conf->settings.pid_file)
+        unlink(f.conf->settings.pid_file);
     /* The main thread's own free lists (normally empty: traffic runs on the workers). */
     fy_buf_freelist_release();
     fy_client_io_freelist_release();

@@ -26,6 +26,9 @@ static const char usage_text[] =
     "       ferry -c FILE [options]      run with a YAML configuration file\n"
     "       ferry -t -c FILE             check it (each error as FILE:LINE:COLUMN; exit 1)\n"
     "       ferry --print-config [options]  print the command line as a configuration file\n"
+    "       ferry -s reload|stop|reopen -c FILE  signal the ferry whose pid-file FILE names\n"
+    "                                    (or --pid-file PATH): reload the configuration,\n"
+    "                                    drain and stop, reopen the access log\n"
     "\n"
     "An HTTP/1.1 reverse proxy. Every option below is also a top-level key of the\n"
     "configuration file, of the same name without the dashes (idle-timeout: 60s); the\n"
@@ -52,6 +55,7 @@ static const char usage_text[] =
     "                                (default websocket; others are forwarded without Upgrade)\n"
     "  --abort-on-client-close on|off  a client that hangs up while the upstream has not\n"
     "                                answered abandons the request (default on, 499)\n"
+    "  --pid-file PATH               write the process id there (for ferry -s reload|stop)\n"
     "  --trust-request-id on|off     keep the client's X-Request-Id (default off: ferry makes\n"
     "                                one for every request, passes it upstream and logs it)\n"
     "  --access-log stdout|off|PATH  one line per exchange (default stdout)\n"
@@ -130,6 +134,7 @@ void fy_config_free(struct fy_config *c)
     free(c->host_value);
     free(c->upgrade_protocols);
     free(c->access_log_path);
+    free(c->pid_file);
     free_rules(&c->request_rules);
     free_rules(&c->response_rules);
     fy_listeners_free(c->listeners, c->nlisteners);
@@ -591,6 +596,7 @@ const struct fy_option fy_options[] = {
     {"upgrade-protocols", FY_OPT_UPGRADE, 0, 0, 0, 0},
     {"abort-on-client-close", FY_OPT_ONOFF, CFG_OFF(abort_on_client_close), 0, 0, 0},
     {"trust-request-id", FY_OPT_ONOFF, CFG_OFF(trust_request_id), 0, 0, 0},
+    {"pid-file", FY_OPT_PATH, CFG_OFF(pid_file), 0, 0, 0},
     {"access-log", FY_OPT_ACCESS_LOG, 0, 0, 0, 0},
     {"access-log-format", FY_OPT_LOG_FORMAT, 0, 0, 0, 0},
     {"log-level", FY_OPT_LOG_LEVEL, 0, 0, 0, 0},
@@ -691,6 +697,10 @@ static int apply_value(struct fy_config *c, const struct fy_option *o, const cha
             *(uint32_t *)field = (uint32_t)n;
         return 0;
     }
+    case FY_OPT_PATH:
+        free(*(char **)field);
+        *(char **)field = *v ? strdup(v) : NULL; /* "" is the default: none */
+        return 0;
     case FY_OPT_RULE:
         break;
     }
@@ -860,6 +870,9 @@ void fy_config_print_yaml(const struct fy_config *c, void *out_stream)
                 print_size(out, n);
             break;
         }
+        case FY_OPT_PATH:
+            print_scalar(out, *(char *const *)field ? *(char *const *)field : "");
+            break;
         case FY_OPT_RULE:
             break;
         }

@@ -52,6 +52,7 @@ struct fy_config {
     char *upgrade_protocols; /* comma-separated Upgrade protocols tunnelled; NULL = "websocket" */
     bool abort_on_client_close; /* a client hang-up while the upstream thinks abandons it */
     bool trust_request_id;      /* keep a client's X-Request-Id instead of making one */
+    char *pid_file;             /* NULL = none */
 
     enum fy_log_target access_log;
     char *access_log_path;
@@ -115,6 +116,7 @@ enum fy_opt_kind {
     FY_OPT_LOG_LEVEL,
     FY_OPT_DURATION,
     FY_OPT_SIZE,
+    FY_OPT_PATH, /* a string: a file path (char * field) */
 };
 
 struct fy_option {

@@ -227,6 +227,11 @@ void fy_client_accept(struct fy_worker *w, struct fy_wlistener *l, int fd,
     fy_loop_timer_set(&w->loop, &c->timer, w->cfg->idle_timeout);
 }
 
+struct fy_wlistener *fy_client_listener(const struct fy_client *c)
+{
+    return c->lsn;
+}
+
 struct fy_client *fy_client_next(struct fy_client *c)
 {
     return c->next;
@@ -865,6 +870,11 @@ static void start_exchange(struct fy_client *c)
     }
     if (fy_msg_own(m) < 0) {
         reject(c, 500, "out of memory");
+        return;
+    }
+    if (c->lsn->listener == FY_LSN_GONE) {
+        /* A reload removed the listener this connection came in on: its routes are gone. */
+        reject(c, 503, "this listener was removed by a configuration reload");
         return;
     }
     fy_loop_timer_stop(&c->timer);

@@ -25,4 +25,7 @@ void fy_client_kill(struct fy_client *c);
 
 struct fy_client *fy_client_next(struct fy_client *c);
 
+/* The listening socket the connection came in on. */
+struct fy_wlistener *fy_client_listener(const struct fy_client *c);
+
 #endif

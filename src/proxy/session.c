@@ -64,6 +64,7 @@ struct fy_session {
     struct fy_timer timer;
     struct fy_worker *w;
     struct fy_wgen *gen; /* the generation this exchange runs on, from start to end */
+    const struct fy_config *cfg; /* &gen->conf->settings: a reload does not change them */
     const struct fy_listener_conf *listener;
     const struct fy_route *route;
     const struct fy_group *group;
@@ -295,6 +296,7 @@ struct fy_session *fy_session_start(struct fy_worker *w, const struct fy_downstr
     s->task.fn = session_run;
     fy_timer_init(&s->timer, on_timer);
     s->gen = fy_worker_gen_acquire(w);
+    s->cfg = &s->gen->conf->settings;
     s->listener = &s->gen->conf->listeners[listener];
     s->abort_on_close = w->cfg->abort_on_client_close;
     s->state = S_ROUTE;
@@ -472,7 +474,7 @@ static int rewrite_target(struct fy_session *s)
  * the route's rules. Once per exchange; the Host follows each server (set_upstream_host). */
 static int prepare_request(struct fy_session *s)
 {
-    const struct fy_config *cfg = s->w->cfg;
+    const struct fy_config *cfg = s->cfg;
     struct fy_msg *m = &s->req;
     if (rewrite_target(s) < 0)
         return -1;
@@ -777,7 +779,7 @@ static void make_request_id(struct fy_session *s)
  * cannot break a log line); else ferry makes one. */
 static void take_request_id(struct fy_session *s)
 {
-    if (s->w->cfg->trust_request_id) {
+    if (s->cfg->trust_request_id) {
         struct fy_hdr *h = fy_msg_find(&s->req, "X-Request-Id", 12);
         if (h && h->value_len > 0 && h->value_len < sizeof(s->request_id)) {
             bool ok = true;
@@ -843,7 +845,7 @@ static int request_facts(struct fy_session *s)
 /* The route's settings over the globals. */
 static void apply_route_limits(struct fy_session *s)
 {
-    const struct fy_config *cfg = s->w->cfg;
+    const struct fy_config *cfg = s->cfg;
     const struct fy_route_limits *l = &s->route->limits;
     s->connect_timeout = l->connect_timeout ? l->connect_timeout : cfg->connect_timeout;
     s->upstream_timeout = l->upstream_timeout ? l->upstream_timeout : cfg->upstream_timeout;
@@ -857,7 +859,7 @@ static uint64_t body_limit(const struct fy_session *s)
     uint64_t l = s->route->limits.max_body_size;
     if (l == UINT64_MAX)
         return 0;
-    return l ? l : s->w->cfg->max_body_size;
+    return l ? l : s->cfg->max_body_size;
 }
 
 static bool has_request_body(const struct fy_msg *m)
@@ -1259,7 +1261,7 @@ static int add_sticky_cookie(struct fy_session *s, struct fy_msg *m)
  * cookie, the route's rules. */
 static int prepare_response(struct fy_session *s, struct fy_msg *m)
 {
-    const struct fy_config *cfg = s->w->cfg;
+    const struct fy_config *cfg = s->cfg;
     const struct fy_hrules *rules = &s->route->response_rules;
     struct fy_hdr *upgrade = m->status == 101 ? fy_msg_find_tok(m, FY_TOK_UPGRADE) : NULL;
     fy_msg_strip_hop_by_hop(m);

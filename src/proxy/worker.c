@@ -17,6 +17,9 @@
 #include "proxy/client_h1.h"
 #include "proxy/session.h"
 
+static uint64_t reader_body_limit(const struct fy_conf *c);
+static void adopt_reload(struct fy_worker *w);
+
 static void on_accept(struct fy_task *t)
 {
     struct fy_wlistener *l = container_of(t, struct fy_wlistener, accept_task);
@@ -49,6 +52,52 @@ static void on_accept(struct fy_task *t)
         fy_client_accept(w, l, fd, (struct sockaddr *)&peer, len);
     }
     fy_loop_queue(&w->loop, &l->accept_task);
+}
+
+/* ---- listening sockets ---- */
+
+static void lsn_close(struct fy_wlistener *l)
+{
+    if (l->fd >= 0) {
+        fy_sock_close(&l->sock); /* removed from epoll before the close */
+        l->fd = -1;
+    }
+}
+
+static void lsn_free(struct fy_wlistener *l)
+{
+    lsn_close(l);
+    fy_loop_unqueue(&l->w->loop, &l->accept_task);
+    free(l);
+}
+
+/* A listening socket around fd, which it owns from now on (closed on failure too). */
+static struct fy_wlistener *lsn_open(struct fy_worker *w, int fd, const struct fy_addr *addr,
+                                     uint32_t listener, int *rc)
+{
+    struct fy_wlistener *l = calloc(1, sizeof(*l));
+    if (!l) {
+        close(fd);
+        *rc = -ENOMEM;
+        return NULL;
+    }
+    l->w = w;
+    l->fd = -1;
+    l->addr = *addr;
+    l->listener = listener;
+    l->accept_task.fn = on_accept;
+    *rc = fy_sock_open(&l->sock, &w->loop, fd, &l->accept_task);
+    if (*rc < 0) {
+        free(l); /* fy_sock_open closed fd */
+        return NULL;
+    }
+    l->fd = fd;
+    return l;
+}
+
+static bool same_addr(const struct fy_addr *a, const struct fy_addr *b)
+{
+    return a->len == b->len && !memcmp(&a->ss, &b->ss, a->len);
 }
 
 /* ---- generations ---- */
@@ -194,12 +243,8 @@ static void on_stop(struct fy_loop *loop)
     struct fy_worker *w = loop->owner;
     w->draining = true;
     /* Stop accepting first so the kernel refuses new connections on this socket. */
-    for (uint32_t i = 0; i < w->nlsn; i++) {
-        if (w->lsn[i].fd >= 0) {
-            fy_sock_close(&w->lsn[i].sock);
-            w->lsn[i].fd = -1;
-        }
-    }
+    for (uint32_t i = 0; i < w->nlsn; i++)
+        lsn_close(w->lsn[i]);
     struct fy_client *c = w->clients;
     while (c) {
         struct fy_client *next = fy_client_next(c);
@@ -228,10 +273,152 @@ static void on_notify(struct fy_loop *loop, unsigned bits)
         __atomic_store_n(&w->flush_done, gen, __ATOMIC_RELEASE);
         poke_main(w);
     }
+    if (bits & FY_WORKER_RELOAD)
+        adopt_reload(w);
     if (bits & FY_WORKER_QUIT) {
         /* fy_worker_main closes what is left once the loop has returned. */
         fy_loop_quit(loop);
     }
+}
+
+static void reload_free(struct fy_worker_reload *r)
+{
+    for (uint32_t i = 0; i < r->nfds; i++)
+        if (r->fds[i] >= 0)
+            close(r->fds[i]);
+    fy_conf_unref(r->conf);
+    free(r->fds);
+    free(r);
+}
+
+/* Takes the listening sockets of generation c: a socket of an address that stays is kept (with
+ * its queue of pending connections), a new address gets its fd from r, a removed one is closed
+ * and its connections drained. Returns 0, or -1 (out of memory: nothing changed). */
+static int adopt_listeners(struct fy_worker *w, struct fy_worker_reload *r)
+{
+    struct fy_conf *c = r->conf;
+    struct fy_wlistener **next = calloc(r->nfds ? r->nfds : 1, sizeof(*next));
+    if (!next)
+        return -1;
+    bool *kept = calloc(w->nlsn ? w->nlsn : 1, sizeof(*kept));
+    if (!kept) {
+        free(next);
+        return -1;
+    }
+    uint32_t k = 0;
+    for (uint32_t li = 0; li < c->nlisteners; li++) {
+        for (uint32_t a = 0; a < c->listeners[li].naddrs && k < r->nfds; a++, k++) {
+            const struct fy_addr *addr = &c->listeners[li].addrs[a];
+            if (r->fds[k] < 0) {
+                for (uint32_t i = 0; i < w->nlsn && !next[k]; i++) {
+                    if (!kept[i] && same_addr(&w->lsn[i]->addr, addr)) {
+                        kept[i] = true;
+                        next[k] = w->lsn[i];
+                    }
+                }
+                if (!next[k]) {
+                    fy_warn("reload: no listening socket for %s in worker %d", "an address",
+                            w->id);
+                    continue;
+                }
+            } else {
+                int rc;
+                next[k] = lsn_open(w, r->fds[k], addr, li, &rc);
+                r->fds[k] = -1; /* owned (or closed) by lsn_open */
+                if (!next[k]) {
+                    fy_warn("reload: worker %d cannot watch a new listening socket: %s", w->id,
+                            strerror(-rc));
+                    continue;
+                }
+                fy_loop_queue(&w->loop, &next[k]->accept_task);
+            }
+            next[k]->listener = li;
+        }
+    }
+    for (uint32_t i = 0; i < w->nlsn; i++) {
+        if (kept[i])
+            continue;
+        struct fy_wlistener *l = w->lsn[i];
+        lsn_close(l);
+        l->listener = FY_LSN_GONE;
+        l->next_gone = w->gone_lsn;
+        w->gone_lsn = l;
+        for (struct fy_client *cl = w->clients; cl;) {
+            struct fy_client *n = fy_client_next(cl);
+            if (fy_client_listener(cl) == l)
+                fy_client_drain(cl);
+            cl = n;
+        }
+    }
+    /* Compact: a failed slot above is left out. */
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < k; i++)
+        if (next[i])
+            next[n++] = next[i];
+    free(kept);
+    free(w->lsn);
+    w->lsn = next;
+    w->nlsn = n;
+    return 0;
+}
+
+/* The worker's settings that follow a generation (see fy_worker_init). */
+static void apply_settings(struct fy_worker *w, const struct fy_conf *c)
+{
+    const struct fy_config *cfg = &c->settings;
+    w->cfg = cfg;
+    w->req_limits.max_line = cfg->max_request_line;
+    w->req_limits.max_head = cfg->max_header_size + 1024 > w->client_in_size
+                                 ? w->client_in_size - 1024 /* the buffer class is fixed */
+                                 : cfg->max_header_size;
+    w->req_limits.max_fields = cfg->max_headers;
+    w->req_limits.max_body = reader_body_limit(c);
+}
+
+static void adopt_reload(struct fy_worker *w)
+{
+    struct fy_worker_reload *r = __atomic_exchange_n(&w->pending_reload, NULL, __ATOMIC_ACQ_REL);
+    if (!r)
+        return;
+    unsigned generation = r->conf->generation;
+    struct fy_wgen *g = w->draining ? NULL : wgen_create(w, r->conf);
+    if (!g || adopt_listeners(w, r) < 0) {
+        if (!w->draining)
+            fy_error("reload: worker %d is out of memory; it keeps the old configuration", w->id);
+        if (g)
+            wgen_free(g);
+        reload_free(r);
+        __atomic_store_n(&w->reload_done, generation, __ATOMIC_RELEASE);
+        poke_main(w);
+        return;
+    }
+    reload_free(r); /* closes nothing: adopt_listeners took every fd */
+    struct fy_wgen *old = w->gen;
+    w->gen = g;
+    apply_settings(w, g->conf);
+    if (old->users == 0) {
+        wgen_free(old);
+    } else {
+        old->next_retired = w->retired;
+        w->retired = old;
+    }
+    __atomic_store_n(&w->reload_done, generation, __ATOMIC_RELEASE);
+    poke_main(w);
+}
+
+void fy_worker_request_reload(struct fy_worker *w, struct fy_worker_reload *r)
+{
+    struct fy_worker_reload *prev =
+        __atomic_exchange_n(&w->pending_reload, r, __ATOMIC_ACQ_REL);
+    if (prev)
+        reload_free(prev); /* never adopted; superseded */
+    fy_loop_notify(&w->loop, FY_WORKER_RELOAD);
+}
+
+bool fy_worker_reloaded(const struct fy_worker *w, unsigned generation)
+{
+    return __atomic_load_n(&w->reload_done, __ATOMIC_ACQUIRE) >= generation ||
+           __atomic_load_n(&w->exited, __ATOMIC_ACQUIRE);
 }
 
 void fy_worker_request_flush(struct fy_worker *w, unsigned gen)
@@ -331,17 +518,11 @@ int fy_worker_init(struct fy_worker *w, struct fy_conf *conf, int id, const int 
     uint32_t k = 0;
     for (uint32_t li = 0; li < conf->nlisteners; li++) {
         for (uint32_t a = 0; a < conf->listeners[li].naddrs && k < nfds; a++, k++) {
-            struct fy_wlistener *l = &w->lsn[k];
-            l->w = w;
-            l->listener = li;
-            l->accept_task.fn = on_accept;
-            l->fd = -1;
-            rc = fy_sock_open(&l->sock, &w->loop, fds[k], &l->accept_task);
-            opened = k + 1; /* fy_sock_open owns fds[k] from here, also on failure */
-            if (rc < 0)
+            opened = k + 1; /* lsn_open owns fds[k] from here, also on failure */
+            struct fy_wlistener *l = lsn_open(w, fds[k], &conf->listeners[li].addrs[a], li, &rc);
+            if (!l)
                 goto fail_lsn;
-            l->fd = fds[k];
-            w->nlsn = k + 1;
+            w->lsn[w->nlsn++] = l;
         }
     }
     close_fds(fds, k, nfds); /* more fds than addresses: not ours to keep */
@@ -349,8 +530,7 @@ int fy_worker_init(struct fy_worker *w, struct fy_conf *conf, int id, const int 
 
 fail_lsn:
     for (uint32_t i = 0; i < w->nlsn; i++)
-        if (w->lsn[i].fd >= 0)
-            fy_sock_close(&w->lsn[i].sock);
+        lsn_free(w->lsn[i]);
     free(w->lsn);
     w->lsn = NULL;
     w->nlsn = 0;
@@ -371,7 +551,7 @@ void *fy_worker_main(void *arg)
 {
     struct fy_worker *w = arg;
     for (uint32_t i = 0; i < w->nlsn; i++)
-        fy_loop_queue(&w->loop, &w->lsn[i].accept_task);
+        fy_loop_queue(&w->loop, &w->lsn[i]->accept_task);
     fy_loop_run(&w->loop);
     /* The loop has ended (drained, drain timeout, or a loop failure). Killing a client detaches
      * its session, which finishes and frees itself in its own task: run those tasks here, since
@@ -399,11 +579,18 @@ void fy_worker_destroy(struct fy_worker *w)
 {
     fy_accesslog_destroy(&w->alog);
     for (uint32_t i = 0; i < w->nlsn; i++)
-        if (w->lsn[i].fd >= 0)
-            fy_sock_close(&w->lsn[i].sock);
+        lsn_free(w->lsn[i]);
     free(w->lsn);
     w->lsn = NULL;
     w->nlsn = 0;
+    while (w->gone_lsn) {
+        struct fy_wlistener *l = w->gone_lsn;
+        w->gone_lsn = l->next_gone;
+        lsn_free(l);
+    }
+    struct fy_worker_reload *r = w->pending_reload;
+    if (r) /* handed over but never adopted */
+        reload_free(r);
     fy_pools_free(&w->pools); /* a thread that never ran still has its pools */
     wgen_free(w->gen);
     w->gen = NULL;

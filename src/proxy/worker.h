@@ -37,13 +37,27 @@ struct fy_wgen {
     struct fy_wgen *next_retired; /* replaced, waiting for its last session */
 };
 
-/* One listening socket of a worker. */
+/* One listening socket of a worker. Allocated on its own so its address stays put (epoll and
+ * the clients it accepted point to it); a listener a reload removed is closed but kept until the
+ * worker exits, marked FY_LSN_GONE, because clients it accepted may still point to it. */
 struct fy_wlistener {
     struct fy_worker *w;
     int fd; /* -1 once closed */
     struct fy_sock sock;
     struct fy_task accept_task;
-    uint32_t listener; /* index in the current generation's listeners */
+    struct fy_addr addr;
+    uint32_t listener; /* index in the current generation's listeners, or FY_LSN_GONE */
+    struct fy_wlistener *next_gone;
+};
+#define FY_LSN_GONE UINT32_MAX
+
+/* A new generation for a worker (the main thread's reload): `conf` is a reference the worker
+ * takes over; fds[i] is the listening socket for the i-th address of conf's listeners
+ * (listener-major), or -1 when the worker keeps the one it has for that address. */
+struct fy_worker_reload {
+    struct fy_conf *conf;
+    int *fds;
+    uint32_t nfds;
 };
 
 struct fy_worker {
@@ -52,8 +66,9 @@ struct fy_worker {
     const struct fy_config *cfg;  /* &gen->conf->settings */
     struct fy_wgen *retired;      /* older generations still used by sessions */
     int id;
-    struct fy_wlistener *lsn;
+    struct fy_wlistener **lsn; /* in the order of the current generation's addresses */
     uint32_t nlsn;
+    struct fy_wlistener *gone_lsn; /* removed by reloads */
     struct fy_pools pools;
     struct fy_h1r_limits req_limits, resp_limits;
     uint32_t client_in_size; /* capacity of a client connection's input buffer */
@@ -71,12 +86,15 @@ struct fy_worker {
     /* Shared with the main thread, accessed atomically only (see fy_worker_request_*). */
     unsigned flush_req, flush_done; /* access-log flush generations asked for / carried out */
     bool exited;                    /* fy_worker_main has finished */
+    struct fy_worker_reload *pending_reload; /* handed over by fy_worker_request_reload */
+    unsigned reload_done;                    /* generation number last adopted */
     int notify_fd; /* eventfd the worker pokes after a flush and when it exits; -1 = none */
 };
 
 /* fy_loop_notify() bits of a worker's loop. */
 #define FY_WORKER_FLUSH 1u /* write out the buffered access-log lines */
 #define FY_WORKER_QUIT 2u  /* stop at once: cut the exchanges in progress */
+#define FY_WORKER_RELOAD 4u /* adopt pending_reload */
 
 /* Prepares a worker for generation `conf` (takes its own reference) around already bound
  * listening fds, one per listener address in conf order (listener-major), which it owns from now
@@ -120,6 +138,15 @@ bool fy_worker_flushed(const struct fy_worker *w, unsigned gen);
 /* Thread-safe: makes the worker stop at once (a second SIGTERM during the drain). Exchanges in
  * progress are cut and logged (499), connections closed; the thread then ends as after a drain. */
 void fy_worker_request_quit(struct fy_worker *w);
+
+/* Thread-safe (main thread): hands the worker a new generation (r and everything in it is the
+ * worker's from now on; it frees r). The worker adopts it within one loop iteration: new
+ * exchanges use it, exchanges in flight finish on theirs, and listening sockets follow r. Only
+ * one reload may be pending: wait for fy_worker_reloaded() before the next. */
+void fy_worker_request_reload(struct fy_worker *w, struct fy_worker_reload *r);
+
+/* Thread-safe: the worker serves generation `generation` (or has exited). */
+bool fy_worker_reloaded(const struct fy_worker *w, unsigned generation);
 
 /* Thread-safe: fy_worker_main has finished (the thread may still need joining). */
 bool fy_worker_exited(const struct fy_worker *w);
