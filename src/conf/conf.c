@@ -147,6 +147,8 @@ static int build_quick(struct fy_config *s)
     g->nservers = g->nprimary = 1;
     g->balance = FY_LB_ROUND_ROBIN;
     g->retries = 0;
+    g->max_queue = 100;
+    g->queue_timeout = 5000;
     struct fy_server *sv = &g->servers[0];
     sv->url = strdup(s->upstream_text);
     sv->authority = strdup(s->upstream_authority);

@@ -225,6 +225,10 @@ struct fy_group {
      * doubling with each consecutive ejection (capped at FY_LB_MAX_EJECT_MS). 0 = off. */
     uint32_t max_fails;
     uint64_t fail_timeout; /* ms */
+    /* When every usable server is at max-conns, up to max_queue requests per worker wait for a
+     * connection to end, at most queue_timeout ms (then 503). */
+    uint32_t max_queue;
+    uint64_t queue_timeout; /* ms */
     struct fy_health health;
     struct fy_lb_shared *lb; /* built with the generation */
 };

@@ -395,8 +395,9 @@ static void load_health(struct fy_yaml_loader *l, struct fy_health *h, const yam
 
 /* ---- groups ---- */
 
-static const char *const group_keys[] = {"servers", "balance",   "health",
-                                         "retries", "max-fails", "fail-timeout"};
+static const char *const group_keys[] = {"servers",      "balance",   "health",
+                                         "retries",      "max-fails", "fail-timeout",
+                                         "max-queue",    "queue-timeout"};
 
 static void load_group(struct fy_yaml_loader *l, struct fy_group *g, const yaml_node_t *v)
 {
@@ -404,6 +405,8 @@ static void load_group(struct fy_yaml_loader *l, struct fy_group *g, const yaml_
     g->retries = 1;
     g->max_fails = 3;
     g->fail_timeout = 10000;
+    g->max_queue = 100;
+    g->queue_timeout = 5000;
     if (!fy_sc_keys(l, v, "an upstream", group_keys, NKEYS(group_keys)))
         return;
     const yaml_node_t *n = fy_sc_get(l, v, "servers");
@@ -424,6 +427,10 @@ static void load_group(struct fy_yaml_loader *l, struct fy_group *g, const yaml_
         fy_sc_u32(l, n, "max-fails", 0, 1000, &g->max_fails);
     if ((n = fy_sc_get(l, v, "fail-timeout")))
         fy_sc_duration(l, n, "fail-timeout", &g->fail_timeout);
+    if ((n = fy_sc_get(l, v, "max-queue")))
+        fy_sc_u32(l, n, "max-queue", 0, 1u << 20, &g->max_queue);
+    if ((n = fy_sc_get(l, v, "queue-timeout")))
+        fy_sc_duration(l, n, "queue-timeout", &g->queue_timeout);
 }
 
 static bool valid_group_name(const char *s)

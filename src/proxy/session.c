@@ -69,9 +69,13 @@ struct fy_session {
     const struct fy_route *route;
     const struct fy_group *group;
     struct fy_server *server; /* picked for the current attempt (counted by the balancer) */
+    const struct fy_server *last_server; /* the one used last: for the log */
     struct fy_connpool *pool; /* the worker's pool for server */
     uint32_t tried[FY_LB_MAX_TRIED];
     uint32_t ntried;
+    struct fy_session *qprev, *qnext; /* in its group's queue (gen->queues) */
+    bool queued;
+    uint64_t queue_deadline_us;
     const struct fy_downstream_ops *ops;
     void *ds;
     struct fy_msg req;
@@ -173,7 +177,7 @@ static void slog(struct fy_session *s, enum fy_log_level level, const char *fmt,
     tlen = target_len > 200 ? 200 : (int)target_len;
     fy_log(level, "client %s \"%.*s %.*s%s HTTP/1.%d\" upstream %s: %s", client, (int)m->method_len,
            m->method, tlen, target, target_len > 200 ? "..." : "", m->version_minor,
-           s->server ? s->server->url : s->group ? s->group->name : "-", what);
+           s->last_server ? s->last_server->url : s->group ? s->group->name : "-", what);
 }
 
 static char *scratch_alloc(struct fy_session *s, size_t n);
@@ -567,7 +571,9 @@ static void log_exchange(struct fy_session *s)
     e.status = s->status;
     e.bytes_in = s->bytes_in;
     e.bytes_out = s->bytes_out;
-    e.upstream = s->up_start_us && s->server ? (const struct sockaddr *)&s->server->addr.ss : NULL;
+    e.upstream = s->up_start_us && s->last_server
+                     ? (const struct sockaddr *)&s->last_server->addr.ss
+                     : NULL;
     e.request_id = s->request_id[0] ? s->request_id : NULL;
     if (s->w->alog.format == FY_ALOG_COMBINED) /* the only format that prints them */
         fy_log_entry_agent(&e, &s->req);
@@ -575,6 +581,48 @@ static void log_exchange(struct fy_session *s)
     e.upstream_us = s->up_start_us ? (s->up_head_us ? s->up_head_us : now) - s->up_start_us : 0;
     e.total_us = now - s->start_us;
     fy_accesslog_write(&s->w->alog, &e);
+}
+
+/* ---- the max-conns queue (per worker and group, oldest first) ---- */
+
+static void queue_remove(struct fy_session *s)
+{
+    if (!s->queued)
+        return;
+    struct fy_wqueue *q = &s->gen->queues[s->group->index];
+    if (s->qprev)
+        s->qprev->qnext = s->qnext;
+    else
+        q->head = s->qnext;
+    if (s->qnext)
+        s->qnext->qprev = s->qprev;
+    else
+        q->tail = s->qprev;
+    s->qprev = s->qnext = NULL;
+    s->queued = false;
+    q->n--;
+}
+
+static void queue_append(struct fy_session *s)
+{
+    struct fy_wqueue *q = &s->gen->queues[s->group->index];
+    s->qprev = q->tail;
+    s->qnext = NULL;
+    if (q->tail)
+        q->tail->qnext = s;
+    else
+        q->head = s;
+    q->tail = s;
+    q->n++;
+    s->queued = true;
+}
+
+/* A connection of the group ended in this worker: the oldest waiting session tries again. */
+static void queue_wake(struct fy_session *s)
+{
+    struct fy_wqueue *q = &s->gen->queues[s->group->index];
+    if (q->head)
+        fy_loop_queue(&s->w->loop, &q->head->task);
 }
 
 /* Ends the current attempt's claim on its server: the balancer uncounts the connection and
@@ -588,6 +636,8 @@ static void release_server(struct fy_session *s)
                                             : FY_LB_NEUTRAL;
     fy_lb_release(&s->gen->lbs[s->group->index], s->server, o, fy_conf_now_ms());
     s->server_failed = false;
+    s->server = NULL;
+    queue_wake(s);
 }
 
 /* Gives the upstream connection back (to the pool or closed), and with it up->in. No span into
@@ -1073,14 +1123,63 @@ static void balancer_request(struct fy_session *s, struct fy_lb_req *lr)
     }
 }
 
-/* Picks the server for the next attempt. Returns false (the exchange failed) when none is left. */
+/* Is some server left that is only full (at max-conns), so waiting could help? */
+static bool only_full(const struct fy_session *s, uint64_t now_ms)
+{
+    const struct fy_group *g = s->group;
+    for (uint32_t i = 0; i < g->nservers; i++) {
+        bool tried = false;
+        for (uint32_t k = 0; k < s->ntried && !tried; k++)
+            tried = s->tried[k] == i;
+        if (!tried && fy_lb_usable(&g->servers[i], now_ms, true))
+            return true;
+    }
+    return false;
+}
+
+/* No server has room: wait in the group's queue (woken when a connection of the group ends in
+ * this worker, and every QUEUE_POLL_MS for the other workers' ones), or 503 when the queue is
+ * full or the wait is over. Returns true while waiting. */
+#define QUEUE_POLL_MS 20
+static bool wait_in_queue(struct fy_session *s, uint64_t now_ms)
+{
+    const struct fy_group *g = s->group;
+    uint64_t now_us = s->w->loop.now_us;
+    if (!s->queued) {
+        if (!g->max_queue || !only_full(s, now_ms) ||
+            s->gen->queues[g->index].n >= g->max_queue) {
+            if (only_full(s, now_ms))
+                slog(s, FY_LOG_WARN, "every server of upstream group %s is at max-conns and %s",
+                     g->name, g->max_queue ? "the queue is full" : "it has no queue");
+            return false;
+        }
+        queue_append(s);
+        s->queue_deadline_us = now_us + g->queue_timeout * 1000;
+        slog(s, FY_LOG_INFO, "every server of upstream group %s is at max-conns; waiting (%u in "
+             "this worker's queue)", g->name, s->gen->queues[g->index].n);
+    } else if (now_us >= s->queue_deadline_us) {
+        queue_remove(s);
+        slog(s, FY_LOG_WARN, "waited %llu ms for a server of upstream group %s below max-conns",
+             (unsigned long long)g->queue_timeout, g->name);
+        return false;
+    }
+    s->timed_out = false;
+    fy_loop_timer_set(&s->w->loop, &s->timer, QUEUE_POLL_MS);
+    return true;
+}
+
+/* Picks the server for the next attempt. Returns false when there is none yet: the exchange
+ * failed, or it waits in the queue. */
 static bool select_server(struct fy_session *s)
 {
     struct fy_lb_req lr;
     balancer_request(s, &lr);
     struct fy_server *sv = fy_lb_pick(&s->gen->lbs[s->group->index], &lr);
+    if (!sv && wait_in_queue(s, lr.now_ms))
+        return false;
+    queue_remove(s);
     if (!sv) {
-        if (s->ntried == 0) {
+        if (s->ntried == 0 || only_full(s, lr.now_ms)) {
             slog(s, FY_LOG_WARN, "no server of upstream group %s is available", s->group->name);
             fail_exchange(s, 503, "no upstream server is available");
         } else {
@@ -1089,6 +1188,8 @@ static bool select_server(struct fy_session *s)
         return false;
     }
     s->server = sv;
+    s->last_server = sv;
+    s->timed_out = false; /* a queue wait's poll is not a connect timeout */
     s->pool = s->gen->pools[s->group->index][sv->index];
     s->tried[s->ntried++] = sv->index;
     s->set_sticky = s->group->balance == FY_LB_STICKY && lr.prefer != sv;
@@ -1598,6 +1699,7 @@ static void session_free(struct fy_session *s)
         free(s->scratch);
         s->scratch = n;
     }
+    queue_remove(s);
     fy_msg_free(&s->resp);
     fy_worker_gen_release(w, s->gen);
     session_release(s);

@@ -114,6 +114,7 @@ static void wgen_free(struct fy_wgen *g)
             free(g->pools[i]);
     free(g->lbs);
     free(g->pools);
+    free(g->queues);
     fy_conf_unref(g->conf);
     free(g);
 }
@@ -127,7 +128,8 @@ static struct fy_wgen *wgen_create(struct fy_worker *w, struct fy_conf *c)
     g->conf = fy_conf_ref(c);
     g->lbs = calloc(c->ngroups ? c->ngroups : 1, sizeof(*g->lbs));
     g->pools = calloc(c->ngroups ? c->ngroups : 1, sizeof(*g->pools));
-    if (!g->lbs || !g->pools)
+    g->queues = calloc(c->ngroups ? c->ngroups : 1, sizeof(*g->queues));
+    if (!g->lbs || !g->pools || !g->queues)
         goto fail;
     const struct fy_config *s = &c->settings;
     for (uint32_t i = 0; i < c->ngroups; i++) {

@@ -28,8 +28,15 @@ struct fy_client;
 struct fy_lb;
 struct fy_worker;
 
+/* Sessions of one group waiting for a server below max-conns, oldest first. */
+struct fy_wqueue {
+    struct fy_session *head, *tail;
+    uint32_t n;
+};
+
 /* A generation as one worker uses it. */
 struct fy_wgen {
+    struct fy_wqueue *queues;     /* per group */
     struct fy_conf *conf;         /* one reference */
     struct fy_lb *lbs;            /* per group, like conf->groups */
     struct fy_connpool ***pools;  /* [group][server]: the worker's pool for that address */

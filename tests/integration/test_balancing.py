@@ -279,3 +279,83 @@ upstreams:
         release.set()
         a.stop()
         b.stop()
+
+
+def test_max_conns_queue_then_503(ferry_factory):
+    """One server with max-conns 1: a second request waits in the queue and is served once the
+    first ends; a third finds the queue (max-queue 1) full: 503; a waiting request gets 503 when
+    queue-timeout passes."""
+    release = threading.Event()
+    entered = []
+
+    def hold(h, req):
+        entered.append(req.path)
+        if req.path == "/hold":
+            release.wait(10)
+        h.send_simple(200, ("a " + req.path).encode())
+
+    from harness import UpstreamServer
+    a = UpstreamServer(default_route=hold).start()
+    try:
+        f = start(ferry_factory, """
+listeners:
+  - listen: 127.0.0.1:PORT
+    routes: [ { upstream: app } ]
+upstreams:
+  app:
+    servers: [ { url: "%s", max-conns: 1 } ]
+    max-queue: 1
+    queue-timeout: 2s
+""" % a.url, allowed=[r"max-conns"])
+        first = connect(f.port)
+        first.sendall(simple_request("GET", "/hold", host="app.test"))
+        wait_for(lambda: entered == ["/hold"], 5, what="the first request upstream")
+        second = connect(f.port)
+        second.sendall(simple_request("GET", "/second", host="app.test"))
+        wait_for(lambda: "waiting (1 in this worker's queue)" in f.stderr_text(), 5,
+                 what="the second request queued")
+        # the queue holds one: a third is refused at once
+        assert get(f.port, "/third").status == 503
+        assert entered == ["/hold"]          # nothing passed max-conns
+        release.set()
+        assert ResponseReader(first).read_final().body == b"a /hold"
+        r = ResponseReader(second).read_final()
+        assert r.status == 200 and r.body == b"a /second"
+        first.close()
+        second.close()
+    finally:
+        release.set()
+        a.stop()
+
+
+def test_queue_timeout_is_503_with_retry_after(ferry_factory):
+    release = threading.Event()
+
+    def hold(h, req):
+        release.wait(10)
+        h.send_simple(200, b"a")
+
+    from harness import UpstreamServer
+    a = UpstreamServer(default_route=hold).start()
+    try:
+        f = start(ferry_factory, """
+listeners:
+  - listen: 127.0.0.1:PORT
+    routes: [ { upstream: app } ]
+upstreams:
+  app:
+    servers: [ { url: "%s", max-conns: 1 } ]
+    queue-timeout: 300ms
+""" % a.url, allowed=[r"max-conns"])
+        first = connect(f.port)
+        first.sendall(simple_request("GET", "/hold", host="app.test"))
+        wait_for(lambda: a.conn_count >= 1, 5, what="first request upstream")
+        r = get(f.port, "/waits")
+        assert r.status == 503 and r.header("Retry-After")
+        assert "waited 300 ms" in f.stderr_text()
+        release.set()
+        ResponseReader(first).read_final()
+        first.close()
+    finally:
+        release.set()
+        a.stop()

@@ -91,10 +91,11 @@ def test_sigusr1_without_log_file_is_harmless(ferry_factory, upstream):
     assert f.stop() == 0
 
 
-def test_sighup_is_ignored_with_a_warning(ferry_factory, upstream):
+def test_sighup_reloads_the_command_line(ferry_factory, upstream):
+    """Quick mode reloads too: the same command line gives the next generation."""
     f = ferry_factory(upstream.url, workers=2)
     f.signal(signal.SIGHUP)
-    _stderr_has(f, "reload is not supported yet")
+    _stderr_has(f, "reload: generation 2 serving")
     assert f.running
     s = connect(f.port)
     try:
@@ -155,7 +156,7 @@ def test_drain_still_finishes_normally_after_sighup(ferry_factory, upstream):
     """SIGHUP does not count as a stop signal: one SIGTERM later still drains gracefully."""
     f = ferry_factory(upstream.url)
     f.signal(signal.SIGHUP)
-    _stderr_has(f, "reload is not supported yet")
+    _stderr_has(f, "reload: generation 2 serving")
     s = connect(f.port, timeout=15)
     try:
         s.sendall(simple_request("GET", "/slow/0.5"))
@@ -187,7 +188,7 @@ def test_sigint_works_when_started_with_it_ignored(upstream, tmp_path):
     try:
         wait_for(lambda: "listening on" in err.read_text(), 10, what="ferry listening")
         p.send_signal(signal.SIGHUP)
-        wait_for(lambda: "reload is not supported yet" in err.read_text(), 5, what="SIGHUP warning")
+        wait_for(lambda: "reload: generation 2 serving" in err.read_text(), 5, what="SIGHUP reload")
         p.send_signal(signal.SIGINT)
         assert p.wait(15) == 0, err.read_text()
     finally:
