@@ -60,6 +60,25 @@ static bool conf_has_addr(const struct fy_conf *c, const struct fy_addr *a)
     return false;
 }
 
+/* An address written with port 0 ("any free port") that the running generation also has, as
+ * written, stays on the port it got at startup: a reload must not move it. */
+static void keep_bound_ports(struct fy_conf *c, const struct fy_conf *old)
+{
+    for (uint32_t li = 0; li < c->nlisteners; li++) {
+        struct fy_listener_conf *l = &c->listeners[li];
+        for (uint32_t a = 0; a < l->naddrs; a++) {
+            if (fy_addr_port((const struct sockaddr *)&l->addrs[a].ss) != 0)
+                continue;
+            for (uint32_t oi = 0; oi < old->nlisteners; oi++) {
+                const struct fy_listener_conf *ol = &old->listeners[oi];
+                for (uint32_t k = 0; k < ol->naddrs; k++)
+                    if (!strcmp(ol->addr_texts[k], l->addr_texts[a]))
+                        l->addrs[a] = ol->addrs[k];
+            }
+        }
+    }
+}
+
 static void close_all(int **fds, int nworkers, uint32_t naddrs)
 {
     for (int i = 0; i < nworkers; i++) {
@@ -169,6 +188,7 @@ int fy_reload_run(struct fy_reload_ctx *r)
                  r->conf->generation);
         return -1;
     }
+    keep_bound_ports(c, r->conf);
     int **fds = calloc((size_t)r->nworkers, sizeof(*fds));
     uint32_t naddrs = 0;
     if (!fds || open_new_addresses(r, c, fds, &naddrs) < 0) {

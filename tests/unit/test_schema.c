@@ -448,7 +448,7 @@ Test(schema, unknown_key)
     EXPECT_ONE_ERROR(ROUTE("      - upstream: api\n") "  web: { servers: [http://127.0.0.1:1], "
                                                       "retry: 2 }\n",
                      "7:41: unknown key 'retry' in an upstream (expected servers, balance, health, "
-                     "retries, max-fails or fail-timeout)");
+                     "retries, max-fails, fail-timeout, max-queue or queue-timeout)");
     cr_assert_eq(load("listenrs: []\n"), 2);
     cr_assert_str_eq(errors(), "1:1: unknown key 'listenrs' (did you mean listeners?)\n"
                                "1:1: missing key upstream: the server to forward to (upstream: "
