@@ -26,6 +26,7 @@
 #include "conf/config.h"
 #include "core/buf.h"
 #include "core/log.h"
+#include "filters/builtin.h"
 #include "net/listener.h"
 #include "proxy/reload.h"
 #include "proxy/router.h"
@@ -348,6 +349,7 @@ int main(int argc, char **argv)
     }
     f.argc = argc;
     f.argv = argv;
+    fy_filters_register_builtin();
     fy_config_defaults(&f.cfg);
     char err[512];
     switch (fy_args_parse(&f.cfg, argc, argv, err, sizeof(err), stdout)) {

@@ -44,3 +44,38 @@ int fy_hrules_apply(const struct fy_hrules *rules, struct fy_msg *m, const struc
     }
     return 0;
 }
+
+static char *exchange_alloc(void *ctx, size_t n)
+{
+    return fy_exchange_alloc(ctx, n);
+}
+
+static enum fy_hook_result apply_both(struct fy_exchange *x, struct fy_msg *m,
+                                      const struct fy_hrules *global,
+                                      const struct fy_hrules *route)
+{
+    struct fy_tctx v;
+    fy_exchange_vars(x, &v);
+    if (fy_hrules_apply(global, m, &v, exchange_alloc, x) < 0 ||
+        fy_hrules_apply(route, m, &v, exchange_alloc, x) < 0)
+        return FY_HOOK_ERROR;
+    return FY_HOOK_CONTINUE;
+}
+
+static enum fy_hook_result on_upstream_request(struct fy_exchange *x, struct fy_msg *m)
+{
+    return apply_both(x, m, &x->conf->global_request_rules, &x->route->request_rules);
+}
+
+static enum fy_hook_result on_response(struct fy_exchange *x, struct fy_msg *m)
+{
+    if (!x->route)
+        return FY_HOOK_CONTINUE;
+    return apply_both(x, m, &x->conf->global_response_rules, &x->route->response_rules);
+}
+
+const struct fy_hook fy_hdr_rules_hook = {
+    .name = "header-rules",
+    .upstream_request = on_upstream_request,
+    .response = on_response,
+};

@@ -12,6 +12,7 @@
 #include "conf/conf.h"
 #include "conf/template.h"
 #include "http/msg.h"
+#include "proxy/hooks.h"
 
 /* Memory for rendered values: n bytes that stay valid as long as the message is used. */
 typedef char *fy_scratch_fn(void *ctx, size_t n);
@@ -19,5 +20,9 @@ typedef char *fy_scratch_fn(void *ctx, size_t n);
 /* Applies the rules to m. Returns 0, or -1 when out of memory. */
 int fy_hrules_apply(const struct fy_hrules *rules, struct fy_msg *m, const struct fy_tctx *vars,
                     fy_scratch_fn *alloc, void *alloc_ctx);
+
+/* The hook that applies the global rules, then the route's, to the request towards the upstream
+ * and to the response (upstream's or ferry's own). */
+extern const struct fy_hook fy_hdr_rules_hook;
 
 #endif

@@ -33,6 +33,7 @@
 #include "http/path.h"
 #include "net/addr.h"
 #include "proxy/connpool.h"
+#include "proxy/hooks.h"
 #include "proxy/lb.h"
 #include "proxy/router.h"
 #include "proxy/worker.h"
@@ -59,6 +60,7 @@ struct scratch {
 };
 
 struct fy_session {
+    struct fy_exchange x; /* what hooks see (hooks.h) */
     struct fy_session *next_free; /* on the free list */
     struct fy_task task;
     struct fy_timer timer;
@@ -76,6 +78,13 @@ struct fy_session {
     struct fy_session *qprev, *qnext; /* in its group's queue (gen->queues) */
     bool queued;
     uint64_t queue_deadline_us;
+    /* hooks */
+    uint8_t route_step; /* enum route_step */
+    unsigned hook_next; /* the hook of the current point to run next */
+    bool hook_waiting;  /* a hook returned WAIT: until fy_exchange_resume() */
+    int hook_status;    /* fy_exchange_respond() */
+    const char *hook_body;
+    uint32_t hook_body_len;
     const struct fy_downstream_ops *ops;
     void *ds;
     struct fy_msg req;
@@ -124,6 +133,8 @@ struct fy_session {
 };
 
 static void session_run(struct fy_task *t);
+
+enum route_step { RS_START, RS_REQUEST_HOOKS, RS_UPSTREAM_HOOKS };
 
 static void on_timer(struct fy_timer *t)
 {
@@ -196,41 +207,6 @@ static char *scratch_alloc(struct fy_session *s, size_t n)
     b->next = s->scratch;
     s->scratch = b;
     return b->data;
-}
-
-/*
- * Sets the list field `tok` to its current elements followed by `value`: several fields of one
- * name form one comma-separated list (RFC 9110 5.3), so all of them are joined, in order, with one
- * copy into session scratch memory (linear in the total length, however many fields there are).
- */
-static int append_to_list(struct fy_session *s, struct fy_msg *m, enum fy_token tok,
-                          const char *name, uint32_t nlen, const char *value, uint32_t vlen)
-{
-    size_t total = vlen;
-    uint32_t count = 0;
-    for (uint32_t i = 0; i < m->nhdrs; i++) {
-        const struct fy_hdr *h = &m->hdrs[i];
-        if (!h->removed && h->tok == tok) {
-            total += h->value_len + 2;
-            count++;
-        }
-    }
-    if (count == 0)
-        return fy_msg_set_tok(m, tok, name, nlen, value, vlen);
-    char *p = scratch_alloc(s, total), *out = p;
-    if (!p)
-        return -1;
-    for (uint32_t i = 0; i < m->nhdrs; i++) {
-        const struct fy_hdr *h = &m->hdrs[i];
-        if (h->removed || h->tok != tok)
-            continue;
-        memcpy(out, h->value, h->value_len);
-        out += h->value_len;
-        *out++ = ',';
-        *out++ = ' ';
-    }
-    memcpy(out, value, vlen);
-    return fy_msg_set_tok(m, tok, name, nlen, p, (uint32_t)total);
 }
 
 /*
@@ -313,12 +289,6 @@ struct fy_session *fy_session_start(struct fy_worker *w, const struct fy_downstr
 
 /* ---- request head towards the upstream ---- */
 
-static bool rule_owns(struct fy_session *s, enum fy_token t)
-{
-    return fy_tokmask_has(s->route->request_rules.mask | s->gen->conf->global_request_rules.mask,
-                          t);
-}
-
 /* What the route's templates see of this request. */
 static void template_vars(struct fy_session *s, struct fy_tctx *v)
 {
@@ -364,25 +334,6 @@ static int render(struct fy_session *s, const struct fy_template *t, const char 
     *len = (uint32_t)fy_template_render(t, &v, p);
     *out = p;
     return 0;
-}
-
-/* The Host sent upstream for the current server: set again on every attempt, since a retry may
- * go to a server with another name. */
-static int set_upstream_host(struct fy_session *s)
-{
-    const struct fy_route *r = s->route;
-    if (rule_owns(s, FY_TOK_HOST))
-        return 0;
-    const char *h = s->server->authority;
-    uint32_t hl = (uint32_t)strlen(h);
-    if (r->host_mode == FY_HOST_VALUE) {
-        if (render(s, &r->host_value, &h, &hl) < 0)
-            return -1;
-    } else if (r->host_mode == FY_HOST_PRESERVE && s->orig_host) {
-        h = s->orig_host;
-        hl = s->orig_host_len;
-    }
-    return fy_msg_set_tok(&s->req, FY_TOK_HOST, "Host", 4, h, hl);
 }
 
 /* Sets the target sent upstream to head + path[skip..] + tail + the query. */
@@ -474,31 +425,42 @@ static int rewrite_target(struct fy_session *s)
     return set_target(s, with, wl, skip, "", 0);
 }
 
-/* Rewrites the client's head into what the upstream sees: path, forwarding fields, request id,
- * the route's rules. Once per exchange; the Host follows each server (set_upstream_host). */
+/* Runs the hooks of one point from s->hook_next on. Returns CONTINUE when all ran, else what the
+ * hook that stopped returned (for WAIT, s->hook_next is that hook: it runs again on resume). */
+enum hook_point { HP_REQUEST, HP_UPSTREAM_REQUEST, HP_UPSTREAM_SELECT, HP_RESPONSE };
+
+static enum fy_hook_result run_hooks(struct fy_session *s, enum hook_point p, struct fy_msg *m)
+{
+    s->x.route = s->route;
+    s->x.server = s->server;
+    for (; s->hook_next < fy_nhooks; s->hook_next++) {
+        const struct fy_hook *h = fy_hooks[s->hook_next];
+        fy_hook_fn *fn = p == HP_REQUEST            ? h->request
+                         : p == HP_UPSTREAM_REQUEST ? h->upstream_request
+                         : p == HP_UPSTREAM_SELECT  ? h->upstream_select
+                                                    : h->response;
+        if (!fn)
+            continue;
+        enum fy_hook_result r = fn(&s->x, m);
+        if (r == FY_HOOK_CONTINUE)
+            continue;
+        if (r == FY_HOOK_ERROR)
+            slog(s, FY_LOG_WARN, "the %s hook failed", h->name);
+        if (r != FY_HOOK_WAIT)
+            s->hook_next = 0;
+        return r;
+    }
+    s->hook_next = 0;
+    return FY_HOOK_CONTINUE;
+}
+
+/* Rewrites the client's head into what the upstream sees: the path, the request id, then the
+ * upstream_request hooks (forwarding fields, header rules). Once per exchange; fields that
+ * depend on the server (Host) come from the upstream_select hooks of each attempt. */
 static int prepare_request(struct fy_session *s)
 {
-    const struct fy_config *cfg = s->cfg;
     struct fy_msg *m = &s->req;
     if (rewrite_target(s) < 0)
-        return -1;
-    if (cfg->x_forwarded_for && !rule_owns(s, FY_TOK_X_FORWARDED_FOR)) {
-        size_t iplen =
-            fy_addr_format_host((struct sockaddr *)&s->client, s->client_ip, sizeof(s->client_ip));
-        if (append_to_list(s, m, FY_TOK_X_FORWARDED_FOR, "X-Forwarded-For", 15, s->client_ip,
-                           (uint32_t)iplen) < 0)
-            return -1;
-    }
-    if (cfg->x_forwarded_proto && !rule_owns(s, FY_TOK_X_FORWARDED_PROTO) &&
-        fy_msg_set_tok(m, FY_TOK_X_FORWARDED_PROTO, "X-Forwarded-Proto", 17, "http", 4) < 0)
-        return -1;
-    if (cfg->x_forwarded_host && !rule_owns(s, FY_TOK_X_FORWARDED_HOST) && s->orig_host &&
-        fy_msg_set_tok(m, FY_TOK_X_FORWARDED_HOST, "X-Forwarded-Host", 16, s->orig_host,
-                       s->orig_host_len) < 0)
-        return -1;
-    if (cfg->via && !rule_owns(s, FY_TOK_VIA) &&
-        append_to_list(s, m, FY_TOK_VIA, "Via", 3, m->version_minor ? "1.1 ferry" : "1.0 ferry",
-                       9) < 0)
         return -1;
     if (fy_msg_set(m, "X-Request-Id", 12, s->request_id, (uint32_t)strlen(s->request_id)) < 0)
         return -1;
@@ -506,11 +468,7 @@ static int prepare_request(struct fy_session *s)
     for (uint32_t i = 0; i < m->nhdrs; i++)
         if (m->hdrs[i].tok == FY_TOK_EXPECT)
             m->hdrs[i].removed = true;
-    struct fy_tctx v;
-    template_vars(s, &v);
-    if (fy_hrules_apply(&s->gen->conf->global_request_rules, m, &v, scratch_fn, s) < 0)
-        return -1;
-    return fy_hrules_apply(&s->route->request_rules, m, &v, scratch_fn, s);
+    return 0;
 }
 
 /* Serialises the request head into the upstream writer and sets the body framing. */
@@ -919,43 +877,40 @@ static bool has_request_body(const struct fy_msg *m)
 
 /* A response ferry makes itself for a redirect or fixed-response route: head and body go to the
  * downstream like an upstream's, so the route's response rules apply to it as well. */
-static void start_respond(struct fy_session *s)
+/* Sends a response ferry makes (a redirect or fixed-response route, a hook's answer): head and
+ * body go to the downstream like an upstream's, and the response hooks (the route's response
+ * rules) apply to it as well. `location` may be NULL; `extra` holds more fields (may be NULL). */
+static void send_own_response(struct fy_session *s, int status, const char *body, uint32_t blen,
+                              const char *location, uint32_t llen, const char *content_type,
+                              const struct fy_hrules *extra)
 {
-    const struct fy_route *r = s->route;
     struct fy_msg *resp = &s->resp;
     fy_msg_init(resp);
-    resp->status = (uint16_t)r->status;
+    resp->status = (uint16_t)status;
     resp->version_minor = 1;
-    const char *body = "";
-    uint32_t blen = 0;
-    if (r->action == FY_ACT_REDIRECT) {
-        const char *loc;
-        uint32_t llen;
-        if (render(s, &r->location, &loc, &llen) < 0 ||
-            fy_msg_add(resp, "Location", 8, loc, llen, FY_TOK_OTHER) < 0)
-            goto oom;
-    } else if (render(s, &r->body, &body, &blen) < 0) {
+    if (location && fy_msg_add(resp, "Location", 8, location, llen, FY_TOK_OTHER) < 0)
         goto oom;
-    }
-    if (blen || r->action == FY_ACT_RESPOND) {
-        const char *ct = r->content_type ? r->content_type : "text/plain; charset=utf-8";
-        if (fy_msg_add(resp, "Content-Type", 12, ct, (uint32_t)strlen(ct), FY_TOK_OTHER) <
-            0)
+    if (blen || content_type) {
+        const char *ct = content_type ? content_type : "text/plain; charset=utf-8";
+        if (fy_msg_add(resp, "Content-Type", 12, ct, (uint32_t)strlen(ct), FY_TOK_OTHER) < 0)
             goto oom;
     }
     fy_http_date(s->date);
     if (fy_msg_add(resp, "Date", 4, s->date, (uint32_t)strlen(s->date), FY_TOK_OTHER) < 0)
         goto oom;
-    struct fy_tctx v;
-    template_vars(s, &v);
-    if (fy_hrules_apply(&r->respond_headers, resp, &v, scratch_fn, s) < 0 ||
-        fy_hrules_apply(&r->response_rules, resp, &v, scratch_fn, s) < 0)
+    if (extra) {
+        struct fy_tctx v;
+        template_vars(s, &v);
+        if (fy_hrules_apply(extra, resp, &v, scratch_fn, s) < 0)
+            goto oom;
+    }
+    if (run_hooks(s, HP_RESPONSE, resp) != FY_HOOK_CONTINUE)
         goto oom;
     resp->content_length = blen;
     size_t dl = fy_u64_to_dec(blen, s->clen);
     if (fy_msg_add(resp, "Content-Length", 14, s->clen, (uint32_t)dl, FY_TOK_CONTENT_LENGTH) < 0)
         goto oom;
-    s->status = r->status;
+    s->status = status;
     int rc = s->ops->send_head(s->ds, resp);
     if (rc < 0) {
         if (rc == -ENOSPC) {
@@ -984,6 +939,51 @@ oom:
     fail_exchange(s, 500, "out of memory");
 }
 
+/* A redirect or fixed-response route. */
+static void start_respond(struct fy_session *s)
+{
+    const struct fy_route *r = s->route;
+    const char *body = "", *loc = NULL;
+    uint32_t blen = 0, llen = 0;
+    if (r->action == FY_ACT_REDIRECT) {
+        if (render(s, &r->location, &loc, &llen) < 0) {
+            fail_exchange(s, 500, "out of memory");
+            return;
+        }
+    } else if (render(s, &r->body, &body, &blen) < 0) {
+        fail_exchange(s, 500, "out of memory");
+        return;
+    }
+    const char *ct = r->action == FY_ACT_RESPOND && !r->content_type
+                         ? "text/plain; charset=utf-8"
+                         : r->content_type;
+    send_own_response(s, r->status, body, blen, loc, llen, ct, &r->respond_headers);
+}
+
+/* Acts on what a hook chain returned. Returns true to go on with the exchange. */
+static bool hooks_done(struct fy_session *s, enum fy_hook_result r)
+{
+    switch (r) {
+    case FY_HOOK_CONTINUE:
+        return true;
+    case FY_HOOK_WAIT:
+        s->hook_waiting = true;
+        fy_loop_timer_stop(&s->timer);
+        return false;
+    case FY_HOOK_DONE:
+        if (s->hook_status)
+            send_own_response(s, s->hook_status, s->hook_body, s->hook_body_len, NULL, 0, NULL,
+                              NULL);
+        else
+            fail_exchange(s, 500, "a hook ended the exchange without a response");
+        return false;
+    case FY_HOOK_ERROR:
+        break;
+    }
+    fail_exchange(s, 500, "internal error in a request hook");
+    return false;
+}
+
 static void step_respond(struct fy_session *s)
 {
     if (s->ds_blocked)
@@ -993,15 +993,25 @@ static void step_respond(struct fy_session *s)
     finish(s, false, !has_request_body(&s->req));
 }
 
-static void step_route(struct fy_session *s)
+/* The exchange's public view for hooks. */
+static void fill_exchange(struct fy_session *s)
 {
-    fy_worker_count_request(s->w);
-    take_request_id(s);
-    if (request_facts(s) < 0) {
-        s->route = NULL;
-        fail_exchange(s, 400, "invalid request target (malformed percent-encoding)");
-        return;
-    }
+    struct fy_exchange *x = &s->x;
+    x->cfg = s->cfg;
+    x->conf = s->gen->conf;
+    x->client = (const struct sockaddr *)&s->client;
+    if (!s->client_ip[0])
+        fy_addr_format_host((struct sockaddr *)&s->client, s->client_ip, sizeof(s->client_ip));
+    x->client_ip = s->client_ip;
+    x->client_ip_len = (uint32_t)strlen(s->client_ip);
+    x->orig_host = s->orig_host;
+    x->orig_host_len = s->orig_host_len;
+    x->request_id = s->request_id;
+}
+
+/* Matches the route and starts its action. Returns true for a proxied route. */
+static bool route_request(struct fy_session *s)
+{
     struct fy_route_req rq = {.path = s->path, .path_len = s->path_len, .msg = &s->req,
                               .query = s->query, .query_len = s->query_len};
     char hostkey[256];
@@ -1017,26 +1027,56 @@ static void step_route(struct fy_session *s)
     if (!fy_router_match(s->listener->router, &rq, &s->match)) {
         slog(s, FY_LOG_INFO, "no route matches");
         fail_exchange(s, 404, "no route matches this request");
-        return;
+        return false;
     }
     s->route = s->match.route;
     apply_route_limits(s);
     uint64_t limit = body_limit(s);
     if (limit && s->req.content_length > 0 && (uint64_t)s->req.content_length > limit) {
         fail_exchange(s, 413, "request body too large");
-        return;
+        return false;
     }
     if (has_request_body(&s->req))
         s->ops->limit_body(s->ds, limit);
     if (s->route->action != FY_ACT_PROXY) {
         start_respond(s);
-        return;
+        return false;
     }
     s->group = s->route->group;
     if (prepare_request(s) < 0) {
         fail_exchange(s, 500, "out of memory");
-        return;
+        return false;
     }
+    return true;
+}
+
+/*
+ * ROUTE, in three steps a WAITing hook can pause between: the request hooks (before routing),
+ * routing and the route's action, then the upstream_request hooks (before a server is picked).
+ */
+static void step_route(struct fy_session *s)
+{
+    if (s->hook_waiting)
+        return; /* fy_exchange_resume() clears it */
+    if (s->route_step == RS_START) {
+        fy_worker_count_request(s->w);
+        take_request_id(s);
+        if (request_facts(s) < 0) {
+            fail_exchange(s, 400, "invalid request target (malformed percent-encoding)");
+            return;
+        }
+        fill_exchange(s);
+        s->route_step = RS_REQUEST_HOOKS;
+    }
+    if (s->route_step == RS_REQUEST_HOOKS) {
+        if (!hooks_done(s, run_hooks(s, HP_REQUEST, &s->req)))
+            return;
+        if (!route_request(s))
+            return;
+        s->route_step = RS_UPSTREAM_HOOKS;
+    }
+    if (!hooks_done(s, run_hooks(s, HP_UPSTREAM_REQUEST, &s->req)))
+        return;
     s->prepared = true;
     s->state = S_CONNECT;
 }
@@ -1194,8 +1234,9 @@ static bool select_server(struct fy_session *s)
     s->tried[s->ntried++] = sv->index;
     s->set_sticky = s->group->balance == FY_LB_STICKY && lr.prefer != sv;
     s->attempts = 0;
-    if (set_upstream_host(s) < 0) {
-        fail_exchange(s, 500, "out of memory");
+    /* Per-attempt fields (Host). These hooks cannot wait: a server is already counted. */
+    if (run_hooks(s, HP_UPSTREAM_SELECT, &s->req) != FY_HOOK_CONTINUE) {
+        fail_exchange(s, 500, "internal error in an upstream_select hook");
         return false;
     }
     return true;
@@ -1358,28 +1399,19 @@ static int add_sticky_cookie(struct fy_session *s, struct fy_msg *m)
     return fy_msg_add(m, "Set-Cookie", 10, v, (uint32_t)len, FY_TOK_OTHER);
 }
 
-/* Applies ferry's response policy to the upstream head: hop-by-hop removal, Via, the sticky
- * cookie, the route's rules. */
+/* Applies ferry's response policy to the upstream head: hop-by-hop removal, the sticky cookie,
+ * then the response hooks (Via, the route's rules). */
 static int prepare_response(struct fy_session *s, struct fy_msg *m)
 {
-    const struct fy_config *cfg = s->cfg;
-    const struct fy_hrules *rules = &s->route->response_rules;
     struct fy_hdr *upgrade = m->status == 101 ? fy_msg_find_tok(m, FY_TOK_UPGRADE) : NULL;
     fy_msg_strip_hop_by_hop(m);
     if (upgrade)
         upgrade->removed = false;
-    const struct fy_hrules *global = &s->gen->conf->global_response_rules;
-    if (cfg->via && !fy_tokmask_has(rules->mask | global->mask, FY_TOK_VIA) &&
-        append_to_list(s, m, FY_TOK_VIA, "Via", 3, m->version_minor ? "1.1 ferry" : "1.0 ferry",
-                       9) < 0)
-        return -1;
     if (s->set_sticky && add_sticky_cookie(s, m) < 0)
         return -1;
-    struct fy_tctx v;
-    template_vars(s, &v);
-    if (fy_hrules_apply(global, m, &v, scratch_fn, s) < 0)
-        return -1;
-    return fy_hrules_apply(rules, m, &v, scratch_fn, s);
+    /* Response hooks return CONTINUE or ERROR (waiting on a response arrives with body
+     * filters). */
+    return run_hooks(s, HP_RESPONSE, m) == FY_HOOK_CONTINUE ? 0 : -1;
 }
 
 /* Acts on what the last parse produced. Returns 0 to keep parsing, 1 when blocked on the
@@ -1731,4 +1763,37 @@ static void session_run(struct fy_task *t)
 bool fy_session_abort_on_client_close(const struct fy_session *s)
 {
     return s->abort_on_close;
+}
+
+/* ---- the exchange seen by hooks ---- */
+
+char *fy_exchange_alloc(struct fy_exchange *x, size_t n)
+{
+    return scratch_alloc(container_of(x, struct fy_session, x), n);
+}
+
+void fy_exchange_vars(struct fy_exchange *x, struct fy_tctx *out)
+{
+    template_vars(container_of(x, struct fy_session, x), out);
+}
+
+int fy_exchange_respond(struct fy_exchange *x, int status, const char *body)
+{
+    struct fy_session *s = container_of(x, struct fy_session, x);
+    size_t n = body ? strlen(body) : 0;
+    char *copy = scratch_alloc(s, n + 1);
+    if (!copy)
+        return -1;
+    memcpy(copy, body ? body : "", n + 1);
+    s->hook_status = status;
+    s->hook_body = copy;
+    s->hook_body_len = (uint32_t)n;
+    return 0;
+}
+
+void fy_exchange_resume(struct fy_exchange *x)
+{
+    struct fy_session *s = container_of(x, struct fy_session, x);
+    s->hook_waiting = false;
+    fy_loop_queue(&s->w->loop, &s->task);
 }

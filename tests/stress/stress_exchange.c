@@ -44,6 +44,7 @@
 #include <unistd.h>
 
 #include "conf/conf.h"
+#include "filters/builtin.h"
 #include "conf/config.h"
 #include "core/log.h"
 #include "core/loop.h"
@@ -2539,6 +2540,7 @@ static int ferry_start(struct ferry *f, unsigned port)
      * free list, so a buffer released too early is soon reused by another exchange. */
     cfg->max_header_size = 8192;
     fy_log_min_level = opt.log_level;
+    fy_filters_register_builtin();
     f->conf = fy_conf_build(cfg, NULL);
     if (!f->conf)
         return -1;

@@ -1,0 +1,84 @@
+/*
+ * Hook points of an exchange, where filters (C today, Lua later) attach without the session
+ * knowing them. The session runs every registered hook of a point in registration order:
+ *
+ *   request           the client's head as received, before routing
+ *   upstream_request  the head towards the upstream, once, after routing and before a server is
+ *                     picked (so a hook's answer or error never takes a pooled connection)
+ *   upstream_select   once per attempt, after a server was picked (fields that depend on it)
+ *   response          the response head going to the client: the upstream's or ferry's own
+ *                     (a redirect or fixed response; not its bare error responses)
+ *   log               after the exchange, once it is logged
+ *
+ * A hook returns CONTINUE (next hook), DONE (it answered: fy_exchange_respond() was called; the
+ * remaining hooks and the upstream are skipped), WAIT (it will call fy_exchange_resume() later;
+ * the session waits and then runs the same hook again) or ERROR (the exchange fails with 500).
+ *
+ * Ownership: a hook may modify the message; strings it adds must live as long as the exchange:
+ * the configuration's, or memory from fy_exchange_alloc(). The struct fy_exchange is valid
+ * during the call only (and until the exchange ends for a hook that returned WAIT).
+ */
+#ifndef FY_HOOKS_H
+#define FY_HOOKS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "conf/conf.h"
+#include "conf/template.h"
+#include "http/msg.h"
+
+enum fy_hook_result { FY_HOOK_CONTINUE, FY_HOOK_DONE, FY_HOOK_WAIT, FY_HOOK_ERROR };
+
+/* What hooks see of one exchange (embedded in the session). Read-only for hooks. */
+struct fy_exchange {
+    const struct fy_config *cfg;    /* the settings of the exchange's generation */
+    const struct fy_conf *conf;     /* its generation */
+    const struct fy_route *route;   /* from upstream_request on */
+    const struct fy_server *server; /* the current attempt's: upstream_select, response */
+    const struct sockaddr *client;
+    const char *client_ip; /* text, no port */
+    uint32_t client_ip_len;
+    const char *orig_host; /* the client's Host as received; NULL if none */
+    uint32_t orig_host_len;
+    const char *request_id;
+};
+
+typedef enum fy_hook_result fy_hook_fn(struct fy_exchange *x, struct fy_msg *m);
+typedef void fy_log_hook_fn(struct fy_exchange *x, const struct fy_msg *req, int status);
+
+struct fy_hook {
+    const char *name;
+    fy_hook_fn *request;
+    fy_hook_fn *upstream_request;
+    fy_hook_fn *upstream_select;
+    fy_hook_fn *response;
+    fy_log_hook_fn *log;
+};
+
+#define FY_MAX_HOOKS 16
+
+/* Adds a hook (a static object) after the ones already registered. Only at startup, before any
+ * worker runs; returns 0, or -1 when FY_MAX_HOOKS are registered. */
+int fy_hooks_register(const struct fy_hook *h);
+
+/* The registered hooks, in order. */
+extern const struct fy_hook *fy_hooks[FY_MAX_HOOKS];
+extern unsigned fy_nhooks;
+
+/* Memory that lives as long as the exchange (for values a hook adds). NULL: out of memory. */
+char *fy_exchange_alloc(struct fy_exchange *x, size_t n);
+
+/* The template variables of this exchange (for rendering a route's values). */
+void fy_exchange_vars(struct fy_exchange *x, struct fy_tctx *out);
+
+/* From a request or upstream_request hook that returns DONE: answer with a response ferry makes
+ * (status, a text body; the route's response rules still apply). Returns 0 or -1. */
+int fy_exchange_respond(struct fy_exchange *x, int status, const char *body);
+
+/* A hook that returned WAIT is done waiting: the session runs again (never inline). */
+void fy_exchange_resume(struct fy_exchange *x);
+
+#endif
