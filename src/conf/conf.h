@@ -182,6 +182,10 @@ struct fy_server_state {
     unsigned fails;            /* consecutive failed exchanges (passive ejection) */
     unsigned ejections;        /* consecutive ejections: the backoff grows with them */
     uint64_t ejected_until_ms; /* passive ejection: not picked before this (monotonic ms) */
+    /* Active check (proxy/health.c, one thread): consecutive passes, counted towards `rise`
+     * while down, and consecutive failures, counted towards `fall` while up. */
+    unsigned hc_ok;
+    unsigned hc_fail;
 };
 
 struct fy_server {

@@ -12,6 +12,7 @@
 #include "core/buf.h"
 #include "core/macros.h"
 #include "core/log.h"
+#include "proxy/health.h"
 #include "proxy/lb.h"
 #include "proxy/router.h"
 #include "proxy/client_h1.h"
@@ -554,7 +555,12 @@ void *fy_worker_main(void *arg)
     struct fy_worker *w = arg;
     for (uint32_t i = 0; i < w->nlsn; i++)
         fy_loop_queue(&w->loop, &w->lsn[i]->accept_task);
+    /* One loop checks every server: a probe per server and interval whatever the worker count. */
+    if (w->id == 0)
+        w->health = fy_health_start(&w->loop, w->gen->conf);
     fy_loop_run(&w->loop);
+    fy_health_stop(w->health); /* its sockets and timers are on the loop */
+    w->health = NULL;
     /* The loop has ended (drained, drain timeout, or a loop failure). Killing a client detaches
      * its session, which finishes and frees itself in its own task: run those tasks here, since
      * the loop no longer does, before the pool and the free lists go. */

@@ -25,6 +25,7 @@
 #include "proxy/connpool.h"
 
 struct fy_client;
+struct fy_health_checker;
 struct fy_lb;
 struct fy_worker;
 
@@ -89,6 +90,7 @@ struct fy_worker {
     uint32_t nsessions;
     bool draining;
     struct fy_timer drain_timer;
+    struct fy_health_checker *health; /* worker 0 only: the active checks (NULL: none) */
     pthread_t thread;
     /* Shared with the main thread, accessed atomically only (see fy_worker_request_*). */
     unsigned flush_req, flush_done; /* access-log flush generations asked for / carried out */
