@@ -399,6 +399,12 @@ static void adopt_reload(struct fy_worker *w)
     struct fy_wgen *old = w->gen;
     w->gen = g;
     apply_settings(w, g->conf);
+    if (w->id == 0) {
+        /* The checks follow the new groups; up/down and the counts live in the server states,
+         * which servers that stay share with the old generation. */
+        fy_health_stop(w->health);
+        w->health = fy_health_start(&w->loop, g->conf);
+    }
     if (old->users == 0) {
         wgen_free(old);
     } else {

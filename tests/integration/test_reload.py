@@ -297,3 +297,51 @@ def test_hundred_reloads_leak_nothing(ferry_factory, app):
     assert _fd_count(f.pid) <= fds + 1
     if not SANITIZED:  # ASan's quarantine holds freed memory; its leak check runs at exit
         assert f.rss_kb() < rss + 4096, (rss, f.rss_kb())
+
+
+def test_health_state_carries_over_a_reload(ferry_factory):
+    """A server the active checks took out stays out across a reload that keeps it (no flap back
+    into rotation), and the checks go on with the new generation."""
+    a, b = named_upstream("a"), named_upstream("b")
+    status = {"a": 500}
+    checks = []
+
+    def health(h, req):
+        checks.append(req.path)
+        h.send_simple(status["a"], b"")
+
+    a.route("/health", health)
+    port = free_port()
+
+    def cfg(body):
+        return """
+listeners:
+  - listen: 127.0.0.1:%d
+    routes:
+      - match: { path: /ver }
+        respond: { status: 200, body: "%s" }
+      - upstream: app
+upstreams:
+  app:
+    servers: [ "%s", "%s" ]
+    health: { path: /health, interval: 100ms, timeout: 90ms, rise: 2, fall: 3 }
+    max-fails: 0
+""" % (port, body, a.url, b.url)
+
+    try:
+        f, path = start(ferry_factory, cfg("v1"), allowed_errors=[r"is down"])
+        wait_for(lambda: "server %s is down" % a.url in f.stderr_text(), 10, what="a down")
+        rewrite(path, cfg("v2"))
+        reload_and_wait(f)
+        # A fresh state would be up for the three checks (fall: 3) it takes to go down again:
+        # round-robin would send half of these to a.
+        assert {get(port, "/x").body.split()[0] for _ in range(6)} == {b"b"}
+        assert get(port, "/ver").body == b"v2"
+        n = len(checks)
+        wait_for(lambda: len(checks) >= n + 2, 10, what="checks after the reload")
+        assert "is up again" not in f.stderr_text()
+        status["a"] = 200
+        wait_for(lambda: "server %s is up again" % a.url in f.stderr_text(), 10, what="a up")
+    finally:
+        a.stop()
+        b.stop()
