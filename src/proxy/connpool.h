@@ -29,6 +29,12 @@ struct fy_upconn {
     struct fy_buf *in;
     bool connected;
     bool idle;
+    /* the exchange in progress (upstream_h1.c) */
+    bool head_reported; /* the current message's head was returned as an event */
+    bool spans_pending; /* body spans were returned and not yet replaced */
+    bool got_bytes;     /* a byte of the response arrived */
+    uint8_t full_reads; /* reads that filled the buffer: a large body is coming */
+    uint64_t bytes_read;
 };
 
 struct fy_connpool {

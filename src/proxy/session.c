@@ -36,6 +36,7 @@
 #include "proxy/hooks.h"
 #include "proxy/lb.h"
 #include "proxy/router.h"
+#include "proxy/upstream_h1.h"
 #include "proxy/worker.h"
 
 #define PATH_INLINE 256 /* normalised paths up to this long need no allocation */
@@ -126,7 +127,6 @@ struct fy_session {
     /* tunnel */
     bool up_eof, client_eof;
     bool up_write_failed; /* a request write failed (reset): an upstream EOF is not a clean end */
-    uint8_t full_reads;   /* upstream reads that filled the buffer: a large body is coming */
     uint64_t bytes_in, bytes_out;
     uint64_t start_us, up_start_us, up_head_us;
     char path_inline[PATH_INLINE];
@@ -471,45 +471,13 @@ static int prepare_request(struct fy_session *s)
     return 0;
 }
 
-/* Serialises the request head into the upstream writer and sets the body framing. */
+/* Serialises the request head towards the upstream (upstream_h1.c). */
 static int queue_request_head(struct fy_session *s)
 {
-    struct fy_msg *m = &s->req;
-    struct fy_h1_writer *wr = &s->up->wr;
-    /* Sized for this head: the client's head may be as large as --max-header-size allows. */
-    size_t need = (size_t)m->method_len + m->target_len + 13 + fy_msg_fields_size(m) + 64;
-    struct fy_buf *b = fy_h1w_head_begin(wr, need);
-    if (!b)
+    bool body_follows;
+    if (fy_uh1_send_head(s->up, &s->req, &body_follows) < 0)
         return -1;
-    size_t from = b->end;
-    bool ok = fy_h1w_put(b, m->method, m->method_len) && fy_h1w_put(b, " ", 1) &&
-              fy_h1w_put(b, m->target, m->target_len) && fy_h1w_put(b, " HTTP/1.1\r\n", 11);
-    for (uint32_t i = 0; ok && i < m->nhdrs; i++) {
-        const struct fy_hdr *h = &m->hdrs[i];
-        if (h->removed || h->tok == FY_TOK_CONTENT_LENGTH)
-            continue;
-        ok = fy_h1w_put_field(b, h->name, h->name_len, h->value, h->value_len);
-    }
-    if (m->chunked) {
-        ok = ok && fy_h1w_put(b, "Transfer-Encoding: chunked\r\n", 28);
-        wr->framing = FY_FRAME_CHUNKED;
-    } else if (m->content_length >= 0) {
-        char digits[24];
-        size_t n = fy_u64_to_dec((uint64_t)m->content_length, digits);
-        ok = ok && fy_h1w_put_field(b, "Content-Length", 14, digits, n);
-        wr->framing = m->content_length > 0 ? FY_FRAME_LENGTH : FY_FRAME_NONE;
-    } else {
-        wr->framing = FY_FRAME_NONE;
-    }
-    if (m->upgrade)
-        ok = ok && fy_h1w_put(b, "Connection: upgrade\r\n", 21);
-    ok = ok && fy_h1w_put(b, "\r\n", 2);
-    if (!ok)
-        return -1;
-    fy_h1w_head_done(wr, b, from);
-    s->req_last_queued = wr->framing == FY_FRAME_NONE;
-    if (s->req_last_queued)
-        wr->finished = true;
+    s->req_last_queued = !body_follows;
     return 0;
 }
 
@@ -705,7 +673,6 @@ static bool retry_elsewhere(struct fy_session *s, const char *why)
     s->req_last_queued = s->req_done = false;
     s->up_write_failed = false;
     s->got_response_bytes = false;
-    s->full_reads = 0;
     s->timed_out = false;
     s->state = S_CONNECT;
     fy_loop_timer_stop(&s->timer);
@@ -1296,7 +1263,7 @@ static void step_connect(struct fy_session *s)
         fail_exchange(s, 500, "out of memory");
         return;
     }
-    up->rd.no_body = s->is_head;
+    fy_uh1_begin(up, s->is_head);
     s->state = S_EXCHANGE;
     s->timed_out = false;
     fy_loop_timer_set(&w->loop, &s->timer, s->upstream_timeout);
@@ -1342,17 +1309,14 @@ static int pump_request(struct fy_session *s)
                 s->req_body_started = true;
                 for (int i = 0; i < n; i++)
                     s->bytes_in += iov[i].iov_len;
-                int rc = fy_h1w_body(&up->wr, iov, n, last);
-                FY_ASSERT(rc == 0);
+                fy_uh1_send_body(up, iov, n, last);
                 s->req_spans_out = n > 0;
                 s->req_last_queued = last;
                 progress = 1;
             }
         }
-        if (fy_h1w_pending(&up->wr)) {
-            if (!up->sock.wr_ready)
-                return progress;
-            int rc = fy_h1w_flush(&up->wr, &up->sock);
+        if (fy_uh1_pending(up)) {
+            int rc = fy_uh1_flush(up);
             if (rc == FY_AGAIN)
                 return progress;
             if (rc < 0) {
@@ -1414,72 +1378,68 @@ static int prepare_response(struct fy_session *s, struct fy_msg *m)
     return run_hooks(s, HP_RESPONSE, m) == FY_HOOK_CONTINUE ? 0 : -1;
 }
 
-/* Acts on what the last parse produced. Returns 0 to keep parsing, 1 when blocked on the
- * downstream, -1 when the session changed state. */
-static int handle_parsed(struct fy_session *s)
+/* A response head from the upstream. Returns 0 to go on reading, -1 when the session changed
+ * state (failed, or became a tunnel). */
+static int on_response_head(struct fy_session *s)
 {
-    struct fy_h1_reader *rd = &s->up->rd;
-    if (rd->state == FY_H1R_ERROR) {
-        slog(s, FY_LOG_WARN, "invalid response from the upstream: %s", rd->err_text);
+    struct fy_upconn *up = s->up;
+    struct fy_msg *m = &up->rd.msg;
+    if (m->status < 200 && m->status != 101) {
+        /* Interim response: relay (ferry already sent its own 100 if the client asked). */
+        if (!(m->status == 100 && (s->sent_continue || !s->req.expect_continue))) {
+            fy_msg_strip_hop_by_hop(m);
+            int rc = s->ops->send_interim(s->ds, m);
+            if (rc == -ENOSPC) {
+                /* Interim responses are advisory: one too large to relay is dropped. */
+                slog(s, FY_LOG_WARN, "dropped a %d interim response too large to relay",
+                     m->status);
+            } else if (rc < 0) {
+                client_failed(s, 0);
+                return -1;
+            }
+        }
+        fy_uh1_next_message(up, s->is_head);
+        return 0;
+    }
+    s->status = m->status;
+    s->up_head_us = s->w->loop.now_us;
+    if (m->status == 101 && !s->req.upgrade) {
         fail_exchange(s, 502, "the upstream server sent an invalid response");
         return -1;
     }
-    if (rd->state == FY_H1R_HEAD)
-        return 0;
-    if (!s->head_sent) {
-        struct fy_msg *m = &rd->msg;
-        if (m->status < 200 && m->status != 101) {
-            /* Interim response: relay (ferry already sent its own 100 if the client asked). */
-            if (!(m->status == 100 && (s->sent_continue || !s->req.expect_continue))) {
-                fy_msg_strip_hop_by_hop(m);
-                int rc = s->ops->send_interim(s->ds, m);
-                if (rc == -ENOSPC) {
-                    /* Interim responses are advisory: one too large to relay is dropped. */
-                    slog(s, FY_LOG_WARN, "dropped a %d interim response too large to relay",
-                         m->status);
-                } else if (rc < 0) {
-                    client_failed(s, 0);
-                    return -1;
-                }
-            }
-            fy_h1r_next(rd);
-            rd->no_body = s->is_head;
-            return 0;
-        }
-        s->status = m->status;
-        s->up_head_us = s->w->loop.now_us;
-        if (m->status == 101 && !s->req.upgrade) {
-            fail_exchange(s, 502, "the upstream server sent an invalid response");
-            return -1;
-        }
-        if (prepare_response(s, m) < 0) {
-            fail_exchange(s, 500, "out of memory");
-            return -1;
-        }
-        int rc = s->ops->send_head(s->ds, m);
-        if (rc == -ENOSPC) {
-            slog(s, FY_LOG_WARN,
-                 "the upstream's response head is larger than %u bytes once rewritten for the "
-                 "client",
-                 (unsigned)FY_BUF_SIZE);
-            fail_exchange(s, 502, "the upstream server sent a response head that is too large");
-            return -1;
-        }
-        if (rc < 0) {
-            client_failed(s, 0);
-            return -1;
-        }
-        s->head_sent = true;
-        if (m->status == 101) {
-            s->up->wr.framing = FY_FRAME_TUNNEL;
-            s->state = S_TUNNEL;
-            fy_loop_queue(&s->w->loop, &s->task);
-            return -1;
-        }
+    if (prepare_response(s, m) < 0) {
+        fail_exchange(s, 500, "out of memory");
+        return -1;
     }
-    if (rd->nspans == 0 && rd->state != FY_H1R_DONE)
-        return 0;
-    bool last = rd->state == FY_H1R_DONE;
+    int rc = s->ops->send_head(s->ds, m);
+    if (rc == -ENOSPC) {
+        slog(s, FY_LOG_WARN,
+             "the upstream's response head is larger than %u bytes once rewritten for the "
+             "client",
+             (unsigned)FY_BUF_SIZE);
+        fail_exchange(s, 502, "the upstream server sent a response head that is too large");
+        return -1;
+    }
+    if (rc < 0) {
+        client_failed(s, 0);
+        return -1;
+    }
+    s->head_sent = true;
+    if (m->status == 101) {
+        fy_uh1_switch_to_tunnel(up);
+        s->state = S_TUNNEL;
+        fy_loop_queue(&s->w->loop, &s->task);
+        return -1;
+    }
+    return 0;
+}
+
+/* Response body spans to the client. Returns 0 when they were flushed, 1 when they wait in the
+ * downstream's queue (fy_session_output_flushed() follows), -1 when the client failed. */
+static int relay_body(struct fy_session *s)
+{
+    struct fy_h1_reader *rd = &s->up->rd;
+    bool last = fy_uh1_done(s->up);
     for (int i = 0; i < rd->nspans; i++)
         s->bytes_out += rd->spans[i].iov_len;
     int rc = s->ops->send_body(s->ds, rd->spans, rd->nspans, last);
@@ -1498,13 +1458,12 @@ static int handle_parsed(struct fy_session *s)
 
 static void response_complete(struct fy_session *s)
 {
-    struct fy_upconn *up = s->up;
-    bool reusable = s->req_done && s->req_last_queued && up->rd.msg.keep_alive &&
-                    !up->rd.eof_body && fy_buf_len(up->in) == 0;
+    bool reusable = s->req_done && s->req_last_queued && fy_uh1_reusable(s->up);
     /* A response that overtook its request body leaves unread body on the client side. */
     finish(s, reusable, s->req_done && s->req_last_queued);
 }
 
+/* Returns 1 on progress, 0 when blocked, -1 when the session changed state. */
 static int pump_response(struct fy_session *s)
 {
     struct fy_upconn *up = s->up;
@@ -1515,81 +1474,50 @@ static int pump_response(struct fy_session *s)
         s->resp_spans_out = false;
         progress = 1;
     }
-    if (s->resp_last_sent) {
-        if (!s->req_done)
-            return progress; /* finish sending the request first (pump_request ends it) */
-        response_complete(s);
-        return -1;
-    }
-    struct fy_buf *in = up->in;
     for (;;) {
-        if (in->start < in->end && up->rd.state != FY_H1R_DONE) {
-            size_t n = fy_h1r_execute(&up->rd, in->data + in->start, in->end - in->start);
-            in->start += (uint32_t)n;
-            int rc = handle_parsed(s);
-            if (rc < 0)
-                return -1;
-            if (rc > 0)
-                return 1;
-            if (s->resp_last_sent) {
-                if (!s->req_done)
-                    return 1;
-                response_complete(s);
-                return -1;
-            }
-            if (n > 0 || up->rd.state == FY_H1R_BODY)
-                continue;
-        }
-        if (!up->sock.rd_ready)
-            return progress;
-        if (in->start == in->end) {
-            in->start = in->end = 0;
-            if (s->full_reads >= 2 && in->cap < FY_BIG_BUF_SIZE) {
-                /* A large body is streaming: fewer, larger reads and writes cost less CPU. */
-                struct fy_buf *big = fy_buf_get(FY_BIG_BUF_SIZE);
-                if (big) {
-                    fy_buf_put(in);
-                    up->in = in = big;
-                }
-            }
-        } else if (fy_buf_room(in) == 0) {
-            fy_buf_compact(in);
-            if (fy_buf_room(in) == 0) {
-                slog(s, FY_LOG_WARN, "the upstream sent a response head larger than %u bytes",
-                     (unsigned)in->cap);
-                fail_exchange(s, 502, "the upstream server sent an invalid response");
-                return -1;
-            }
-        }
-        size_t room = fy_buf_room(in);
-        ssize_t r = fy_sock_read(&up->sock, in->data + in->end, room);
-        if (r > 0) {
-            in->end += (uint32_t)r;
-            s->got_response_bytes = true;
-            s->full_reads += (size_t)r == room;
-            progress = 1;
-            continue;
-        }
-        if (r == FY_AGAIN)
-            return progress;
-        if (r == 0 && up->rd.state == FY_H1R_BODY && up->rd.eof_body && !s->up_write_failed) {
-            /* The close ends a close-delimited body: a normal end, not a failure. */
-            fy_h1r_eof(&up->rd);
-            up->rd.nspans = 0;
-            int rc = handle_parsed(s);
-            if (rc < 0)
-                return -1;
-            if (rc > 0)
-                return 1;
-            FY_ASSERT(s->resp_last_sent);
+        if (s->resp_last_sent) {
             if (!s->req_done)
-                return 1;
+                return progress; /* finish sending the request first (pump_request ends it) */
             response_complete(s);
             return -1;
         }
-        upstream_failed(s, (int)(r == 0 ? 0 : r),
-                        s->head_sent ? "sending the response body" : "waiting for the response");
-        return -1;
+        uint64_t before = fy_uh1_bytes_read(up);
+        int err;
+        enum fy_uh1_event ev = fy_uh1_next(up, !s->up_write_failed, &err);
+        s->got_response_bytes = fy_uh1_got_bytes(up);
+        progress |= fy_uh1_bytes_read(up) != before;
+        switch (ev) {
+        case FY_UH1_AGAIN:
+            return progress;
+        case FY_UH1_HEAD:
+            if (on_response_head(s) < 0)
+                return -1;
+            progress = 1;
+            continue;
+        case FY_UH1_BODY: {
+            int rc = relay_body(s);
+            if (rc < 0)
+                return -1;
+            if (rc > 0)
+                return 1;
+            progress = 1;
+            continue;
+        }
+        case FY_UH1_INVALID:
+            slog(s, FY_LOG_WARN, "invalid response from the upstream: %s", up->rd.err_text);
+            fail_exchange(s, 502, "the upstream server sent an invalid response");
+            return -1;
+        case FY_UH1_TOO_LARGE:
+            slog(s, FY_LOG_WARN, "the upstream sent a response head larger than %u bytes",
+                 (unsigned)up->in->cap);
+            fail_exchange(s, 502, "the upstream server sent an invalid response");
+            return -1;
+        case FY_UH1_CLOSED:
+            upstream_failed(s, err,
+                            s->head_sent ? "sending the response body"
+                                         : "waiting for the response");
+            return -1;
+        }
     }
 }
 
@@ -1683,8 +1611,8 @@ static void step_tunnel(struct fy_session *s)
             }
         }
         /* client -> upstream */
-        if (fy_h1w_pending(&up->wr)) {
-            int rc = up->sock.wr_ready ? fy_h1w_flush(&up->wr, &up->sock) : FY_AGAIN;
+        if (fy_uh1_pending(up)) {
+            int rc = fy_uh1_flush(up);
             if (rc < 0 && rc != FY_AGAIN) {
                 finish(s, false, false);
                 return;
@@ -1704,7 +1632,7 @@ static void step_tunnel(struct fy_session *s)
             if (n > 0) {
                 for (int i = 0; i < n; i++)
                     s->bytes_in += iov[i].iov_len;
-                fy_h1w_body(&up->wr, iov, n, false);
+                fy_uh1_send_body(up, iov, n, false);
                 s->req_spans_out = true;
                 progress = true;
             } else if (n != FY_AGAIN) {
