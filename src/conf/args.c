@@ -80,6 +80,13 @@ static const char usage_text[] =
     "  --max-body-size 0       request body, 0 = unlimited (413)\n"
     "  --max-connections 16384 client connections per worker\n"
     "\n"
+    "name resolution (server names in upstreams:):\n"
+    "  --resolvers IP[:PORT],...  DNS servers to ask (default system: /etc/hosts, then\n"
+    "                             /etc/resolv.conf); custom servers are asked alone\n"
+    "  --resolve-interval 30s     re-resolve server names this often; a changed answer\n"
+    "                             reloads the configuration (0 = resolve at start only)\n"
+    "  --resolve-timeout 5s       how long one name may take (start fails after it)\n"
+    "\n"
     "  -c, --config FILE  -t, --test  --print-config  --help  --version\n"
     "exit codes: 0 ok, 1 invalid configuration file or startup failure, 2 bad command line\n";
 
@@ -108,6 +115,9 @@ void fy_config_defaults(struct fy_config *c)
     c->max_headers = 100;
     c->max_connections = 16384;
     c->max_body_size = 0;
+    c->resolver.servers = NULL;
+    c->resolver.interval_ms = 30000;
+    c->resolver.timeout_ms = 5000;
 }
 
 static void free_rules(struct fy_header_rules *r)
@@ -135,6 +145,8 @@ void fy_config_free(struct fy_config *c)
     free(c->upgrade_protocols);
     free(c->access_log_path);
     free(c->pid_file);
+    free(c->resolver.servers);
+    c->resolver.servers = NULL;
     free_rules(&c->request_rules);
     free_rules(&c->response_rules);
     fy_listeners_free(c->listeners, c->nlisteners);
@@ -577,12 +589,115 @@ static int parse_access_log(struct fy_config *c, const char *opt, const char *v,
     return 0;
 }
 
+/* One DNS server of a resolvers list ("IPv4", "IPv4:PORT", "IPv6", "[IPv6]" or "[IPv6]:PORT"),
+ * appended to out as c-ares' "IP:PORT" / "[IPv6]:PORT" with the port always written. A name is
+ * refused: finding the server would need a resolver. Returns 0 or -1 (err). */
+static int add_resolver(const char *opt, const char *item, size_t n, char *out, size_t cap,
+                        size_t *len, char *err, size_t errlen)
+{
+    char ip[INET6_ADDRSTRLEN + 2];
+    const char *orig = item, *port = NULL;
+    size_t iplen = n, plen = 0;
+    bool v6 = false;
+    if (n && item[0] == '[') {
+        const char *close = memchr(item, ']', n);
+        if (!close || (close + 1 < item + n && close[1] != ':'))
+            return fy_errf(err, errlen, "%s: expected [IPv6]:PORT, got '%.*s'", opt, (int)n, item);
+        item++;
+        iplen = (size_t)(close - item);
+        v6 = true;
+        if (close + 1 < item - 1 + n) {
+            port = close + 2;
+            plen = (size_t)(item - 1 + n - port);
+        }
+    } else {
+        const char *colon = memchr(item, ':', n);
+        const char *second = colon ? memchr(colon + 1, ':', (size_t)(item + n - colon - 1)) : NULL;
+        if (second) {
+            v6 = true; /* bare IPv6: every group is the address, the port is 53 */
+        } else if (colon) {
+            iplen = (size_t)(colon - item);
+            port = colon + 1;
+            plen = (size_t)(item + n - port);
+        }
+    }
+    struct in6_addr a;
+    if (iplen == 0 || iplen >= sizeof(ip) - 2)
+        goto not_ip;
+    memcpy(ip, item, iplen);
+    ip[iplen] = 0;
+    if (inet_pton(v6 ? AF_INET6 : AF_INET, ip, &a) != 1)
+        goto not_ip;
+    unsigned long p = 53;
+    if (port) {
+        char digits[6];
+        if (plen == 0 || plen > 5 || strspn(port, "0123456789") < plen)
+            return fy_errf(err, errlen, "%s: port must be a number from 1 to 65535, got '%.*s'",
+                           opt, (int)plen, port);
+        memcpy(digits, port, plen);
+        digits[plen] = 0;
+        p = strtoul(digits, NULL, 10);
+        if (p == 0 || p > 65535)
+            return fy_errf(err, errlen, "%s: port must be a number from 1 to 65535, got '%s'", opt,
+                           digits);
+    }
+    int w =
+        snprintf(out + *len, cap - *len, v6 ? "%s[%s]:%lu" : "%s%s:%lu", *len ? "," : "", ip, p);
+    if (w < 0 || (size_t)w >= cap - *len)
+        return fy_errf(err, errlen, "%s: internal error: list too long", opt);
+    *len += (size_t)w;
+    return 0;
+not_ip:
+    return fy_errf(err, errlen,
+                   "%s: '%.*s' is not an IP address (write DNS servers as IP[:PORT], "
+                   "[IPv6]:PORT)",
+                   opt, (int)n, orig);
+}
+
+/* "system", or a comma-separated list of DNS servers. */
+static int parse_resolvers(struct fy_config *c, const char *opt, const char *v, char *err,
+                           size_t errlen)
+{
+    if (!strcmp(v, "system")) {
+        free(c->resolver.servers);
+        c->resolver.servers = NULL;
+        return 0;
+    }
+    /* An item of k >= 2 characters ("::" is the shortest) becomes at most k + 6: ",[" "]:53". */
+    size_t cap = strlen(v) * 4 + 16;
+    char *out = malloc(cap);
+    if (!out)
+        return fy_errf(err, errlen, "out of memory");
+    size_t len = 0;
+    out[0] = 0;
+    for (const char *p = v; *p;) {
+        p += strspn(p, " ,");
+        size_t n = strcspn(p, " ,");
+        if (n && add_resolver(opt, p, n, out, cap, &len, err, errlen) < 0) {
+            free(out);
+            return -1;
+        }
+        p += n;
+    }
+    if (!len) {
+        free(out);
+        return fy_errf(err, errlen,
+                       "%s expects DNS servers as IP[:PORT] separated by commas, or system", opt);
+    }
+    free(c->resolver.servers);
+    c->resolver.servers = out;
+    return 0;
+}
+
 /* The table. Its order is the order of --help, of --print-config and of docs/config.md. */
 #define CFG_OFF(field) offsetof(struct fy_config, field)
 const struct fy_option fy_options[] = {
     {"listen", FY_OPT_LISTEN, 0, 0, 0, 0},
     {"upstream", FY_OPT_UPSTREAM, 0, 0, 0, 0},
     {"workers", FY_OPT_WORKERS, 0, 1, 256, 0},
+    {"resolvers", FY_OPT_RESOLVERS, 0, 0, 0, FY_OPTF_EARLY},
+    {"resolve-interval", FY_OPT_DURATION, CFG_OFF(resolver.interval_ms), 0, 0, 0},
+    {"resolve-timeout", FY_OPT_DURATION, CFG_OFF(resolver.timeout_ms), 1, 0, FY_OPTF_EARLY},
     {"request-header", FY_OPT_RULE, CFG_OFF(request_rules), 0, 0, FY_OPTF_REQUEST},
     {"response-header", FY_OPT_RULE, CFG_OFF(response_rules), 0, 0, 0},
     {"remove-request-header", FY_OPT_RULE, CFG_OFF(request_rules), 0, 0,
@@ -617,6 +732,7 @@ const struct fy_option fy_options[] = {
 };
 const size_t fy_options_count = sizeof(fy_options) / sizeof(fy_options[0]);
 _Static_assert(sizeof(fy_options) / sizeof(fy_options[0]) <= FY_OPT_SLOTS, "raise FY_OPT_SLOTS");
+_Static_assert(FY_OPT_SLOTS <= 64, "early_given is a 64-bit mask");
 
 const struct fy_option *fy_option_find(const char *key)
 {
@@ -683,6 +799,8 @@ static int apply_value(struct fy_config *c, const struct fy_option *o, const cha
         if (fy_parse_duration(v, &ms) < 0)
             return fy_errf(err, errlen, "%s expects a duration like 500ms, 10s or 2m, got '%s'",
                            opt, raw);
+        if (ms < o->min)
+            return fy_errf(err, errlen, "%s must be more than 0, got '%s'", opt, raw);
         *(uint64_t *)field = ms;
         return 0;
     }
@@ -701,6 +819,8 @@ static int apply_value(struct fy_config *c, const struct fy_option *o, const cha
         free(*(char **)field);
         *(char **)field = *v ? strdup(v) : NULL; /* "" is the default: none */
         return 0;
+    case FY_OPT_RESOLVERS:
+        return parse_resolvers(c, opt, v, err, errlen);
     case FY_OPT_RULE:
         break;
     }
@@ -710,6 +830,9 @@ static int apply_value(struct fy_config *c, const struct fy_option *o, const cha
 int fy_option_apply(struct fy_config *c, const struct fy_option *o, const char *name,
                     const char *raw, const char *base_dir, char *err, size_t errlen)
 {
+    size_t k = (size_t)(o - fy_options);
+    if ((o->flags & FY_OPTF_EARLY) && (c->early_given >> k & 1))
+        return 0;               /* the command line's value, applied before the file, stays */
     if (o->kind == FY_OPT_RULE) /* expands the value part only: names are checked as given */
         return add_rule((struct fy_header_rules *)((char *)c + o->offset), name, raw,
                         o->flags & FY_OPTF_REQUEST, o->flags & FY_OPTF_REMOVE, base_dir, err,
@@ -720,7 +843,6 @@ int fy_option_apply(struct fy_config *c, const struct fy_option *o, const char *
     int rc = apply_value(c, o, name, raw, v, err, errlen);
     free(v);
     if (rc == 0) {
-        size_t k = (size_t)(o - fy_options);
         free(c->opt_text[k]);
         c->opt_text[k] = strdup(raw);
     }
@@ -873,6 +995,9 @@ void fy_config_print_yaml(const struct fy_config *c, void *out_stream)
         case FY_OPT_PATH:
             print_scalar(out, *(char *const *)field ? *(char *const *)field : "");
             break;
+        case FY_OPT_RESOLVERS:
+            print_scalar(out, c->resolver.servers ? c->resolver.servers : "system");
+            break;
         case FY_OPT_RULE:
             break;
         }
@@ -944,6 +1069,40 @@ static void prescan(int argc, char **argv, const char **config, bool *listen, bo
     }
 }
 
+/* Applies the command line's FY_OPTF_EARLY options (the resolver settings) before the file is
+ * loaded, since loading resolves the file's server names with them; the file's values of those
+ * keys are then ignored, as for any option given on the command line. Arguments are walked as
+ * fy_args_parse() walks them; anything it would refuse is left for it to report. */
+static int apply_early(struct fy_config *c, int argc, char **argv, char *err, size_t errlen)
+{
+    uint64_t given = 0;
+    for (int i = 1; i < argc; i++) {
+        char buf[64];
+        const char *iv;
+        const char *opt = split_inline(argv[i], buf, sizeof(buf), &iv);
+        if (is_config_opt(opt)) {
+            i += !iv;
+            continue;
+        }
+        const struct fy_option *o = strncmp(opt, "--", 2) ? NULL : fy_option_find(opt + 2);
+        if (!o)
+            continue;
+        const char *v = iv;
+        if (!v) {
+            if (i + 1 >= argc)
+                break;
+            v = argv[++i];
+        }
+        if (!(o->flags & FY_OPTF_EARLY))
+            continue;
+        if (fy_option_apply(c, o, opt, v, NULL, err, errlen) < 0)
+            return -1;
+        given |= 1ull << (o - fy_options);
+    }
+    c->early_given |= given;
+    return 0;
+}
+
 static int finish(struct fy_config *c, char *err, size_t errlen)
 {
     /* With listeners: the file says where to listen and where to forward. */
@@ -966,6 +1125,8 @@ enum fy_args_result fy_args_parse(struct fy_config *c, int argc, char **argv, ch
     const char *config;
     bool listen_given, upstream_given, help;
     prescan(argc, argv, &config, &listen_given, &upstream_given, &help);
+    if (!help && apply_early(c, argc, argv, err, errlen) < 0)
+        return FY_ARGS_ERROR;
     if (config && !help) {
         free(c->config_path);
         c->config_path = strdup(config);

@@ -201,6 +201,10 @@ struct fy_server {
     char cookie_id[17]; /* sticky: this server's cookie value (hex of a hash of its URL) */
     struct fy_group *group;
     struct fy_server_state *state;
+    /* Every address host resolved to (IPv4 first, then IPv6, sorted: net/resolver.h); addr is
+     * addrs[0]. The others are alternatives, to try when a connect is refused. Owned. */
+    struct fy_addr *addrs;
+    uint32_t naddrs;
 };
 
 struct fy_health {

@@ -12,6 +12,7 @@
 
 #include "core/log.h"
 #include "net/addr.h"
+#include "net/resolver.h"
 
 struct fy_header_rule {
     char *name;
@@ -32,7 +33,7 @@ enum fy_log_format { FY_ALOG_COMBINED, FY_ALOG_JSON };
 struct fy_listener_conf; /* conf/conf.h */
 struct fy_group;
 
-#define FY_OPT_SLOTS 48 /* >= the number of entries of fy_options */
+#define FY_OPT_SLOTS 48 /* >= the number of entries of fy_options; <= 64 (early_given) */
 
 struct fy_config {
     char *listen_text;
@@ -67,6 +68,10 @@ struct fy_config {
     uint32_t max_request_line, max_header_size, max_headers, max_connections;
     uint64_t max_body_size; /* 0 = unlimited */
 
+    /* resolvers, resolve-interval, resolve-timeout: how server names are resolved at load time
+     * and re-resolved while running. servers NULL = the system's (/etc/resolv.conf). */
+    struct fy_resolver_conf resolver;
+
     /* The file's listeners: and upstreams: (conf/schema.c), NULL/0 in quick mode, where
      * fy_conf_build() makes one listener with one catch-all route to one group from listen and
      * upstream. Owned; freed by fy_config_free(). */
@@ -77,6 +82,9 @@ struct fy_config {
 
     /* Each option's value as given (unexpanded), indexed like fy_options; NULL = default. */
     char *opt_text[FY_OPT_SLOTS];
+    /* Bit k: option k (an FY_OPTF_EARLY one) was applied from the command line before the file
+     * was loaded; fy_option_apply() then ignores later values, so the command line wins. */
+    uint64_t early_given;
 
     /* What the command line asked for besides settings. */
     char *config_path; /* -c FILE, or NULL */
@@ -117,13 +125,14 @@ enum fy_opt_kind {
     FY_OPT_DURATION,
     FY_OPT_SIZE,
     FY_OPT_PATH, /* a string: a file path (char * field) */
+    FY_OPT_RESOLVERS,
 };
 
 struct fy_option {
     const char *key; /* "header-timeout": the flag without its dashes, and the file key */
     enum fy_opt_kind kind;
     size_t offset;     /* the field, for the kinds that share a setter */
-    uint64_t min, max; /* FY_OPT_SIZE */
+    uint64_t min, max; /* FY_OPT_SIZE; FY_OPT_DURATION: min only (ms) */
     unsigned flags;    /* FY_OPTF_* */
 };
 
@@ -131,6 +140,9 @@ struct fy_option {
 #define FY_OPTF_REMOVE 2u  /* FY_OPT_RULE: a removal (else a set) */
 #define FY_OPTF_U64 4u     /* FY_OPT_SIZE: a uint64_t field (else uint32_t) */
 #define FY_OPTF_COUNT 8u   /* FY_OPT_SIZE: a count, printed without k/m/g */
+/* Needed while the file loads (resolving its server names): the command line's value is applied
+ * before the file, and the file's own value of the key is then ignored. */
+#define FY_OPTF_EARLY 16u
 
 extern const struct fy_option fy_options[];
 extern const size_t fy_options_count;

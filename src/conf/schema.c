@@ -452,6 +452,7 @@ void fy_schema_load_listeners(struct fy_yaml_loader *l, const yaml_node_t *v)
 void fy_schema_resolve(struct fy_yaml_loader *l)
 {
     struct fy_config *c = l->c;
+    fy_schema_resolve_servers(l);
     for (uint32_t g = 0; g < c->ngroups; g++)
         for (uint32_t s = 0; s < c->groups[g].nservers; s++)
             c->groups[g].servers[s].group = &c->groups[g];
@@ -496,9 +497,11 @@ void fy_schema_loader_done(struct fy_yaml_loader *l)
         free(l->refs[i].name);
     free(l->refs);
     free(l->seen);
+    free(l->servers);
     l->refs = NULL;
     l->seen = NULL;
-    l->nrefs = l->nseen = 0;
+    l->servers = NULL;
+    l->nrefs = l->nseen = l->nservers = 0;
 }
 
 void fy_listeners_free(struct fy_listener_conf *ls, uint32_t n)

@@ -30,6 +30,11 @@ void fy_schema_load_upstreams(struct fy_yaml_loader *l, const yaml_node_t *v);
  * array, reporting unknown names. */
 void fy_schema_resolve(struct fy_yaml_loader *l);
 
+/* After the whole file (called by fy_schema_resolve): resolves every server's host with the
+ * file's resolver settings (fy_resolve), filling addr, addrs and naddrs; a name that does not
+ * resolve is reported at its URL. */
+void fy_schema_resolve_servers(struct fy_yaml_loader *l);
+
 /* Frees the loader's bookkeeping (pending names, seen addresses). */
 void fy_schema_loader_done(struct fy_yaml_loader *l);
 

@@ -2,9 +2,11 @@
  * upstreams: groups of servers, their balancing, retries, passive ejection and active health
  * check, compiled into struct fy_group. Servers are stored primaries first (file order), then
  * backups (file order), so a balancer scans servers[0..nprimary) before the rest. Server names
- * are resolved now, blocking (startup only). Server states (fy_server.state) and balancer data
- * (fy_group.lb) stay NULL: the generation creates them (fy_conf_build).
+ * are resolved once the whole file is read (fy_schema_resolve_servers), blocking, on the main
+ * thread, with the file's resolvers and resolve-timeout. Server states (fy_server.state) and
+ * balancer data (fy_group.lb) stay NULL: the generation creates them (fy_conf_build).
  */
+#include <arpa/inet.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +14,7 @@
 #include <strings.h>
 
 #include "conf/schema.h"
+#include "net/resolver.h"
 
 #define NKEYS(a) (sizeof(a) / sizeof(a[0]))
 
@@ -29,7 +32,8 @@ static uint64_t fnv1a(const char *s)
     return h;
 }
 
-/* http://HOST[:PORT][/] into s (url, host, port, authority, addr). Returns 0 or -1 (reported). */
+/* http://HOST[:PORT][/] into s (url, host, port, authority); the address comes later
+ * (fy_schema_resolve_servers). Returns 0 or -1 (reported). */
 static int parse_url(struct fy_yaml_loader *l, const yaml_node_t *v, struct fy_server *s)
 {
     const char *url = s->url, *raw = (const char *)v->data.scalar.value;
@@ -52,7 +56,7 @@ static int parse_url(struct fy_yaml_loader *l, const yaml_node_t *v, struct fy_s
                        "server '%s': a server URL has no path; use path-rewrite on the route", raw);
         return -1;
     }
-    char auth[300], host[300], hostport[310];
+    char auth[300], host[300];
     if (n == 0 || n >= sizeof(auth)) {
         fy_yaml_report(l, v->start_mark, "server '%s': %s", raw,
                        n ? "host too long" : "missing host (write http://HOST:PORT)");
@@ -84,13 +88,15 @@ static int parse_url(struct fy_yaml_loader *l, const yaml_node_t *v, struct fy_s
         fy_yaml_report(l, v->start_mark, "server '%s': missing host (write http://HOST:PORT)", raw);
         return -1;
     }
-    snprintf(hostport, sizeof(hostport), "%s:%s", host, port ? port : "80");
-    char why[200];
-    if (fy_addr_parse(hostport, &s->addr, why, sizeof(why)) < 0) {
-        fy_yaml_report(l, v->start_mark, "server '%s': %s", raw, why);
+    size_t plen = port ? strlen(port) : 2;
+    unsigned long p = port ? 0 : 80;
+    if (port && (plen == 0 || plen > 5 || strspn(port, "0123456789") != plen ||
+                 (p = strtoul(port, NULL, 10)) > 65535)) {
+        fy_yaml_report(l, v->start_mark,
+                       "server '%s': port must be a number from 0 to 65535, got '%s'", raw, port);
         return -1;
     }
-    s->port = (uint16_t)fy_addr_port((const struct sockaddr *)&s->addr.ss);
+    s->port = (uint16_t)p;
     if (s->port == 0) {
         fy_yaml_report(l, v->start_mark, "server '%s': port 0 cannot be connected to", raw);
         return -1;
@@ -107,7 +113,9 @@ static int parse_url(struct fy_yaml_loader *l, const yaml_node_t *v, struct fy_s
 
 static const char *const server_keys[] = {"url", "weight", "backup", "max-conns"};
 
-static void load_server(struct fy_yaml_loader *l, struct fy_server *s, const yaml_node_t *v)
+/* Loads one server; returns its URL node when the URL parsed (its host is to be resolved). */
+static const yaml_node_t *load_server(struct fy_yaml_loader *l, struct fy_server *s,
+                                      const yaml_node_t *v)
 {
     s->weight = 1;
     const yaml_node_t *url = v;
@@ -117,7 +125,7 @@ static void load_server(struct fy_yaml_loader *l, struct fy_server *s, const yam
         if (!url) {
             fy_yaml_report(l, v->start_mark,
                            "a server needs url: where it is (url: http://10.0.0.1:3000)");
-            return;
+            return NULL;
         }
         const yaml_node_t *n;
         if ((n = fy_sc_get(l, v, "weight")))
@@ -130,11 +138,10 @@ static void load_server(struct fy_yaml_loader *l, struct fy_server *s, const yam
         fy_yaml_report(l, v->start_mark,
                        "a server is a URL or { url: ..., weight: N, backup: true }, got %s",
                        fy_yaml_node_kind(v));
-        return;
+        return NULL;
     }
     s->url = fy_sc_string(l, url, "url");
-    if (s->url)
-        parse_url(l, url, s);
+    return s->url && parse_url(l, url, s) == 0 ? url : NULL;
 }
 
 /* Loads the servers in file order, then stores them primaries first. */
@@ -148,16 +155,21 @@ static void load_servers(struct fy_yaml_loader *l, struct fy_group *g, const yam
         return;
     struct fy_server *file = calloc(n, sizeof(*file));
     size_t *lines = calloc(n, sizeof(*lines));
+    const yaml_node_t **urls = calloc(n, sizeof(*urls));
+    struct fy_server_ref *refs = realloc(l->servers, (l->nservers + n) * sizeof(*refs));
+    if (refs)
+        l->servers = refs;
     g->servers = calloc(n, sizeof(*g->servers));
-    if (!file || !lines || !g->servers) {
+    if (!file || !lines || !urls || !refs || !g->servers) {
         free(file);
         free(lines);
+        free(urls);
         fy_yaml_report(l, v->start_mark, "out of memory");
         return;
     }
     for (size_t i = 0; i < n; i++) {
         const yaml_node_t *it = fy_sc_item(l, v, i);
-        load_server(l, &file[i], it);
+        urls[i] = load_server(l, &file[i], it);
         lines[i] = it->start_mark.line + 1;
         for (size_t j = 0; j < i && file[i].authority; j++)
             if (file[j].authority && !strcasecmp(file[j].authority, file[i].authority)) {
@@ -174,9 +186,13 @@ static void load_servers(struct fy_yaml_loader *l, struct fy_group *g, const yam
                 *s = file[i];
                 s->index = g->nservers++;
                 g->nprimary += !s->backup;
+                /* g->servers is final: its entries' addresses stay valid for the second pass. */
+                if (urls[i])
+                    l->servers[l->nservers++] = (struct fy_server_ref){s, urls[i]};
             }
     free(file);
     free(lines);
+    free(urls);
     if (g->nprimary == 0)
         fy_yaml_report(l, group->start_mark,
                        "upstream %s has only backup servers: at least one server must not be a "
@@ -492,6 +508,62 @@ void fy_schema_load_upstreams(struct fy_yaml_loader *l, const yaml_node_t *v)
     }
 }
 
+/* Same host as an earlier server of the pass: its answer (or failure) again, with this port,
+ * rather than asking DNS again (a dead resolver would cost resolve-timeout per server). */
+static int reuse(const struct fy_server_ref *refs, size_t i, struct fy_server *s)
+{
+    for (size_t j = 0; j < i; j++) {
+        const struct fy_server *t = refs[j].server;
+        if (strcasecmp(t->host, s->host))
+            continue;
+        if (!t->naddrs)
+            return -1;
+        if (!(s->addrs = malloc(t->naddrs * sizeof(*s->addrs))))
+            return 0;
+        s->naddrs = t->naddrs;
+        for (uint32_t k = 0; k < t->naddrs; k++) {
+            s->addrs[k] = t->addrs[k];
+            struct sockaddr *sa = (struct sockaddr *)&s->addrs[k].ss;
+            if (sa->sa_family == AF_INET)
+                ((struct sockaddr_in *)sa)->sin_port = htons(s->port);
+            else
+                ((struct sockaddr_in6 *)sa)->sin6_port = htons(s->port);
+        }
+        return 1;
+    }
+    return 0;
+}
+
+void fy_schema_resolve_servers(struct fy_yaml_loader *l)
+{
+    const struct fy_resolver_conf *rc = &l->c->resolver;
+    for (size_t i = 0; i < l->nservers; i++) {
+        struct fy_server *s = l->servers[i].server;
+        const yaml_node_t *v = l->servers[i].node;
+        const char *raw = (const char *)v->data.scalar.value;
+        int again = reuse(l->servers, i, s);
+        char why[300];
+        if (again < 0) {
+            fy_yaml_report(l, v->start_mark, "server '%s': cannot resolve %s (as above)", raw,
+                           s->host);
+            continue;
+        }
+        if (!again &&
+            fy_resolve(rc, s->host, s->port, &s->addrs, &s->naddrs, why, sizeof(why)) < 0) {
+            fy_yaml_report(l, v->start_mark, "server '%s': %s", raw, why);
+            continue;
+        }
+        if (!s->naddrs) {
+            fy_yaml_report(l, v->start_mark, "out of memory");
+            continue;
+        }
+        s->addr = s->addrs[0];
+    }
+    free(l->servers);
+    l->servers = NULL;
+    l->nservers = 0;
+}
+
 void fy_groups_free(struct fy_group *gs, uint32_t n)
 {
     for (uint32_t i = 0; i < n; i++) {
@@ -500,6 +572,7 @@ void fy_groups_free(struct fy_group *gs, uint32_t n)
             free(g->servers[s].url);
             free(g->servers[s].authority);
             free(g->servers[s].host);
+            free(g->servers[s].addrs);
         }
         free(g->servers);
         free(g->name);

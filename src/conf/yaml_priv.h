@@ -24,6 +24,13 @@ struct fy_upstream_ref {
     yaml_mark_t mark;
 };
 
+/* A server whose name is resolved once the whole file is read (resolvers: and resolve-timeout:
+ * may come after upstreams:). `server` points into its group's final servers array. */
+struct fy_server_ref {
+    struct fy_server *server;
+    const yaml_node_t *node; /* its URL, for the error position */
+};
+
 /* A listener address already taken, for "duplicate listener address" messages. */
 struct fy_seen_addr {
     struct fy_addr addr;
@@ -42,6 +49,8 @@ struct fy_yaml_loader {
     size_t nrefs;
     struct fy_seen_addr *seen;
     size_t nseen;
+    struct fy_server_ref *servers;
+    size_t nservers;
 };
 
 /* Reports one error at mark as "PATH:LINE:COLUMN: message" and counts it. */
