@@ -28,6 +28,7 @@
 #include "core/log.h"
 #include "filters/builtin.h"
 #include "net/listener.h"
+#include "net/resolver.h"
 #include "proxy/reload.h"
 #include "proxy/router.h"
 #include "proxy/session.h"
@@ -50,6 +51,8 @@ struct ferry {
     bool draining;
     int argc;
     char **argv;
+    struct fy_reresolver *rr; /* re-resolves the servers' names; NULL: off */
+    bool rr_rearmed;          /* watch_names() ran since the last poll */
 };
 
 /* One line per listener: where it listens and where it sends requests. */
@@ -166,28 +169,72 @@ static const char *signal_name(int sig)
     }
 }
 
+/* The names the running generation's servers use, for the re-resolver; a new one when the
+ * resolver settings changed. */
+static void watch_names(struct ferry *f)
+{
+    const struct fy_resolver_conf *rc = &f->conf->settings.resolver;
+    if (f->rr && rc->interval_ms == 0) {
+        fy_reresolver_free(f->rr);
+        f->rr = NULL;
+    }
+    if (rc->interval_ms == 0)
+        return;
+    if (!f->rr) {
+        char err[256];
+        f->rr = fy_reresolver_new(rc, err, sizeof(err));
+        if (!f->rr) {
+            fy_warn("names will not be re-resolved: %s", err);
+            return;
+        }
+    }
+    fy_reresolver_clear(f->rr);
+    f->rr_rearmed = true;
+    for (uint32_t g = 0; g < f->conf->ngroups; g++)
+        for (uint32_t i = 0; i < f->conf->groups[g].nservers; i++) {
+            const struct fy_server *sv = &f->conf->groups[g].servers[i];
+            fy_reresolver_add(f->rr, sv->host, sv->port, sv->addrs, sv->naddrs);
+        }
+}
+
+static void reload(struct ferry *f, const char *why)
+{
+    fy_info("%s: reloading the configuration", why);
+    const struct fy_resolver_conf old = f->conf->settings.resolver;
+    struct fy_reload_ctx r = {.argc = f->argc,
+                              .argv = f->argv,
+                              .workers = f->workers,
+                              .nworkers = f->nthreads,
+                              .done_fd = f->done_fd,
+                              .conf = f->conf};
+    fy_reload_run(&r);
+    f->conf = r.conf;
+    const struct fy_resolver_conf *now = &f->conf->settings.resolver;
+    bool same = old.timeout_ms == now->timeout_ms && old.interval_ms == now->interval_ms &&
+                ((!old.servers && !now->servers) ||
+                 (old.servers && now->servers && !strcmp(old.servers, now->servers)));
+    if (!same && f->rr) {
+        fy_reresolver_free(f->rr);
+        f->rr = NULL;
+    }
+    /* Always: after a refused reload the old addresses are watched again, so the change is
+     * noticed (and the reload retried) at the next round. */
+    watch_names(f);
+}
+
 static void on_signal(struct ferry *f, int sig)
 {
     switch (sig) {
     case SIGUSR1:
         reopen_access_log(f);
         break;
-    case SIGHUP: {
+    case SIGHUP:
         if (f->draining) {
             fy_warn("received SIGHUP while draining: not reloading");
             break;
         }
-        fy_info("received SIGHUP: reloading the configuration");
-        struct fy_reload_ctx r = {.argc = f->argc,
-                                  .argv = f->argv,
-                                  .workers = f->workers,
-                                  .nworkers = f->nthreads,
-                                  .done_fd = f->done_fd,
-                                  .conf = f->conf};
-        fy_reload_run(&r);
-        f->conf = r.conf;
+        reload(f, "received SIGHUP");
         break;
-    }
     case SIGTERM:
     case SIGINT:
         if (!f->draining) {
@@ -206,12 +253,19 @@ static void on_signal(struct ferry *f, int sig)
 }
 
 /* Waits for signals until every worker has ended. */
+/* Waits for signals and for the re-resolver's rounds until every worker has ended. */
+#define RR_MAX_FDS 16
 static void serve(struct ferry *f)
 {
-    struct pollfd p[2] = {{.fd = f->sig_fd, .events = POLLIN},
-                          {.fd = f->done_fd, .events = POLLIN}};
+    watch_names(f);
+    struct pollfd p[2 + RR_MAX_FDS];
     while (!all_exited(f)) {
-        if (poll(p, 2, -1) < 0) {
+        p[0] = (struct pollfd){.fd = f->sig_fd, .events = POLLIN};
+        p[1] = (struct pollfd){.fd = f->done_fd, .events = POLLIN};
+        int timeout = -1, nrr = 0;
+        if (f->rr && !f->draining)
+            nrr = fy_reresolver_pollfds(f->rr, p + 2, RR_MAX_FDS, &timeout);
+        if (poll(p, (nfds_t)(2 + nrr), timeout) < 0) {
             if (errno == EINTR)
                 continue;
             fy_error("poll failed: %s", strerror(errno));
@@ -219,11 +273,17 @@ static void serve(struct ferry *f)
         }
         if (p[1].revents)
             drain_done_fd(f);
+        struct fy_reresolver *rr = f->rr;
         if (p[0].revents) {
             struct signalfd_siginfo si;
             if (read(f->sig_fd, &si, sizeof(si)) == (ssize_t)sizeof(si))
                 on_signal(f, (int)si.ssi_signo);
         }
+        /* A reload just now re-armed (or replaced) the re-resolver: these fds are stale. */
+        bool fresh = rr == f->rr && !f->rr_rearmed;
+        f->rr_rearmed = false;
+        if (f->rr && fresh && !f->draining && fy_reresolver_process(f->rr, p + 2, nrr))
+            reload(f, "a server name resolves to other addresses");
     }
 }
 
@@ -499,6 +559,7 @@ int main(int argc, char **argv)
         close(f.alog_fd);
     close(f.done_fd);
     close(f.sig_fd);
+    fy_reresolver_free(f.rr);
     fy_conf_unref(f.conf);
     fy_config_free(&f.cfg);
     return 0;

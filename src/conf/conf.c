@@ -160,6 +160,11 @@ static int build_quick(struct fy_config *s)
         *colon = '\0';
     sv->port = fy_addr_port((const struct sockaddr *)&s->upstream.ss);
     sv->addr = s->upstream;
+    sv->addrs = malloc(sizeof(*sv->addrs));
+    if (!sv->addrs)
+        return -1;
+    sv->addrs[0] = s->upstream;
+    sv->naddrs = 1;
     sv->weight = 1;
     sv->group = g;
 
@@ -229,10 +234,20 @@ struct fy_conf *fy_conf_build(struct fy_config *settings, const struct fy_conf *
     for (uint32_t g = 0; g < c->ngroups; g++) {
         struct fy_group *grp = &c->groups[g];
         grp->index = g;
+        grp->npool_slots = 0;
         for (uint32_t i = 0; i < grp->nservers; i++) {
             struct fy_server *sv = &grp->servers[i];
             sv->index = i;
             sv->group = grp;
+            if (!sv->naddrs) { /* the address alone (a server made without the resolver) */
+                sv->addrs = malloc(sizeof(*sv->addrs));
+                if (!sv->addrs)
+                    goto fail;
+                sv->addrs[0] = sv->addr;
+                sv->naddrs = 1;
+            }
+            sv->pool_slot = grp->npool_slots;
+            grp->npool_slots += sv->naddrs;
             struct fy_server_state *st = previous_state(prev, grp, sv);
             if (st) {
                 __atomic_add_fetch(&st->refs, 1, __ATOMIC_RELAXED);

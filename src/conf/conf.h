@@ -205,6 +205,9 @@ struct fy_server {
      * addrs[0]. The others are alternatives, to try when a connect is refused. Owned. */
     struct fy_addr *addrs;
     uint32_t naddrs;
+    /* Where this server's addresses start among its group's pool slots (fy_conf_build): a
+     * worker keeps one connection pool per slot. */
+    uint32_t pool_slot;
 };
 
 struct fy_health {
@@ -239,6 +242,7 @@ struct fy_group {
     uint64_t queue_timeout; /* ms */
     struct fy_health health;
     struct fy_lb_shared *lb; /* built with the generation */
+    uint32_t npool_slots;    /* the addresses of all its servers */
 };
 
 /* Free what conf/schema*.c compiled (arrays of n, the array itself too; NULL/0 is fine). Neither

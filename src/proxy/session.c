@@ -76,6 +76,7 @@ struct fy_session {
     struct fy_connpool *pool; /* the worker's pool for server */
     uint32_t tried[FY_LB_MAX_TRIED];
     uint32_t ntried;
+    uint32_t addr_i; /* which of the server's addresses the attempt uses */
     struct fy_session *qprev, *qnext; /* in its group's queue (gen->queues) */
     bool queued;
     uint64_t queue_deadline_us;
@@ -498,7 +499,7 @@ static void log_exchange(struct fy_session *s)
     e.bytes_in = s->bytes_in;
     e.bytes_out = s->bytes_out;
     e.upstream = s->up_start_us && s->last_server
-                     ? (const struct sockaddr *)&s->last_server->addr.ss
+                     ? (const struct sockaddr *)&s->last_server->addrs[s->addr_i].ss
                      : NULL;
     e.request_id = s->request_id[0] ? s->request_id : NULL;
     if (s->w->alog.format == FY_ALOG_COMBINED) /* the only format that prints them */
@@ -712,9 +713,24 @@ static void upstream_failed(struct fy_session *s, int err, const char *what)
     fail_exchange(s, 502, "the upstream server closed the connection or sent an invalid response");
 }
 
-/* A connection attempt failed: the upstream saw nothing, so any request may go elsewhere. */
+/* A connection attempt failed: the upstream saw nothing, so any request may go elsewhere: first
+ * to the server's next address (a name with several), then to another server. */
 static void connect_failed(struct fy_session *s, const char *why)
 {
+    if (s->server && s->addr_i + 1 < s->server->naddrs) {
+        char addr[80];
+        fy_addr_format((const struct sockaddr *)&s->server->addrs[s->addr_i].ss, addr,
+                       sizeof(addr));
+        slog(s, FY_LOG_INFO, "%s (%s); trying the server's next address", why, addr);
+        release_upstream(s, false);
+        s->addr_i++;
+        s->pool = s->gen->pools[s->group->index][s->server->pool_slot + s->addr_i];
+        s->attempts = 0;
+        s->timed_out = false;
+        fy_loop_timer_stop(&s->timer);
+        fy_loop_queue(&s->w->loop, &s->task);
+        return;
+    }
     s->server_failed = true;
     if (retry_elsewhere(s, why))
         return;
@@ -1197,7 +1213,8 @@ static bool select_server(struct fy_session *s)
     s->server = sv;
     s->last_server = sv;
     s->timed_out = false; /* a queue wait's poll is not a connect timeout */
-    s->pool = s->gen->pools[s->group->index][sv->index];
+    s->addr_i = 0;
+    s->pool = s->gen->pools[s->group->index][sv->pool_slot];
     s->tried[s->ntried++] = sv->index;
     s->set_sticky = s->group->balance == FY_LB_STICKY && lr.prefer != sv;
     s->attempts = 0;

@@ -137,14 +137,19 @@ static struct fy_wgen *wgen_create(struct fy_worker *w, struct fy_conf *c)
         const struct fy_group *grp = &c->groups[i];
         if (fy_lb_init(&g->lbs[i], grp, fy_worker_random(w)) < 0)
             goto fail;
-        g->pools[i] = calloc(grp->nservers ? grp->nservers : 1, sizeof(*g->pools[i]));
+        g->pools[i] = calloc(grp->npool_slots ? grp->npool_slots : 1, sizeof(*g->pools[i]));
         if (!g->pools[i])
             goto fail;
         for (uint32_t k = 0; k < grp->nservers; k++) {
-            g->pools[i][k] = fy_pools_get(&w->pools, &w->loop, &grp->servers[k].addr,
-                                          &w->resp_limits, s->pool_max_idle, s->pool_idle_timeout);
-            if (!g->pools[i][k])
-                goto fail;
+            const struct fy_server *sv = &grp->servers[k];
+            for (uint32_t a = 0; a < sv->naddrs; a++) {
+                struct fy_connpool *p =
+                    fy_pools_get(&w->pools, &w->loop, &sv->addrs[a], &w->resp_limits,
+                                 s->pool_max_idle, s->pool_idle_timeout);
+                if (!p)
+                    goto fail;
+                g->pools[i][sv->pool_slot + a] = p;
+            }
         }
     }
     return g;

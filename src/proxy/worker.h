@@ -40,7 +40,7 @@ struct fy_wgen {
     struct fy_wqueue *queues;     /* per group */
     struct fy_conf *conf;         /* one reference */
     struct fy_lb *lbs;            /* per group, like conf->groups */
-    struct fy_connpool ***pools;  /* [group][server]: the worker's pool for that address */
+    struct fy_connpool ***pools;  /* [group][server->pool_slot + address]: the worker's pools */
     unsigned users;               /* sessions using it; worker-local */
     struct fy_wgen *next_retired; /* replaced, waiting for its last session */
 };

@@ -1524,7 +1524,7 @@ class UpstreamServer:
                      200 "ok METHOD PATH".
     """
 
-    def __init__(self, port: int = 0, default_route=None):
+    def __init__(self, port: int = 0, default_route=None, host: str = "127.0.0.1"):
         self.lock = threading.Lock()
         self.cond = threading.Condition(self.lock)
         self.requests: List[UpstreamRequest] = []
@@ -1546,11 +1546,11 @@ class UpstreamServer:
             ("/stream/", _route_stream),
         ]
         self.default_route = default_route or _route_default
-        self.httpd = _TCPServer(("127.0.0.1", port), _UpstreamHandler)
+        self.httpd = _TCPServer((host, port), _UpstreamHandler)
         self.httpd.owner = self
         self.port = self.httpd.server_address[1]
-        self.url = "http://127.0.0.1:%d" % self.port
-        self.authority = "127.0.0.1:%d" % self.port
+        self.url = "http://%s:%d" % (host, self.port)
+        self.authority = "%s:%d" % (host, self.port)
         self._thread = None
 
     def route(self, path: str, fn):

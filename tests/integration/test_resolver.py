@@ -171,3 +171,65 @@ def test_script_mode_serves_until_stopped(tmp_path):
     finally:
         p.terminate()
         p.wait(5)
+
+
+def test_changed_answer_moves_traffic_without_a_restart(dns, ferry_factory):
+    """app.test points at 127.0.0.1 (upstream a); the test DNS server then answers 127.0.0.2,
+    where upstream b listens on the same port (all of 127.0.0.0/8 is loopback on Linux): the
+    next re-resolution round reloads the configuration and requests reach b."""
+    from harness import UpstreamServer, wait_for
+    a = named_upstream("a")
+
+    def answer_b(h, req):
+        h.send_simple(200, ("b %s %s" % (req.method, req.path)).encode())
+
+    b = UpstreamServer(port=a.port, default_route=answer_b, host="127.0.0.2").start()
+    try:
+        dns.set("app.test", ["127.0.0.1"])
+        listen = free_port()
+        path = write_config("""listeners:
+  - listen: 127.0.0.1:%d
+    routes: [ { upstream: app } ]
+upstreams:
+  app:
+    servers: [ "http://app.test:%d" ]
+resolvers: "%s"
+resolve-interval: 200ms
+""" % (listen, a.port, dns.servers))
+        f = ferry_factory(None, "-c", path, listen=None)
+        assert get(listen).body.startswith(b"a ")
+        dns.set("app.test", ["127.0.0.2"])
+        wait_for(lambda: "resolves to other addresses" in f.stderr_text(), 10,
+                 what="re-resolution noticed")
+        wait_for(lambda: get(listen).body.startswith(b"b "), 10, what="traffic on b")
+        assert "reload: generation 2 serving" in f.stderr_text()
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_refused_address_tries_the_next_one(dns, ferry_factory):
+    """A name with two addresses, the first refusing: requests reach the second without an
+    error (and without counting as another server)."""
+    from harness import UpstreamServer
+    b = UpstreamServer(port=0, host="127.0.0.2",
+                       default_route=lambda h, req: h.send_simple(200, b"second")).start()
+    try:
+        dns.set("two.test", ["127.0.0.1", "127.0.0.2"])   # nothing listens on 127.0.0.1:port
+        listen = free_port()
+        path = write_config("""listeners:
+  - listen: 127.0.0.1:%d
+    routes: [ { upstream: app } ]
+upstreams:
+  app:
+    servers: [ "http://two.test:%d" ]
+    retries: 0
+resolvers: "%s"
+""" % (listen, b.port, dns.servers))
+        f = ferry_factory(None, "-c", path, listen=None)
+        for _ in range(3):
+            r = get(listen)
+            assert r.status == 200 and r.body == b"second"
+        assert "trying the server's next address" in f.stderr_text()
+    finally:
+        b.stop()
