@@ -359,3 +359,41 @@ upstreams:
     finally:
         release.set()
         a.stop()
+
+
+def test_retry_budget_caps_retries_during_an_outage(ferry_factory):
+    """Half the servers refuse and passive ejection is off: each request that picked the dead
+    one may retry on the live one, but only within the worker's budget (a fifth of its recent
+    requests, at least 10): the rest get 502 instead of doubling the load."""
+    a = named_upstream("a")
+    try:
+        f = start(ferry_factory, """
+listeners:
+  - listen: 127.0.0.1:PORT
+    routes: [ { upstream: app } ]
+upstreams:
+  app:
+    servers: [ "http://127.0.0.1:%d", "%s" ]
+    retries: 1
+    max-fails: 0
+""" % (free_port(), a.url), allowed=[r"cannot connect"])
+        s = connect(f.port)
+        rd = ResponseReader(s)
+        statuses = []
+        for _ in range(200):
+            s.sendall(simple_request("GET", "/x", host="app.test"))
+            r = rd.read_final()
+            statuses.append(r.status)
+            if r.header("Connection") == "close":
+                s.close()
+                s = connect(f.port)
+                rd = ResponseReader(s)
+        s.close()
+        retried = f.stderr_text().count("retrying on another server")
+        ok, bad = statuses.count(200), statuses.count(502)
+        assert ok + bad == 200
+        assert ok == 100 + retried            # every retry that was allowed succeeded
+        assert 10 <= retried <= 200 // 5 + 10, retried
+        assert bad == 100 - retried and bad >= 40
+    finally:
+        a.stop()
