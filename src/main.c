@@ -337,8 +337,8 @@ static pid_t read_pid_file(const char *path)
  * pid-file key of -c FILE). Returns the exit status. */
 static int send_control(int argc, char **argv, const char *action)
 {
-    int sig = !strcmp(action, "reload") ? SIGHUP
-              : !strcmp(action, "stop") ? SIGTERM
+    int sig = !strcmp(action, "reload")   ? SIGHUP
+              : !strcmp(action, "stop")   ? SIGTERM
               : !strcmp(action, "reopen") ? SIGUSR1
                                           : 0;
     if (!sig) {
@@ -359,8 +359,9 @@ static int send_control(int argc, char **argv, const char *action)
     } else if (r == FY_ARGS_ERROR && !c.pid_file) {
         fprintf(stderr, "ferry: %s\n", err);
     } else if (!c.pid_file) {
-        fprintf(stderr, "ferry: -s %s needs the pid file: give --pid-file PATH, or -c FILE with "
-                        "pid-file: in it\n",
+        fprintf(stderr,
+                "ferry: -s %s needs the pid file: give --pid-file PATH, or -c FILE with "
+                "pid-file: in it\n",
                 action);
     } else {
         pid_t pid = read_pid_file(c.pid_file);

@@ -22,8 +22,8 @@
 #include "http/tokens.h"
 #include "net/addr.h"
 
-struct fy_router;      /* proxy/router.h: the route index of one listener */
-struct fy_lb_shared;   /* proxy/lb.h: immutable per-group balancer data (hash ring) */
+struct fy_router;    /* proxy/router.h: the route index of one listener */
+struct fy_lb_shared; /* proxy/lb.h: immutable per-group balancer data (hash ring) */
 typedef struct pcre2_real_code_8 fy_regex; /* pcre2_code (8-bit) without including pcre2.h */
 
 /* ---- value templates: "Bearer ${env:TOKEN}", "https://$host$1" ---- */
@@ -32,15 +32,15 @@ typedef struct pcre2_real_code_8 fy_regex; /* pcre2_code (8-bit) without includi
  * these are the per-request variables, written $name (or ${name}); $$ is a literal $. */
 #define FY_TEMPLATE_VARS(X)                                                                        \
     X(LITERAL, "")                                                                                 \
-    X(CAPTURE, "")           /* $0..$9: a capture of the route's path-regex */                    \
-    X(HOST, "host")          /* the request's Host, without the port */                           \
-    X(SCHEME, "scheme")      /* http (https once TLS listeners exist) */                          \
-    X(CLIENT_IP, "client_ip") /* the client's address, no port */                                 \
+    X(CAPTURE, "")            /* $0..$9: a capture of the route's path-regex */                    \
+    X(HOST, "host")           /* the request's Host, without the port */                           \
+    X(SCHEME, "scheme")       /* http (https once TLS listeners exist) */                          \
+    X(CLIENT_IP, "client_ip") /* the client's address, no port */                                  \
     X(REQUEST_ID, "request_id")                                                                    \
     X(METHOD, "method")                                                                            \
-    X(PATH, "path")                 /* the path, without the query */                             \
-    X(QUERY, "query")               /* the query, without '?' (empty if none) */                  \
-    X(REQUEST_URI, "request_uri")   /* the target as received: path?query */
+    X(PATH, "path")               /* the path, without the query */                                \
+    X(QUERY, "query")             /* the query, without '?' (empty if none) */                     \
+    X(REQUEST_URI, "request_uri") /* the target as received: path?query */
 
 enum fy_tvar {
 #define X(id, name) FY_TV_##id,

@@ -411,9 +411,8 @@ static void load_health(struct fy_yaml_loader *l, struct fy_health *h, const yam
 
 /* ---- groups ---- */
 
-static const char *const group_keys[] = {"servers",      "balance",   "health",
-                                         "retries",      "max-fails", "fail-timeout",
-                                         "max-queue",    "queue-timeout"};
+static const char *const group_keys[] = {"servers",   "balance",      "health",    "retries",
+                                         "max-fails", "fail-timeout", "max-queue", "queue-timeout"};
 
 static void load_group(struct fy_yaml_loader *l, struct fy_group *g, const yaml_node_t *v)
 {

@@ -102,8 +102,7 @@ static enum fy_hook_result on_upstream_select(struct fy_exchange *x, struct fy_m
         h = x->orig_host;
         hl = x->orig_host_len;
     }
-    return fy_msg_set_tok(m, FY_TOK_HOST, "Host", 4, h, hl) < 0 ? FY_HOOK_ERROR
-                                                                  : FY_HOOK_CONTINUE;
+    return fy_msg_set_tok(m, FY_TOK_HOST, "Host", 4, h, hl) < 0 ? FY_HOOK_ERROR : FY_HOOK_CONTINUE;
 }
 
 static enum fy_hook_result on_response(struct fy_exchange *x, struct fy_msg *m)

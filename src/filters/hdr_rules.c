@@ -51,8 +51,7 @@ static char *exchange_alloc(void *ctx, size_t n)
 }
 
 static enum fy_hook_result apply_both(struct fy_exchange *x, struct fy_msg *m,
-                                      const struct fy_hrules *global,
-                                      const struct fy_hrules *route)
+                                      const struct fy_hrules *global, const struct fy_hrules *route)
 {
     struct fy_tctx v;
     fy_exchange_vars(x, &v);

@@ -1038,8 +1038,8 @@ static void client_run(struct fy_task *t)
      * still to come, a pipelined request) mean the client is still there. Once the response has
      * started, a half-closed client still gets all of it (a reset fails the writes).
      * --abort-on-client-close off waits for the response instead (HAProxy's default). */
-    if (c->sock.eof_pending && !c->want_body && !c->head_sent && fy_session_abort_on_client_close(c->session) &&
-        fy_sock_peer_gone(&c->sock)) {
+    if (c->sock.eof_pending && !c->want_body && !c->head_sent &&
+        fy_session_abort_on_client_close(c->session) && fy_sock_peer_gone(&c->sock)) {
         client_log(c, FY_LOG_INFO,
                    "closed the connection before the response was complete; "
                    "abandoning the exchange");

@@ -35,10 +35,9 @@ static void keep_restart_only(struct fy_config *n, const struct fy_config *old)
                 old->workers);
         n->workers = old->workers;
     }
-    bool alog_same = n->access_log == old->access_log &&
-                     n->access_log_format == old->access_log_format &&
-                     (n->access_log != FY_ALOG_FILE ||
-                      !strcmp(n->access_log_path, old->access_log_path));
+    bool alog_same =
+        n->access_log == old->access_log && n->access_log_format == old->access_log_format &&
+        (n->access_log != FY_ALOG_FILE || !strcmp(n->access_log_path, old->access_log_path));
     if (!alog_same)
         fy_warn("reload: access-log and access-log-format take a restart; the access log stays "
                 "as it is (SIGUSR1 reopens its file)");
@@ -184,8 +183,7 @@ int fy_reload_run(struct fy_reload_ctx *r)
     struct fy_conf *c = fy_conf_build(&nc, r->conf);
     fy_config_free(&nc);
     if (!c) {
-        fy_error("reload refused: out of memory; still serving generation %u",
-                 r->conf->generation);
+        fy_error("reload refused: out of memory; still serving generation %u", r->conf->generation);
         return -1;
     }
     keep_bound_ports(c, r->conf);

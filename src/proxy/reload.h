@@ -15,11 +15,11 @@
 
 struct fy_reload_ctx {
     int argc;
-    char **argv;                 /* the command line ferry started with */
-    struct fy_worker *workers;   /* running */
+    char **argv;               /* the command line ferry started with */
+    struct fy_worker *workers; /* running */
     int nworkers;
-    int done_fd;                 /* the eventfd workers poke after adopting */
-    struct fy_conf *conf;        /* the current generation (main's reference; replaced) */
+    int done_fd;          /* the eventfd workers poke after adopting */
+    struct fy_conf *conf; /* the current generation (main's reference; replaced) */
 };
 
 /* Returns 0 when every worker serves the new generation, -1 when the reload was refused. */

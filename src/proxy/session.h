@@ -54,8 +54,7 @@ typedef int fy_ds_send_head_fn(void *ds, struct fy_msg *resp);
 typedef int fy_ds_send_body_fn(void *ds, const struct iovec *iov, int n, bool last);
 /* Error response before any head was sent; `extra` (may be NULL; read during the call only)
  * holds fields to add to its head. Returns the body bytes queued (for the log). */
-typedef int fy_ds_send_error_fn(void *ds, int status, const char *text,
-                                const struct fy_msg *extra);
+typedef int fy_ds_send_error_fn(void *ds, int status, const char *text, const struct fy_msg *extra);
 /* The request body limit of the route picked (bytes, 0 = unlimited): a longer body fails the
  * body_read() that crosses it with status 413. Only called before the first body_read(). */
 typedef void fy_ds_limit_body_fn(void *ds, uint64_t max);

@@ -182,7 +182,7 @@ void fy_worker_gen_release(struct fy_worker *w, struct fy_wgen *gen)
 /* ---- retry budget ---- */
 
 #define BUDGET_WINDOW_MS 10000
-#define BUDGET_SHARE 5     /* retries stay under 1/5 of the requests of the last window */
+#define BUDGET_SHARE 5        /* retries stay under 1/5 of the requests of the last window */
 #define BUDGET_MIN_RETRIES 10 /* per window, so a quiet worker can still retry */
 
 static void budget_roll(struct fy_worker *w)
@@ -325,8 +325,7 @@ static int adopt_listeners(struct fy_worker *w, struct fy_worker_reload *r)
                     }
                 }
                 if (!next[k]) {
-                    fy_warn("reload: no listening socket for %s in worker %d", "an address",
-                            w->id);
+                    fy_warn("reload: no listening socket for %s in worker %d", "an address", w->id);
                     continue;
                 }
             } else {
@@ -422,8 +421,7 @@ static void adopt_reload(struct fy_worker *w)
 
 void fy_worker_request_reload(struct fy_worker *w, struct fy_worker_reload *r)
 {
-    struct fy_worker_reload *prev =
-        __atomic_exchange_n(&w->pending_reload, r, __ATOMIC_ACQ_REL);
+    struct fy_worker_reload *prev = __atomic_exchange_n(&w->pending_reload, r, __ATOMIC_ACQ_REL);
     if (prev)
         reload_free(prev); /* never adopted; superseded */
     fy_loop_notify(&w->loop, FY_WORKER_RELOAD);

@@ -70,9 +70,9 @@ struct fy_worker_reload {
 
 struct fy_worker {
     struct fy_loop loop;
-    struct fy_wgen *gen;          /* current generation */
-    const struct fy_config *cfg;  /* &gen->conf->settings */
-    struct fy_wgen *retired;      /* older generations still used by sessions */
+    struct fy_wgen *gen;         /* current generation */
+    const struct fy_config *cfg; /* &gen->conf->settings */
+    struct fy_wgen *retired;     /* older generations still used by sessions */
     int id;
     struct fy_wlistener **lsn; /* in the order of the current generation's addresses */
     uint32_t nlsn;
@@ -101,8 +101,8 @@ struct fy_worker {
 };
 
 /* fy_loop_notify() bits of a worker's loop. */
-#define FY_WORKER_FLUSH 1u /* write out the buffered access-log lines */
-#define FY_WORKER_QUIT 2u  /* stop at once: cut the exchanges in progress */
+#define FY_WORKER_FLUSH 1u  /* write out the buffered access-log lines */
+#define FY_WORKER_QUIT 2u   /* stop at once: cut the exchanges in progress */
 #define FY_WORKER_RELOAD 4u /* adopt pending_reload */
 
 /* Prepares a worker for generation `conf` (takes its own reference) around already bound

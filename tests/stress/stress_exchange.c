@@ -2580,7 +2580,6 @@ static int ferry_start(struct ferry *f, unsigned port)
     return 0;
 }
 
-
 #if defined(__SANITIZE_THREAD__)
 #define STRESS_TSAN 1
 #elif defined(__has_feature)

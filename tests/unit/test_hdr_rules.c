@@ -169,12 +169,12 @@ Test(hdr_rules, variables_are_rendered_per_request)
 {
     struct fy_hrule r = mk(FY_RULE_SET, "X-Client", NULL);
     char err[200];
-    cr_assert_eq(fy_template_compile(&r.value, "ip=$client_ip id=${request_id}", 0, NULL, err,
-                                     sizeof(err)),
-                 0, "%s", err);
+    cr_assert_eq(
+        fy_template_compile(&r.value, "ip=$client_ip id=${request_id}", 0, NULL, err, sizeof(err)),
+        0, "%s", err);
     struct fy_hrules rules = {.items = &r, .n = 1};
-    struct fy_tctx vars = {.client_ip = "10.1.2.3", .client_ip_len = 8, .request_id = "abc",
-                           .request_id_len = 3};
+    struct fy_tctx vars = {
+        .client_ip = "10.1.2.3", .client_ip_len = 8, .request_id = "abc", .request_id_len = 3};
     struct fy_msg m;
     fy_msg_init(&m);
     cr_assert_eq(fy_hrules_apply(&rules, &m, &vars, arena_alloc, NULL), 0);

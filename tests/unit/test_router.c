@@ -631,7 +631,8 @@ Test(router, agrees_with_linear_scan, .timeout = 60)
             const char *hdrs = PICK(&x, r_hdrs);
             struct treq t;
             mkreq(&t, method, host, target, hdrs);
-            struct fy_route_result a = {0}, b = {0}; /* linear() leaves b alone when nothing matches */
+            struct fy_route_result a = {0},
+                                   b = {0}; /* linear() leaves b alone when nothing matches */
             int got = routed(&l, &t.req, &a), ref = linear(&l, &t.req, &b);
             cr_assert_eq(got, ref, "seed 0x%llx set %d request %d: %s %s %s: index %d, scan %d",
                          (unsigned long long)seed, set, k, method, host ? host : "-", target, got,

@@ -1,0 +1,155 @@
+/*
+ * What the session's files share (session.c: the state machine, EXCHANGE and TUNNEL, ending;
+ * session_route.c: ROUTE and RESPOND, templates, hooks; session_select.c: CONNECT, balancing,
+ * the max-conns queue, retries). Only for src/proxy/session*.c.
+ */
+#ifndef FY_SESSION_PRIV_H
+#define FY_SESSION_PRIV_H
+
+#include "proxy/session.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/assert.h"
+#include "core/macros.h"
+#include "core/log.h"
+#include "conf/template.h"
+#include "filters/hdr_rules.h"
+#include "http/date.h"
+#include "http/path.h"
+#include "net/addr.h"
+#include "proxy/connpool.h"
+#include "proxy/hooks.h"
+#include "proxy/lb.h"
+#include "proxy/router.h"
+#include "proxy/upstream_h1.h"
+#include "proxy/worker.h"
+
+#define PATH_INLINE 256 /* normalised paths up to this long need no allocation */
+
+#define FY_SESSION_STATES(X)                                                                       \
+    X(ROUTE, "matching the request to a route")                                                    \
+    X(RESPOND, "sending a response ferry makes itself")                                            \
+    X(CONNECT, "obtaining an upstream connection")                                                 \
+    X(EXCHANGE, "sending the request, relaying the response")                                      \
+    X(TUNNEL, "relaying upgraded bytes both ways")                                                 \
+    X(DONE, "finished")
+
+enum session_state {
+#define X(id, text) S_##id,
+    FY_SESSION_STATES(X)
+#undef X
+};
+
+struct scratch {
+    struct scratch *next;
+    char data[];
+};
+
+struct fy_session {
+    struct fy_exchange x;         /* what hooks see (hooks.h) */
+    struct fy_session *next_free; /* on the free list */
+    struct fy_task task;
+    struct fy_timer timer;
+    struct fy_worker *w;
+    struct fy_wgen *gen;         /* the generation this exchange runs on, from start to end */
+    const struct fy_config *cfg; /* &gen->conf->settings: a reload does not change them */
+    const struct fy_listener_conf *listener;
+    const struct fy_route *route;
+    const struct fy_group *group;
+    struct fy_server *server; /* picked for the current attempt (counted by the balancer) */
+    const struct fy_server *last_server; /* the one used last: for the log */
+    struct fy_connpool *pool;            /* the worker's pool for server */
+    uint32_t tried[FY_LB_MAX_TRIED];
+    uint32_t ntried;
+    uint32_t addr_i;                  /* which of the server's addresses the attempt uses */
+    struct fy_session *qprev, *qnext; /* in its group's queue (gen->queues) */
+    bool queued;
+    uint64_t queue_deadline_us;
+    /* hooks */
+    uint8_t route_step; /* enum route_step */
+    unsigned hook_next; /* the hook of the current point to run next */
+    bool hook_waiting;  /* a hook returned WAIT: until fy_exchange_resume() */
+    int hook_status;    /* fy_exchange_respond() */
+    const char *hook_body;
+    uint32_t hook_body_len;
+    const struct fy_downstream_ops *ops;
+    void *ds;
+    struct fy_msg req;
+    const char *orig_target; /* the target as received (for the log), owned by req */
+    uint32_t orig_target_len;
+    const char *path; /* normalised path, no query (path_inline or scratch) */
+    uint32_t path_len;
+    const char *query; /* after '?', in req's target as received; NULL if none */
+    uint32_t query_len;
+    const char *host; /* the client's Host without port, as received; NULL if none */
+    uint32_t host_len;
+    struct fy_route_result match;
+    struct fy_msg resp; /* RESPOND: the response ferry makes */
+    char date[40], clen[24];
+    uint64_t connect_timeout, upstream_timeout;
+    char request_id[33];
+    struct sockaddr_storage client;
+    char client_ip[64];    /* the client's address as text (X-Forwarded-For, $client_ip); lazy */
+    const char *orig_host; /* the client's Host value, owned by req; NULL if none */
+    uint32_t orig_host_len;
+    struct fy_upconn *up;
+    struct scratch *scratch;
+    enum session_state state;
+    int status;
+    int attempts;
+    bool reused;
+    bool prepared;
+    bool is_head;
+    bool timed_out;
+    bool detached;
+    bool server_failed; /* the current attempt failed on the server's side (passive health) */
+    bool set_sticky;    /* the response carries the sticky cookie of the server used */
+    bool abort_on_close;
+    /* request side */
+    bool req_last_queued, req_done, req_spans_out, req_body_started, sent_continue;
+    bool req_starved; /* waiting for the client's body bytes */
+    /* response side */
+    bool got_response_bytes, head_sent, resp_spans_out, ds_blocked, resp_last_sent;
+    /* tunnel */
+    bool up_eof, client_eof;
+    bool up_write_failed; /* a request write failed (reset): an upstream EOF is not a clean end */
+    uint64_t bytes_in, bytes_out;
+    uint64_t start_us, up_start_us, up_head_us;
+    char path_inline[PATH_INLINE];
+};
+
+enum route_step { RS_START, RS_REQUEST_HOOKS, RS_UPSTREAM_HOOKS };
+enum hook_point { HP_REQUEST, HP_UPSTREAM_REQUEST, HP_UPSTREAM_SELECT, HP_RESPONSE };
+
+/* session.c */
+void sess_slog(struct fy_session *s, enum fy_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Memory that lives as long as the session (freed with it). */
+char *sess_scratch_alloc(struct fy_session *s, size_t n);
+char *sess_scratch_fn(void *ctx, size_t n); /* fy_scratch_fn over the session */
+int sess_queue_request_head(struct fy_session *s);
+void sess_release_upstream(struct fy_session *s, bool reusable);
+void sess_finish(struct fy_session *s, bool upstream_reusable, bool client_clean);
+void sess_fail_exchange(struct fy_session *s, int status, const char *text);
+void sess_client_failed(struct fy_session *s, int status);
+
+/* session_route.c */
+void sess_template_vars(struct fy_session *s, struct fy_tctx *v);
+enum fy_hook_result sess_run_hooks(struct fy_session *s, enum hook_point p, struct fy_msg *m);
+bool sess_has_request_body(const struct fy_msg *m);
+void sess_step_route(struct fy_session *s);
+void sess_step_respond(struct fy_session *s);
+
+/* session_select.c */
+void sess_step_connect(struct fy_session *s);
+void sess_release_server(struct fy_session *s);
+bool sess_retry_elsewhere(struct fy_session *s, const char *why);
+void sess_queue_remove(struct fy_session *s);
+
+#endif
