@@ -193,29 +193,66 @@ static uint32_t preferred(const struct pick *pk, uint32_t lo, uint32_t hi)
     return p->index;
 }
 
+/*
+ * The algorithms, one entry each (nginx's peer get/free): `pick` chooses among the usable
+ * servers [lo, hi) of one tier (primaries, then backups) and returns NONE when it has no
+ * opinion (the smooth round-robin then decides); `release` (optional) hears how an attempt went.
+ * Accounting (connections in use, passive ejection) is common to all and stays in
+ * fy_lb_release.
+ */
+struct fy_lb_algo {
+    const char *name;
+    uint32_t (*pick)(struct pick *pk, int tier, uint32_t lo, uint32_t hi);
+    void (*release)(struct fy_lb *lb, const struct fy_server *s, enum fy_lb_outcome o);
+};
+
+static uint32_t pick_none(struct pick *pk, int tier, uint32_t lo, uint32_t hi)
+{
+    (void)pk, (void)tier, (void)lo, (void)hi;
+    return NONE;
+}
+
+static uint32_t pick_least_conn(struct pick *pk, int tier, uint32_t lo, uint32_t hi)
+{
+    (void)tier;
+    return least_conn(pk, lo, hi);
+}
+
+static uint32_t pick_p2c(struct pick *pk, int tier, uint32_t lo, uint32_t hi)
+{
+    (void)tier;
+    return p2c(pk, lo, hi);
+}
+
+static uint32_t pick_hash(struct pick *pk, int tier, uint32_t lo, uint32_t hi)
+{
+    const struct fy_group *g = pk->lb->group;
+    if (!pk->req->has_hash || !g->lb)
+        return NONE; /* no key: round-robin */
+    return ring_walk(pk, &g->lb->tier[tier], lo, hi);
+}
+
+static uint32_t pick_sticky(struct pick *pk, int tier, uint32_t lo, uint32_t hi)
+{
+    (void)tier;
+    return preferred(pk, lo, hi);
+}
+
+static const struct fy_lb_algo algos[] = {
+    [FY_LB_ROUND_ROBIN] = {"round-robin", pick_none, NULL},
+    [FY_LB_LEAST_CONN] = {"least-conn", pick_least_conn, NULL},
+    [FY_LB_P2C] = {"p2c", pick_p2c, NULL},
+    [FY_LB_HASH] = {"hash", pick_hash, NULL},
+    [FY_LB_STICKY] = {"sticky", pick_sticky, NULL},
+};
+
 /* tier 0: primaries, tier 1: backups. */
 static uint32_t pick_tier(struct pick *pk, int tier)
 {
     const struct fy_group *g = pk->lb->group;
     uint32_t lo = tier ? g->nprimary : 0, hi = tier ? g->nservers : g->nprimary;
-    uint32_t i;
-    switch (g->balance) {
-    case FY_LB_LEAST_CONN:
-        return least_conn(pk, lo, hi);
-    case FY_LB_P2C:
-        return p2c(pk, lo, hi);
-    case FY_LB_HASH:
-        if (pk->req->has_hash && g->lb)
-            return ring_walk(pk, &g->lb->tier[tier], lo, hi);
-        break;
-    case FY_LB_STICKY:
-        if ((i = preferred(pk, lo, hi)) != NONE)
-            return i;
-        break;
-    case FY_LB_ROUND_ROBIN:
-        break;
-    }
-    return swrr(pk, lo, hi, NULL, NULL);
+    uint32_t i = pk->lb->algo->pick(pk, tier, lo, hi);
+    return i != NONE ? i : swrr(pk, lo, hi, NULL, NULL);
 }
 
 /* Counts the connection unless max-conns was reached since the server was chosen. */
@@ -305,6 +342,8 @@ void fy_lb_release(struct fy_lb *lb, struct fy_server *s, enum fy_lb_outcome out
     case FY_LB_NEUTRAL:
         break;
     }
+    if (lb->algo->release)
+        lb->algo->release(lb, s, outcome);
 }
 
 /* splitmix64: spreads a small or patterned seed (a worker number) over the whole state. */
@@ -319,6 +358,8 @@ static uint64_t mix_seed(uint64_t x)
 int fy_lb_init(struct fy_lb *lb, const struct fy_group *g, uint64_t seed)
 {
     lb->group = g;
+    lb->algo = (unsigned)g->balance < sizeof(algos) / sizeof(algos[0]) ? &algos[g->balance]
+                                                                         : &algos[FY_LB_ROUND_ROBIN];
     lb->rng = mix_seed(seed);
     if (!lb->rng) /* xorshift stays at 0 forever */
         lb->rng = 0x9e3779b97f4a7c15ULL;

@@ -47,8 +47,11 @@ enum fy_lb_outcome {
     FY_LB_NEUTRAL, /* not the server's fault (the client left): no health effect */
 };
 
+struct fy_lb_algo; /* the algorithm's pick/release (lb.c) */
+
 struct fy_lb {
     const struct fy_group *group;
+    const struct fy_lb_algo *algo;
     uint64_t rng;     /* xorshift state, per worker */
     int64_t *current; /* smooth round-robin: current weight of each server */
 };

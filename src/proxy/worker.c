@@ -60,7 +60,11 @@ static void on_accept(struct fy_task *t)
 static void lsn_close(struct fy_wlistener *l)
 {
     if (l->fd >= 0) {
-        fy_sock_close(&l->sock); /* removed from epoll before the close */
+        /* Out of epoll first: epoll watches the open file, not the fd number, so a listening
+         * socket that lives on elsewhere (another worker's copy of a kept address, a process
+         * that inherited it) would otherwise keep waking this loop after close(2). */
+        fy_loop_del(&l->w->loop, l->fd);
+        fy_sock_close(&l->sock);
         l->fd = -1;
     }
 }
