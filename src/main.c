@@ -200,7 +200,9 @@ static void watch_names(struct ferry *f)
 static void reload(struct ferry *f, const char *why)
 {
     fy_info("%s: reloading the configuration", why);
-    const struct fy_resolver_conf old = f->conf->settings.resolver;
+    /* A copy: the reload frees the old generation and the strings in it. */
+    struct fy_resolver_conf old = f->conf->settings.resolver;
+    old.servers = old.servers ? strdup(old.servers) : NULL;
     struct fy_reload_ctx r = {.argc = f->argc,
                               .argv = f->argv,
                               .workers = f->workers,
@@ -213,6 +215,7 @@ static void reload(struct ferry *f, const char *why)
     bool same = old.timeout_ms == now->timeout_ms && old.interval_ms == now->interval_ms &&
                 ((!old.servers && !now->servers) ||
                  (old.servers && now->servers && !strcmp(old.servers, now->servers)));
+    free(old.servers);
     if (!same && f->rr) {
         fy_reresolver_free(f->rr);
         f->rr = NULL;
