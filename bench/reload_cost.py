@@ -15,7 +15,10 @@ and idle-timeout 1h. A local upstream (a Python thread) serves the other routes.
  2. --reloads times: the file is rewritten (only the /__version body changes: "generation K"),
     the clock starts, SIGHUP goes to the pid in the pid-file, and one keep-alive connection (opened
     before the signal) sends GET /__version back to back until the body is the new one. That
-    time is "SIGHUP to new body". ferry's own figure is parsed from its log line
+    time is "SIGHUP to new body". The slowest of those requests is "slowest request during a
+    reload": the old generation keeps serving while the main thread loads the file, and this
+    shows whether it is held up (with --workers 1 and ferry pinned to one CPU, the main
+    thread's parse shares that CPU with the worker). ferry's own figure is parsed from its log line
     `reload: generation N serving (...) X ms after the signal` (whole ms; its clock starts when
     the main thread begins the reload). A fresh connection must then see the new body too.
  3. Afterwards: every idle connection must still be open (none readable: no EOF, no reset), and
@@ -174,8 +177,11 @@ class Case:
                 polls = 0
                 t0 = time.monotonic()
                 os.kill(pid, signal.SIGHUP)
+                worst = 0.0
                 while True:
+                    tq = time.monotonic()
                     st, body = get(poll, "/__version", self.host)
+                    worst = max(worst, time.monotonic() - tq)
                     polls += 1
                     if body == want:
                         break
@@ -197,7 +203,8 @@ class Case:
                         what = m[-1][1]
                     else:
                         time.sleep(0.01)
-                rows.append(dict(reload=k, sighup_to_new_ms=(t1 - t0) * 1000.0, polls=polls, logged_ms=logged))
+                rows.append(dict(reload=k, sighup_to_new_ms=(t1 - t0) * 1000.0, polls=polls, logged_ms=logged,
+                                 slowest_poll_ms=worst * 1000.0))
                 time.sleep(0.2)
             rss1 = rss_kib(pid)
             self.say("%d reloads done" % len(rows))
@@ -235,6 +242,8 @@ class Case:
                     ext_median_ms=statistics.median(ext), ext_max_ms=max(ext),
                     log_median_ms=statistics.median(own) if own else None, log_max_ms=max(own) if own else None,
                     polls_median=statistics.median(r["polls"] for r in rows),
+                    slowest_poll_median_ms=statistics.median(r["slowest_poll_ms"] for r in rows),
+                    slowest_poll_max_ms=max(r["slowest_poll_ms"] for r in rows),
                     still_open=still_open, ok_after=ok_after, rss_before_kib=rss0, rss_after_kib=rss1,
                     alive=alive, log_problems=errors, rows=rows)
 
@@ -279,11 +288,13 @@ def main():
     print("ferry %s, %d worker(s), %d reloads per row%s" % (a.ferry, a.workers, a.reloads,
           ", pinned (ferry on CPU %s, client and upstream on CPU %s)" % (a.proxy_cpus, a.load_cpus) if a.pin else ""))
     print("| routes | idle conns | SIGHUP to new body, median / max ms | ferry's log, median / max ms "
+          "| slowest request during a reload, median / max ms "
           "| idle conns open after | answered after | RSS before / after reloads MiB |")
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for r in results:
-        print("| %d | %d | %.1f / %.1f | %s / %s | %d / %d | %d | %.1f / %.1f |"
+        print("| %d | %d | %.1f / %.1f | %s / %s | %.1f / %.1f | %d / %d | %d | %.1f / %.1f |"
               % (r["routes"], r["idle"], r["ext_median_ms"], r["ext_max_ms"], r["log_median_ms"], r["log_max_ms"],
+                 r["slowest_poll_median_ms"], r["slowest_poll_max_ms"],
                  r["still_open"], r["idle"], r["ok_after"], r["rss_before_kib"] / 1024.0, r["rss_after_kib"] / 1024.0))
     for r in results:
         if r["log_problems"] or not r["alive"] or r["still_open"] != r["idle"] or r["ok_after"] != r["idle"]:

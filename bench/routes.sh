@@ -15,6 +15,9 @@
 #
 #   bench/routes.sh                      # small, conns, post; 5 rounds of 5 s (~15 min)
 #   bench/routes.sh --rounds 3           # extra arguments go to compare (later ones win)
+#   ROUTES_AB=1 bench/routes.sh --rounds 15 --scenarios small,conns --proxies nginx
+#                                        # only ferry-1route and ferry-1000 (+ --proxies): the
+#                                        # A/B pair with more rounds for the same time
 # Results: the table on stdout; raw data in bench/results/<date>-routes.json.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -38,12 +41,15 @@ python3 "$gen" --listen-port 8080 --upstream-port 8081 --max-connections 11000 -
 python3 "$here/route_check.py" "$bin" "$gen" >&2
 
 json=()
-case " $* " in *" --json "*) ;; *) json=(--json "$here/results/$(date -u +%Y-%m-%d-%H%M)-routes.json") ;; esac
+suffix=routes; [ "${ROUTES_AB:-0}" = 1 ] && suffix=routes-ab
+case " $* " in *" --json "*) ;; *) json=(--json "$here/results/$(date -u +%Y-%m-%d-%H%M)-$suffix.json") ;; esac
 
+quick=(ferry="$bin --listen 127.0.0.1:{listen_port} --upstream http://127.0.0.1:{upstream_port} --workers {workers} --access-log off --max-connections {max_conns}")
+[ "${ROUTES_AB:-0}" = 1 ] && quick=()
 gen_args='--listen-port {listen_port} --upstream-port {upstream_port} --workers {workers} --max-connections {max_conns}'
 # The access log is off, as in the peers and in bench/compare.sh.
 exec "$harness" --rounds 5 --duration 5 --scenarios small,conns,post --proxies nginx,haproxy "${json[@]}" \
-    ferry="$bin --listen 127.0.0.1:{listen_port} --upstream http://127.0.0.1:{upstream_port} --workers {workers} --access-log off --max-connections {max_conns}" \
+    "${quick[@]}" \
     ferry-1route="python3 $gen $gen_args --single > {tmpdir}/routes.yaml && exec $bin -c {tmpdir}/routes.yaml" \
     ferry-1000="python3 $gen $gen_args > {tmpdir}/routes.yaml && exec $bin -c {tmpdir}/routes.yaml" \
     "$@"
