@@ -54,6 +54,7 @@ struct hslot {
 struct htab {
     struct hslot *slots;
     uint32_t mask;
+    uint32_t count; /* keys: an empty table is never searched */
 };
 
 struct fy_router {
@@ -286,9 +287,12 @@ static bool method_holds(const struct fy_match *m, const struct fy_msg *msg)
     return false;
 }
 
-static bool conditions_hold(const struct fy_match *m, const struct fy_route_req *req)
+/* host_proven: the route was found through the host table, which only lists routes whose host
+ * condition holds for this host: no need to compare the names again. */
+static bool conditions_hold(const struct fy_match *m, const struct fy_route_req *req,
+                            bool host_proven)
 {
-    if (m->nhosts) {
+    if (m->nhosts && !host_proven) {
         if (!req->host)
             return false;
         uint32_t i = 0;
@@ -317,12 +321,12 @@ static bool conditions_hold(const struct fy_match *m, const struct fy_route_req 
     return true;
 }
 
-bool fy_route_matches(const struct fy_route *rt, const struct fy_route_req *req,
-                      struct fy_route_result *out)
+static bool route_matches(const struct fy_route *rt, const struct fy_route_req *req,
+                          struct fy_route_result *out, bool host_proven)
 {
     out->route = NULL;
     out->ncaptures = 0;
-    if (rt->has_match && !conditions_hold(&rt->match, req))
+    if (rt->has_match && !conditions_hold(&rt->match, req, host_proven))
         return false;
     uint32_t n = 0;
     /* Last, as the dearest test; and the header regexes share its match data. */
@@ -340,6 +344,12 @@ bool fy_route_matches(const struct fy_route *rt, const struct fy_route_req *req,
     out->ncaptures = n;
     out->route = rt;
     return true;
+}
+
+bool fy_route_matches(const struct fy_route *rt, const struct fy_route_req *req,
+                      struct fy_route_result *out)
+{
+    return route_matches(rt, req, out, false);
 }
 
 /* ---- lookup ---- */
@@ -367,6 +377,7 @@ struct search {
     const struct fy_route_req *req;
     struct fy_route_result *out;
     uint32_t best; /* index of the best match so far, NONE before one */
+    bool host_proven; /* searching a host table's list */
 };
 
 /* A range is in index order, so once its next route cannot beat the best, neither can the rest:
@@ -380,7 +391,7 @@ static void scan(const struct fy_router *r, uint32_t off, uint32_t n, struct sea
             return;
         FY_ROUTER_TOUCH();
         struct fy_route_result res;
-        if (fy_route_matches(rt, s->req, &res)) {
+        if (route_matches(rt, s->req, &res, s->host_proven)) {
             s->best = rt->index;
             *s->out = res;
             return;
@@ -416,15 +427,19 @@ bool fy_router_match(const struct fy_router *r, const struct fy_route_req *req,
     struct search s = {.req = req, .out = out, .best = NONE};
     out->route = NULL;
     out->ncaptures = 0;
-    if (req->host) {
-        const struct hslot *slot = htab_find(&r->exact, req->host, req->host_len);
+    if (req->host && (r->exact.count || r->wild.count)) {
+        const struct hslot *slot =
+            r->exact.count ? htab_find(&r->exact, req->host, req->host_len) : NULL;
         /* Not a named host: the longest wildcard suffix; dots from the left, and not at 0, since
          * a wildcard never covers its own apex. */
-        for (uint32_t p = 1; !slot && p < req->host_len; p++)
+        for (uint32_t p = 1; !slot && r->wild.count && p < req->host_len; p++)
             if (req->host[p] == '.')
                 slot = htab_find(&r->wild, req->host + p, req->host_len - p);
-        if (slot)
+        if (slot) {
+            s.host_proven = true;
             search_list(r, slot->list, &s);
+            s.host_proven = false;
+        }
     }
     search_list(r, r->hostless, &s);
     return s.best != NONE;
@@ -532,8 +547,10 @@ static uint32_t htab_insert(struct htab *t, const char *k, uint32_t n)
     uint32_t i = hash_host(k, n) & t->mask;
     while (t->slots[i].key && !(t->slots[i].len == n && ieq(t->slots[i].key, k, n)))
         i = (i + 1) & t->mask;
-    if (!t->slots[i].key)
+    if (!t->slots[i].key) {
         t->slots[i] = (struct hslot){.key = k, .len = n, .list = NONE};
+        t->count++;
+    }
     return i;
 }
 
