@@ -214,3 +214,81 @@ def test_always_rules_reach_ferry_errors(env):
 def test_malformed_escape_is_400(env):
     r = request(env.port, "GET", "/web/%zz", host="x.test")
     assert r.status == 400
+
+
+@pytest.mark.parametrize("route_abort", ["on", "off"])
+def test_abort_on_client_close_per_route(ferry_factory, route_abort):
+    """The route's abort-on-client-close overrides the global one (here the opposite)."""
+    import socket
+    import threading
+    from harness import RawUpstream, SockReader, recv_until_close, wait_for
+    from test_core_review import close_wait_seen
+    answer = threading.Event()
+
+    def handler(c):
+        SockReader(c).read_request()
+        if not answer.wait(10):
+            return
+        try:
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nlate")
+            c.settimeout(10)
+            while c.recv(4096):
+                pass
+        except OSError:
+            pass
+
+    up = RawUpstream(handler).start()
+    try:
+        port = free_port()
+        path = write_config("""
+abort-on-client-close: %s
+access-log: stdout
+listeners:
+  - listen: 127.0.0.1:%d
+    routes:
+      - upstream: app
+        abort-on-client-close: %s
+upstreams:
+  app: { servers: [ "%s" ] }
+""" % ("off" if route_abort == "on" else "on", port, route_abort, up.url))
+        f = ferry_factory(None, "-c", path, listen=None)
+        s = connect(port)
+        s.sendall(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")
+        up.wait_connections(1)
+        s.shutdown(socket.SHUT_WR)
+        if route_abort == "on":
+            assert '"GET /slow HTTP/1.1" 499 ' in f.wait_access_log(1)[0]
+            answer.set()
+            assert recv_until_close(s, timeout=10) == b""
+        else:
+            wait_for(lambda: close_wait_seen(port, s.getsockname()[1]), 5,
+                     what="the client's FIN at ferry")
+            answer.set()
+            got = recv_until_close(s, timeout=10)
+            assert got.startswith(b"HTTP/1.1 200 ") and got.endswith(b"\r\n\r\nlate")
+        s.close()
+    finally:
+        answer.set()
+        up.stop()
+
+
+def test_trusted_request_id_is_kept(ferry_factory):
+    up = named_upstream("api")
+    try:
+        port = free_port()
+        path = write_config("""
+trust-request-id: on
+listeners:
+  - listen: 127.0.0.1:%d
+    routes: [ { upstream: app } ]
+upstreams:
+  app: { servers: [ "%s" ] }
+""" % (port, up.url))
+        ferry_factory(None, "-c", path, listen=None)
+        request(port, "GET", "/", headers=(("X-Request-Id", "edge-42"),))
+        assert up.requests[-1].header("X-Request-Id") == "edge-42"
+        # not sane (a quote would break log lines): replaced
+        request(port, "GET", "/", headers=(("X-Request-Id", 'a"b'),))
+        assert re.fullmatch(r"[0-9a-f]{32}", up.requests[-1].header("X-Request-Id"))
+    finally:
+        up.stop()
