@@ -27,6 +27,7 @@
 #include "core/buf.h"
 #include "core/log.h"
 #include "http/date.h"
+#include "http/status.h"
 #include "http/h1_reader.h"
 #include "http/h1_writer.h"
 #include "net/sock.h"
@@ -81,46 +82,8 @@ static void end_exchange(struct fy_client *c);
 
 static const char *reason_phrase(int status)
 {
-    switch (status) {
-    case 100:
-        return "Continue";
-    case 101:
-        return "Switching Protocols";
-    case 200:
-        return "OK";
-    case 204:
-        return "No Content";
-    case 304:
-        return "Not Modified";
-    case 400:
-        return "Bad Request";
-    case 404:
-        return "Not Found";
-    case 405:
-        return "Method Not Allowed";
-    case 408:
-        return "Request Timeout";
-    case 413:
-        return "Content Too Large";
-    case 414:
-        return "URI Too Long";
-    case 431:
-        return "Request Header Fields Too Large";
-    case 500:
-        return "Internal Server Error";
-    case 501:
-        return "Not Implemented";
-    case 502:
-        return "Bad Gateway";
-    case 503:
-        return "Service Unavailable";
-    case 504:
-        return "Gateway Timeout";
-    case 505:
-        return "HTTP Version Not Supported";
-    default:
-        return "Unknown";
-    }
+    const char *r = fy_http_reason(status);
+    return *r ? r : "Unknown"; /* ferry's own error bodies name it */
 }
 
 /* Per-request state from this thread's free list. A recycled reader keeps its message storage
@@ -551,7 +514,7 @@ static int put_status_line(struct fy_buf *b, const struct fy_msg *m)
                      ' '};
     if (!fy_h1w_put(b, line, sizeof(line)))
         return -1;
-    const char *reason = m->reason_len ? m->reason : reason_phrase(m->status);
+    const char *reason = m->reason_len ? m->reason : fy_http_reason(m->status);
     size_t rlen = m->reason_len ? m->reason_len : strlen(reason);
     return fy_h1w_put(b, reason, rlen) && fy_h1w_put(b, "\r\n", 2) ? 0 : -1;
 }

@@ -157,7 +157,7 @@ def test_redirect_with_capture(env):
 
 def test_redirect_variables(env):
     r = request(env.port, "GET", "/go?x=1", host="shop.test:8080")
-    assert r.status == 302
+    assert r.status == 302 and r.reason == "Found"
     assert r.header("Location") == "https://shop.test/landing?from=/go"
 
 
