@@ -11,6 +11,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 
+#include "core/assert.h"
 #include "core/log.h"
 #include "proxy/lb_priv.h"
 
@@ -156,29 +157,28 @@ static uint32_t p2c(struct pick *pk, uint32_t lo, uint32_t hi)
     return a;
 }
 
-static bool any_candidate(const struct pick *pk, uint32_t lo, uint32_t hi)
+/*
+ * Weighted rendezvous hashing over the candidates of [lo, hi): the lowest fy_lb_score wins
+ * (lb_hash.c). O(hi - lo) scores per pick, one log() each: fine for groups of up to a few hundred
+ * servers. Equal scores (a 2^-52 event) go to the smaller id, so the winner does not depend on the
+ * order the servers are listed in.
+ */
+static uint32_t rendezvous(struct pick *pk, const struct fy_lb_shared *sh, uint32_t lo, uint32_t hi)
 {
-    for (uint32_t i = lo; i < hi; i++)
-        if (candidate(pk, i))
-            return true;
-    return false;
-}
-
-static uint32_t ring_walk(struct pick *pk, const struct fy_lb_ring *r, uint32_t lo, uint32_t hi)
-{
-    /* Without a candidate the walk would visit every point for nothing. */
-    if (!r->npoints || !any_candidate(pk, lo, hi))
-        return NONE;
-    uint32_t at = fy_lb_ring_first(r, pk->req->hash), prev = NONE;
-    for (uint32_t n = 0; n < r->npoints; n++) {
-        uint32_t s = r->points[at].server;
-        if (s != prev && candidate(pk, s))
-            return s;
-        prev = s;
-        if (++at == r->npoints)
-            at = 0;
+    const struct fy_server *sv = pk->lb->group->servers;
+    uint64_t key = pk->req->hash;
+    uint32_t best = NONE;
+    double best_score = 0;
+    for (uint32_t i = lo; i < hi; i++) {
+        if (!candidate(pk, i))
+            continue;
+        double s = fy_lb_score(key, sh->id[i], sv[i].weight);
+        if (best == NONE || s < best_score || (s == best_score && sh->id[i] < sh->id[best])) {
+            best = i;
+            best_score = s;
+        }
     }
-    return NONE; /* the candidate went away during the walk */
+    return best;
 }
 
 /* The sticky cookie's server if it belongs to this tier and may take the attempt. */
@@ -226,10 +226,12 @@ static uint32_t pick_p2c(struct pick *pk, int tier, uint32_t lo, uint32_t hi)
 
 static uint32_t pick_hash(struct pick *pk, int tier, uint32_t lo, uint32_t hi)
 {
-    const struct fy_group *g = pk->lb->group;
-    if (!pk->req->has_hash || !g->lb)
+    (void)tier;
+    const struct fy_lb_shared *sh = pk->lb->group->lb;
+    if (!pk->req->has_hash || !sh)
         return NONE; /* no key: round-robin */
-    return ring_walk(pk, &g->lb->tier[tier], lo, hi);
+    FY_ASSERT(sh->nservers == pk->lb->group->nservers);
+    return rendezvous(pk, sh, lo, hi);
 }
 
 static uint32_t pick_sticky(struct pick *pk, int tier, uint32_t lo, uint32_t hi)
@@ -359,7 +361,7 @@ int fy_lb_init(struct fy_lb *lb, const struct fy_group *g, uint64_t seed)
 {
     lb->group = g;
     lb->algo = (unsigned)g->balance < sizeof(algos) / sizeof(algos[0]) ? &algos[g->balance]
-                                                                         : &algos[FY_LB_ROUND_ROBIN];
+                                                                       : &algos[FY_LB_ROUND_ROBIN];
     lb->rng = mix_seed(seed);
     if (!lb->rng) /* xorshift stays at 0 forever */
         lb->rng = 0x9e3779b97f4a7c15ULL;

@@ -3,8 +3,8 @@
  * attempt, release() reports how the attempt went. One struct fy_lb per group per worker holds
  * the per-thread state (round-robin weights, random state), so picking takes no lock; what all
  * workers share lives in struct fy_server_state (atomics: connections in use, health, ejection)
- * and in the group's immutable struct fy_lb_shared (the consistent-hash ring), built once per
- * configuration generation.
+ * and in the group's immutable struct fy_lb_shared (the servers' rendezvous ids), built once
+ * per configuration generation.
  *
  * Which servers may be picked: a server is usable when its active check does not say down, it is
  * not passively ejected, it is below max-conns, and this exchange has not tried it yet. Backup
@@ -12,9 +12,11 @@
  *   round-robin  smooth weighted round-robin (nginx): over any window the picks follow the weights
  *   least-conn   fewest connections in use relative to weight (ties: round-robin order)
  *   p2c          two random usable servers (weighted), the one with fewer connections per weight
- *   hash         consistent hashing of a key (client-ip, header:NAME, cookie:NAME, path) on a ring
- *                with 160 points per unit of weight: when one of N servers leaves, only its share
- *                (about 1/N of the keys) moves; an unusable server's keys go to the next point
+ *   hash         weighted rendezvous hashing of a key (client-ip, header:NAME, cookie:NAME, path):
+ *                each candidate scores -ln(u) / weight, u a hash of (key, server URL), lowest
+ *                wins. Shares follow the weights exactly (up to sampling); when one of N servers
+ *                leaves or is unusable only its keys (about 1/N) move, spread over the others by
+ *                weight. O(servers) per pick, fine up to a few hundred servers
  *   sticky       the server named by the sticky cookie when it is usable, else round-robin (the
  *                session then sets the cookie to the server it used)
  *
@@ -72,12 +74,12 @@ void fy_lb_release(struct fy_lb *lb, struct fy_server *s, enum fy_lb_outcome out
 /* Usable for a new attempt at now_ms (ignoring max-conns when `ignore_full`). */
 bool fy_lb_usable(const struct fy_server *s, uint64_t now_ms, bool ignore_full);
 
-/* The group's shared data (hash ring for FY_LB_HASH; NULL is valid for the others and returned
- * with *ok set true). Returns NULL with *ok false when out of memory. */
+/* The group's shared data (rendezvous ids for FY_LB_HASH; NULL is valid for the others and
+ * returned with *ok set true). Returns NULL with *ok false when out of memory. */
 struct fy_lb_shared *fy_lb_shared_build(const struct fy_group *g, bool *ok);
 void fy_lb_shared_free(struct fy_lb_shared *sh);
 
-/* A 64-bit hash of a key (well mixed: also used for ring points and cookie ids). */
+/* A 64-bit hash of a key (well mixed: also used for rendezvous ids and cookie ids). */
 uint64_t fy_lb_hash(const void *data, size_t len);
 
 #endif

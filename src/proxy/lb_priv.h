@@ -1,7 +1,7 @@
 /*
- * Shared inside src/proxy between lb.c (picking) and lb_ring.c (the consistent-hash ring): the
- * layout of struct fy_lb_shared. A ring is immutable once built, so workers read it without
- * locks; it lives as long as its group's generation.
+ * Shared inside src/proxy between lb.c (picking) and lb_hash.c (hashing, rendezvous scores): the
+ * layout of struct fy_lb_shared. It is immutable once built, so workers read it without locks; it
+ * lives as long as its group's generation.
  */
 #ifndef FY_LB_PRIV_H
 #define FY_LB_PRIV_H
@@ -10,27 +10,16 @@
 
 #include "proxy/lb.h"
 
-/* Total points of one ring stay at most this (or nservers if that is larger): see lb_ring.c. */
-#define FY_LB_RING_MAX_POINTS (160 * 256)
-#define FY_LB_POINTS_PER_WEIGHT 160
-
-struct fy_lb_point {
-    uint64_t hash;
-    uint32_t server; /* index in the group */
-};
-
-/* Points sorted by hash (then server, so equal hashes order the same on every build). */
-struct fy_lb_ring {
-    const struct fy_lb_point *points;
-    uint32_t npoints; /* 0: the tier has no servers */
-};
-
+/* FY_LB_HASH: each server's rendezvous id, fy_lb_hash() of its URL, by server index. The id
+ * depends on the URL only, so a server keeps its keys whatever its position in the group. */
 struct fy_lb_shared {
-    struct fy_lb_ring tier[2]; /* primaries, backups: backups never take a primary's keys */
-    struct fy_lb_point *block; /* owns both rings' points */
+    uint32_t nservers;
+    uint64_t id[];
 };
 
-/* Index of the first point whose hash is >= h, wrapping to 0 past the last. r->npoints > 0. */
-uint32_t fy_lb_ring_first(const struct fy_lb_ring *r, uint64_t h);
+/* Weighted rendezvous score of server `id` with `weight` for key hash `key`: -ln(u) / weight,
+ * u in (0, 1) a hash of (key, id). Lowest wins. Plain double arithmetic in one function, so
+ * every worker and every thread gets the same bits for the same inputs. */
+double fy_lb_score(uint64_t key, uint64_t id, uint32_t weight);
 
 #endif
