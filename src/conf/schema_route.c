@@ -306,7 +306,10 @@ static void load_upstream_name(struct fy_yaml_loader *l, struct fy_route *rt, co
 static const char *const rewrite_keys[] = {"strip-prefix", "replace-prefix", "with", "regex",
                                            "replacement"};
 
-static void load_rewrite(struct fy_yaml_loader *l, struct fy_path_rewrite *rw, const yaml_node_t *v)
+/* `replace-prefix: /v2` alone replaces the route's own path-prefix (Envoy's prefix_rewrite);
+ * with `with:` it names the prefix to take off explicitly. */
+static void load_rewrite(struct fy_yaml_loader *l, struct fy_path_rewrite *rw,
+                         const struct fy_match *match, const yaml_node_t *v)
 {
     if (!fy_sc_keys(l, v, "path-rewrite", rewrite_keys, NKEYS(rewrite_keys)))
         return;
@@ -329,12 +332,18 @@ static void load_rewrite(struct fy_yaml_loader *l, struct fy_path_rewrite *rw, c
         rw->prefix = load_path(l, strip, "strip-prefix");
     } else if (repl) {
         rw->kind = FY_RW_REPLACE_PREFIX;
-        rw->prefix = load_path(l, repl, "replace-prefix");
-        if (!with)
-            fy_yaml_report(l, v->start_mark,
-                           "replace-prefix needs with: what goes in its place (with: /v2)");
-        else
+        if (with) {
+            rw->prefix = load_path(l, repl, "replace-prefix");
             rw->with = load_path(l, with, "with");
+        } else if (match->path_prefix) {
+            rw->prefix = strdup(match->path_prefix);
+            rw->with = load_path(l, repl, "replace-prefix");
+        } else {
+            fy_yaml_report(l, v->start_mark,
+                           "replace-prefix: /NEW replaces the route's path-prefix, and this route "
+                           "has none: add match: { path-prefix: /OLD } or write "
+                           "replace-prefix: /OLD with: /NEW");
+        }
     } else {
         rw->kind = FY_RW_REGEX;
         rw->re = fy_sc_regex(l, re, "regex", NULL);
@@ -460,7 +469,7 @@ void fy_schema_load_route(struct fy_yaml_loader *l, struct fy_route *rt, const y
 
     const fy_regex *caps = rt->match.path_regex;
     if ((n = fy_sc_get(l, v, "path-rewrite")) && which <= 0)
-        load_rewrite(l, &rt->rewrite, n);
+        load_rewrite(l, &rt->rewrite, &rt->match, n);
     if ((n = fy_sc_get(l, v, "host")) && which <= 0)
         load_host(l, rt, n);
     if ((n = fy_sc_get(l, v, "request-headers")) && which <= 0)

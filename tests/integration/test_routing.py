@@ -292,3 +292,39 @@ upstreams:
         assert re.fullmatch(r"[0-9a-f]{32}", up.requests[-1].header("X-Request-Id"))
     finally:
         up.stop()
+
+
+def test_replace_prefix_alone_replaces_the_routes_prefix(ferry_factory):
+    up = named_upstream("api")
+    try:
+        port = free_port()
+        path = write_config("""
+listeners:
+  - listen: 127.0.0.1:%d
+    routes:
+      - match: { path-prefix: /old/ }
+        upstream: app
+        path-rewrite: { replace-prefix: /new/ }
+upstreams:
+  app: { servers: [ "%s" ] }
+""" % (port, up.url))
+        ferry_factory(None, "-c", path, listen=None)
+        assert request(port, "GET", "/old/a/b?q=1").body == b"api GET /new/a/b?q=1"
+    finally:
+        up.stop()
+
+
+def test_replace_prefix_alone_needs_a_path_prefix():
+    from harness import run_ferry
+    path = write_config("""
+listeners:
+  - listen: 127.0.0.1:0
+    routes:
+      - upstream: app
+        path-rewrite: { replace-prefix: /new/ }
+upstreams:
+  app: { servers: [ "http://127.0.0.1:9" ] }
+""")
+    p = run_ferry("-t", "-c", path)
+    assert p.returncode == 1
+    assert b"replaces the route's path-prefix, and this route has none" in p.stderr
