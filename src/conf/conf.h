@@ -23,7 +23,8 @@
 #include "net/addr.h"
 
 struct fy_router;    /* proxy/router.h: the route index of one listener */
-struct fy_lb_shared; /* proxy/lb.h: immutable per-group balancer data (the server ids of rendezvous hashing) */
+struct fy_lb_shared; /* proxy/lb.h: immutable per-group balancer data (the server ids of rendezvous
+                        hashing) */
 typedef struct pcre2_real_code_8 fy_regex; /* pcre2_code (8-bit) without including pcre2.h */
 
 /* ---- value templates: "Bearer ${env:TOKEN}", "https://$host$1" ---- */

@@ -5,17 +5,6 @@
 
 #include <stdbool.h>
 
-static int hexval(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Field and extension text: visible ASCII, obs-text, SP and HTAB. */
 static bool is_text(unsigned char c)
 {
@@ -38,7 +27,7 @@ size_t fy_chunked_decode(struct fy_chunked *c, const char *p, size_t n, struct i
         switch (c->state) {
         case FY_CH_SIZE:
         case FY_CH_SIZE_MORE: {
-            int v = hexval(ch);
+            int v = fy_hex_value(ch);
             if (v >= 0) {
                 /* Sizes of 2^63 or more are refused before the shift could overflow. */
                 if (c->remaining >> 59)

@@ -8,20 +8,10 @@
  * match a request the upstream understands as something else.
  */
 #include "http/path.h"
+#include "http/tokens.h"
 
 #include <stdbool.h>
 #include <string.h>
-
-static int hexval(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
 
 /* RFC 3986 2.3: only these may be decoded without changing what the URI identifies. */
 static bool is_unreserved(unsigned char c)
@@ -44,7 +34,8 @@ static int decode_unreserved(const char *in, uint32_t len, char *out)
         }
         if (len - i < 3)
             return -1;
-        int hi = hexval((unsigned char)in[i + 1]), lo = hexval((unsigned char)in[i + 2]);
+        int hi = fy_hex_value((unsigned char)in[i + 1]),
+            lo = fy_hex_value((unsigned char)in[i + 2]);
         if (hi < 0 || lo < 0)
             return -1;
         unsigned char v = (unsigned char)(hi << 4 | lo);

@@ -70,6 +70,18 @@ static inline bool fy_is_tchar(unsigned char c)
     return fy_tchar_table[c];
 }
 
+/* The value of a hexadecimal digit (either case), or -1: chunk sizes, %-escapes. */
+static inline int fy_hex_value(unsigned char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
 /* True for a Host value: uri-host [ ":" port ] (RFC 9110 7.2, RFC 3986 3.2.2-3.2.3): a reg-name
  * (unreserved, pct-encoded, sub-delims), an IPv4 address, or an IPv6 or IPvFuture literal in
  * brackets, then an optional numeric port up to 65535. The empty value is valid (RFC 9110 7.2). */

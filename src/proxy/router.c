@@ -178,16 +178,6 @@ static bool header_holds(const struct fy_kv_match *kv, const struct fy_msg *m)
     return false;
 }
 
-static int hexval(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c = lower(c);
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
-}
-
 /* One decoded byte of a query component at s[*i], advancing *i. A '%' not followed by two hex
  * digits stands for itself, as browsers and most frameworks read it. */
 static unsigned char qbyte(const char *s, uint32_t n, uint32_t *i, bool plus_space)
@@ -196,7 +186,7 @@ static unsigned char qbyte(const char *s, uint32_t n, uint32_t *i, bool plus_spa
     if (c == '+' && plus_space)
         return ' ';
     if (c == '%' && n - *i >= 2) {
-        int hi = hexval((unsigned char)s[*i]), lo = hexval((unsigned char)s[*i + 1]);
+        int hi = fy_hex_value((unsigned char)s[*i]), lo = fy_hex_value((unsigned char)s[*i + 1]);
         if (hi >= 0 && lo >= 0) {
             *i += 2;
             return (unsigned char)(hi << 4 | lo);
@@ -376,7 +366,7 @@ static const struct hslot *htab_find(const struct htab *t, const char *k, uint32
 struct search {
     const struct fy_route_req *req;
     struct fy_route_result *out;
-    uint32_t best; /* index of the best match so far, NONE before one */
+    uint32_t best;    /* index of the best match so far, NONE before one */
     bool host_proven; /* searching a host table's list */
 };
 
