@@ -9,75 +9,12 @@
 #include "conf/config.h"
 #include "conf/yaml.h"
 
-static struct fy_config C;
-static char DIR_[64];
-static char PATH_[128];
-static char *ERRS;
-static unsigned NERR;
+#include "yaml_fixture.h"
 
 static void setup(void)
 {
-    fy_config_defaults(&C);
-    strcpy(DIR_, "/tmp/ferry-yaml-XXXXXX");
-    cr_assert_not_null(mkdtemp(DIR_));
-    snprintf(PATH_, sizeof(PATH_), "%s/ferry.yaml", DIR_);
-    ERRS = NULL;
-    NERR = 0;
+    yaml_fixture_setup("/tmp/ferry-yaml-XXXXXX");
 }
-
-static void write_file(const char *name, const char *text)
-{
-    char p[256];
-    snprintf(p, sizeof(p), "%s/%s", DIR_, name);
-    FILE *f = fopen(p, "w");
-    cr_assert_not_null(f);
-    fputs(text, f);
-    fclose(f);
-}
-
-static void teardown(void)
-{
-    fy_config_free(&C);
-    free(ERRS);
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", DIR_);
-    cr_assert_eq(system(cmd), 0);
-}
-
-/* Loads `text` as the configuration file; returns the number of errors. */
-static int load(const char *text)
-{
-    fy_config_free(&C);
-    fy_config_defaults(&C);
-    free(ERRS);
-    ERRS = NULL;
-    write_file("ferry.yaml", text);
-    return fy_yaml_load(&C, PATH_, false, &ERRS, &NERR);
-}
-
-/* The errors, without the "PATH:" prefix of each line. */
-static char *errors(void)
-{
-    static char buf[4096];
-    buf[0] = 0;
-    const char *p = ERRS ? ERRS : "";
-    size_t plen = strlen(PATH_);
-    while (*p) {
-        const char *nl = strchr(p, '\n');
-        size_t n = nl ? (size_t)(nl - p + 1) : strlen(p);
-        cr_assert(!strncmp(p, PATH_, plen) && p[plen] == ':', "line lacks the path: %.*s", (int)n,
-                  p);
-        strncat(buf, p + plen + 1, n - plen - 1);
-        p += n;
-    }
-    return buf;
-}
-
-#define EXPECT_ONE_ERROR(text, want)                                                               \
-    do {                                                                                           \
-        cr_assert_eq(load(text), 1, "errors: %s", ERRS ? ERRS : "none");                           \
-        cr_assert_str_eq(errors(), want "\n");                                                     \
-    } while (0)
 
 TestSuite(yaml, .init = setup, .fini = teardown);
 
