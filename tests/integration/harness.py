@@ -532,6 +532,35 @@ def run_ferry(*args, timeout: float = 10, env: Optional[dict] = None,
     return p
 
 
+def close_wait_seen(ferry_port: int, client_port: int) -> bool:
+    """The kernel has the client's FIN on ferry's side of the connection (CLOSE-WAIT)."""
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            parts = line.split()
+            local, remote, state = parts[1], parts[2], parts[3]
+            if (int(local.split(":")[1], 16) == ferry_port and
+                    int(remote.split(":")[1], 16) == client_port and state == "08"):
+                return True
+    return False
+
+
+def late_answer_upstream(answer: "threading.Event") -> "RawUpstream":
+    """A started RawUpstream that reads a request, answers 200 "late" only once `answer` is set,
+    then reads until ferry closes."""
+    def handler(c):
+        SockReader(c).read_request()
+        if not answer.wait(10):
+            return
+        try:
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nlate")
+            c.settimeout(10)
+            while c.recv(4096):
+                pass
+        except OSError:
+            pass
+    return RawUpstream(handler).start()
+
+
 def write_config(text: str, name: str = "ferry.yaml") -> str:
     """Writes a configuration file into a new temporary directory; returns its path."""
     d = tempfile.mkdtemp(prefix="ferry-conf-")

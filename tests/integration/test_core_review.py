@@ -424,42 +424,15 @@ def test_header_timeout_logs_the_request_line_read(ferry_factory, upstream):
     assert '"GET /slowhead HTTP/1.1" 408 ' in lines[0], lines[0]
 
 
-def close_wait_seen(ferry_port, client_port):
-    """The kernel has the client's FIN on ferry's side of the connection (CLOSE-WAIT)."""
-    with open("/proc/net/tcp") as f:
-        for line in f.readlines()[1:]:
-            parts = line.split()
-            local, remote, state = parts[1], parts[2], parts[3]
-            if (int(local.split(":")[1], 16) == ferry_port and
-                    int(remote.split(":")[1], 16) == client_port and state == "08"):
-                return True
-    return False
-
-
 @pytest.mark.parametrize("abort", ["on", "off"])
 def test_abort_on_client_close(ferry_factory, abort):
     """--abort-on-client-close: a client half-closes after its request while the upstream is
     still thinking. on (default): abandoned, 499, nothing sent. off: the upstream's answer is
     sent whole (HAProxy's default). The upstream answers only once the FIN reached ferry."""
     import threading
+    from harness import close_wait_seen, late_answer_upstream
     answer = threading.Event()
-    upstream_saw_close = threading.Event()
-
-    def handler(c):
-        rd = SockReader(c)
-        rd.read_request()
-        if not answer.wait(10):
-            return
-        try:
-            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nlate")
-            c.settimeout(10)
-            while c.recv(4096):
-                pass
-        except OSError:
-            pass
-        upstream_saw_close.set()
-
-    up = RawUpstream(handler).start()
+    up = late_answer_upstream(answer)
     try:
         f = ferry_factory(up.url, "--abort-on-client-close", abort, "--access-log", "stdout")
         s = connect(f.port)

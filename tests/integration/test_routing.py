@@ -221,23 +221,9 @@ def test_abort_on_client_close_per_route(ferry_factory, route_abort):
     """The route's abort-on-client-close overrides the global one (here the opposite)."""
     import socket
     import threading
-    from harness import RawUpstream, SockReader, recv_until_close, wait_for
-    from test_core_review import close_wait_seen
+    from harness import close_wait_seen, late_answer_upstream, recv_until_close, wait_for
     answer = threading.Event()
-
-    def handler(c):
-        SockReader(c).read_request()
-        if not answer.wait(10):
-            return
-        try:
-            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nlate")
-            c.settimeout(10)
-            while c.recv(4096):
-                pass
-        except OSError:
-            pass
-
-    up = RawUpstream(handler).start()
+    up = late_answer_upstream(answer)
     try:
         port = free_port()
         path = write_config("""
