@@ -27,6 +27,16 @@ def who(r):
     return r.body.decode().split(" ", 1)[0]
 
 
+# One listener whose only route goes to group `app`; a test appends the group's keys.
+APP = """
+listeners:
+  - listen: 127.0.0.1:PORT
+    routes: [ { upstream: app } ]
+upstreams:
+  app:
+"""
+
+
 def start(factory, text, allowed=()):
     port = free_port()
     path = write_config(text.replace("PORT", str(port)))
@@ -37,13 +47,7 @@ def start(factory, text, allowed=()):
 def test_weighted_round_robin_follows_the_weights(ferry_factory):
     a, b, c = named_upstream("a"), named_upstream("b"), named_upstream("c")
     try:
-        f = start(ferry_factory, """
-listeners:
-  - listen: 127.0.0.1:PORT
-    routes: [ { upstream: app } ]
-upstreams:
-  app:
-    servers:
+        f = start(ferry_factory, APP + """    servers:
       - { url: %s, weight: 3 }
       - { url: %s, weight: 2 }
       - %s
@@ -59,13 +63,7 @@ def test_refused_connection_is_retried_on_another_server(ferry_factory):
     a = named_upstream("a")
     dead = free_port()
     try:
-        f = start(ferry_factory, """
-listeners:
-  - listen: 127.0.0.1:PORT
-    routes: [ { upstream: app } ]
-upstreams:
-  app:
-    servers: [ "http://127.0.0.1:%d", "%s" ]
+        f = start(ferry_factory, APP + """    servers: [ "http://127.0.0.1:%d", "%s" ]
     retries: 1
     max-fails: 0
 """ % (dead, a.url))
@@ -94,13 +92,7 @@ def test_post_the_upstream_read_is_never_sent_twice(ferry_factory):
     raw = RawUpstream(die_after_reading).start()
     b = named_upstream("b")
     try:
-        f = start(ferry_factory, """
-listeners:
-  - listen: 127.0.0.1:PORT
-    routes: [ { upstream: app } ]
-upstreams:
-  app:
-    balance: round-robin
+        f = start(ferry_factory, APP + """    balance: round-robin
     servers: [ "%s", "%s" ]
     retries: 1
     max-fails: 0
@@ -120,13 +112,7 @@ upstreams:
 def test_backup_only_when_primaries_are_down(ferry_factory):
     a, bk = named_upstream("a"), named_upstream("backup")
     try:
-        f = start(ferry_factory, """
-listeners:
-  - listen: 127.0.0.1:PORT
-    routes: [ { upstream: app } ]
-upstreams:
-  app:
-    servers:
+        f = start(ferry_factory, APP + """    servers:
       - %s
       - { url: %s, backup: true }
     max-fails: 1
@@ -143,13 +129,7 @@ upstreams:
 
 
 def test_all_servers_down_is_503_with_retry_after(ferry_factory):
-    f = start(ferry_factory, """
-listeners:
-  - listen: 127.0.0.1:PORT
-    routes: [ { upstream: app } ]
-upstreams:
-  app:
-    servers: [ "http://127.0.0.1:%d", "http://127.0.0.1:%d" ]
+    f = start(ferry_factory, APP + """    servers: [ "http://127.0.0.1:%d", "http://127.0.0.1:%d" ]
     retries: 1
     max-fails: 1
     fail-timeout: 60s
@@ -169,13 +149,7 @@ def test_passive_ejection_and_return(ferry_factory):
     port_a = a.port
     a2 = None
     try:
-        f = start(ferry_factory, """
-listeners:
-  - listen: 127.0.0.1:PORT
-    routes: [ { upstream: app } ]
-upstreams:
-  app:
-    servers: [ "%s", "%s" ]
+        f = start(ferry_factory, APP + """    servers: [ "%s", "%s" ]
     max-fails: 1
     fail-timeout: 1s
 """ % (a.url, b.url), allowed=[r"upstream group app"])
@@ -193,13 +167,7 @@ upstreams:
 def test_sticky_cookie_keeps_a_client_on_one_server(ferry_factory):
     a, b = named_upstream("a"), named_upstream("b")
     try:
-        f = start(ferry_factory, """
-listeners:
-  - listen: 127.0.0.1:PORT
-    routes: [ { upstream: app } ]
-upstreams:
-  app:
-    balance: { sticky: { cookie: srv } }
+        f = start(ferry_factory, APP + """    balance: { sticky: { cookie: srv } }
     servers: [ "%s", "%s" ]
 """ % (a.url, b.url))
         r = get(f.port)
@@ -219,13 +187,7 @@ upstreams:
 def test_hash_on_header_is_stable(ferry_factory):
     ups = [named_upstream("s%d" % i) for i in range(4)]
     try:
-        f = start(ferry_factory, """
-listeners:
-  - listen: 127.0.0.1:PORT
-    routes: [ { upstream: app } ]
-upstreams:
-  app:
-    balance: { hash: "header:X-User" }
+        f = start(ferry_factory, APP + """    balance: { hash: "header:X-User" }
     servers: [ %s ]
 """ % ", ".join('"%s"' % u.url for u in ups))
         seen = {}
@@ -253,13 +215,7 @@ def test_least_conn_avoids_a_busy_server(ferry_factory):
     a = UpstreamServer(default_route=slow).start()
     b = named_upstream("b")
     try:
-        f = start(ferry_factory, """
-listeners:
-  - listen: 127.0.0.1:PORT
-    routes: [ { upstream: app } ]
-upstreams:
-  app:
-    balance: least-conn
+        f = start(ferry_factory, APP + """    balance: least-conn
     servers: [ "%s", "%s" ]
 """ % (a.url, b.url))
         socks = []
@@ -297,13 +253,7 @@ def test_max_conns_queue_then_503(ferry_factory):
     from harness import UpstreamServer
     a = UpstreamServer(default_route=hold).start()
     try:
-        f = start(ferry_factory, """
-listeners:
-  - listen: 127.0.0.1:PORT
-    routes: [ { upstream: app } ]
-upstreams:
-  app:
-    servers: [ { url: "%s", max-conns: 1 } ]
+        f = start(ferry_factory, APP + """    servers: [ { url: "%s", max-conns: 1 } ]
     max-queue: 1
     queue-timeout: 2s
 """ % a.url, allowed=[r"max-conns"])
@@ -338,13 +288,7 @@ def test_queue_timeout_is_503_with_retry_after(ferry_factory):
     from harness import UpstreamServer
     a = UpstreamServer(default_route=hold).start()
     try:
-        f = start(ferry_factory, """
-listeners:
-  - listen: 127.0.0.1:PORT
-    routes: [ { upstream: app } ]
-upstreams:
-  app:
-    servers: [ { url: "%s", max-conns: 1 } ]
+        f = start(ferry_factory, APP + """    servers: [ { url: "%s", max-conns: 1 } ]
     queue-timeout: 300ms
 """ % a.url, allowed=[r"max-conns"])
         first = connect(f.port)
@@ -367,13 +311,7 @@ def test_retry_budget_caps_retries_during_an_outage(ferry_factory):
     requests, at least 10): the rest get 502 instead of doubling the load."""
     a = named_upstream("a")
     try:
-        f = start(ferry_factory, """
-listeners:
-  - listen: 127.0.0.1:PORT
-    routes: [ { upstream: app } ]
-upstreams:
-  app:
-    servers: [ "http://127.0.0.1:%d", "%s" ]
+        f = start(ferry_factory, APP + """    servers: [ "http://127.0.0.1:%d", "%s" ]
     retries: 1
     max-fails: 0
 """ % (free_port(), a.url), allowed=[r"cannot connect"])
