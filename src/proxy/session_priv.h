@@ -104,7 +104,6 @@ struct fy_session {
     int status;
     int attempts;
     bool reused;
-    bool prepared;
     bool is_head;
     bool timed_out;
     bool detached;

@@ -508,7 +508,6 @@ void sess_step_route(struct fy_session *s)
     }
     if (!hooks_done(s, sess_run_hooks(s, HP_UPSTREAM_REQUEST, &s->req)))
         return;
-    s->prepared = true;
     s->state = S_CONNECT;
 }
 
