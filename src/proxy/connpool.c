@@ -186,3 +186,19 @@ void fy_pools_free(struct fy_pools *ps)
     free(ps->items);
     memset(ps, 0, sizeof(*ps));
 }
+
+void fy_pools_prune(struct fy_pools *ps, bool (*keep)(const struct fy_connpool *p, void *ctx),
+                    void *ctx)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < ps->n; i++) {
+        struct fy_connpool *p = ps->items[i];
+        if (keep(p, ctx)) {
+            ps->items[n++] = p;
+            continue;
+        }
+        fy_connpool_close_all(p);
+        free(p);
+    }
+    ps->n = n;
+}

@@ -66,6 +66,11 @@ struct fy_connpool *fy_pools_get(struct fy_pools *ps, struct fy_loop *loop,
 /* Closes every idle connection of every pool and frees the pools. */
 void fy_pools_free(struct fy_pools *ps);
 
+/* Frees every pool `keep(p, ctx)` says no generation uses any more, closing its idle
+ * connections (a connection in use belongs to a session, whose generation keeps the pool). */
+void fy_pools_prune(struct fy_pools *ps, bool (*keep)(const struct fy_connpool *p, void *ctx),
+                    void *ctx);
+
 /* Closes every idle connection. */
 void fy_connpool_close_all(struct fy_connpool *p);
 

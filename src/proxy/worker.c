@@ -162,6 +162,34 @@ fail:
     return NULL;
 }
 
+static bool gen_uses_pool(const struct fy_wgen *g, const struct fy_connpool *p)
+{
+    for (uint32_t i = 0; i < g->conf->ngroups; i++)
+        for (uint32_t k = 0; k < g->conf->groups[i].npool_slots; k++)
+            if (g->pools[i][k] == p)
+                return true;
+    return false;
+}
+
+static bool pool_in_use(const struct fy_connpool *p, void *ctx)
+{
+    const struct fy_worker *w = ctx;
+    if (w->gen && gen_uses_pool(w->gen, p))
+        return true;
+    for (const struct fy_wgen *g = w->retired; g; g = g->next_retired)
+        if (gen_uses_pool(g, p))
+            return true;
+    return false;
+}
+
+/* Pools of addresses no generation of this worker uses any more: a reload removed the server
+ * (or its name moved), so their idle connections go and the pools with them. Runs when a
+ * generation is replaced or freed, never per request. */
+static void prune_pools(struct fy_worker *w)
+{
+    fy_pools_prune(&w->pools, pool_in_use, w);
+}
+
 struct fy_wgen *fy_worker_gen_acquire(struct fy_worker *w)
 {
     w->gen->users++;
@@ -181,6 +209,7 @@ void fy_worker_gen_release(struct fy_worker *w, struct fy_wgen *gen)
         }
     }
     wgen_free(gen);
+    prune_pools(w);
 }
 
 /* ---- retry budget ---- */
@@ -419,6 +448,7 @@ static void adopt_reload(struct fy_worker *w)
         old->next_retired = w->retired;
         w->retired = old;
     }
+    prune_pools(w);
     __atomic_store_n(&w->reload_done, generation, __ATOMIC_RELEASE);
     poke_main(w);
 }

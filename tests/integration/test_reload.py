@@ -345,3 +345,37 @@ upstreams:
     finally:
         a.stop()
         b.stop()
+
+
+def test_removed_server_loses_its_idle_connections(ferry_factory):
+    """A reload that drops a server closes the idle pooled connections to it (nothing will use
+    them again) and keeps those of a server that stays."""
+    a, b = named_upstream("a"), named_upstream("b")
+    port = free_port()
+
+    def cfg(servers):
+        return """
+listeners:
+  - listen: 127.0.0.1:%d
+    routes: [ { upstream: app } ]
+upstreams:
+  app:
+    servers: [ %s ]
+""" % (port, ", ".join('"%s"' % u.url for u in servers))
+
+    try:
+        f, path = start(ferry_factory, cfg([a, b]))
+        for _ in range(4):
+            get(port, "/x")                       # round-robin: a pooled connection to each
+        wait_for(lambda: len(a.open_conns) == 1 and len(b.open_conns) == 1, 5,
+                 what="one idle pooled connection per server")
+        rewrite(path, cfg([b]))
+        reload_and_wait(f)
+        wait_for(lambda: len(a.open_conns) == 0, 5, what="a's idle connection closed")
+        assert len(b.open_conns) == 1             # the server that stays keeps its pool
+        conns = b.conn_count
+        assert get(port, "/y").body.startswith(b"b ")
+        assert b.conn_count == conns              # and reuses it
+    finally:
+        a.stop()
+        b.stop()
