@@ -19,6 +19,8 @@ import sys
 import tempfile
 import threading
 
+from benchlib import start_ferry
+
 
 class Upstream(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -72,14 +74,8 @@ def main():
             with open(cfg, "w") as f:
                 subprocess.run([sys.executable, gen, "--listen-port", "0", "--upstream-port", str(up_port),
                                 "--tag-routes"] + (["--single"] if single else []), stdout=f, check=True)
-            p = subprocess.Popen([ferry, "-c", cfg], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            p, port = start_ferry([ferry, "-c", cfg])
             try:
-                port = None
-                for line in p.stderr:
-                    m = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
-                    if m:
-                        port = int(m.group(1))
-                        break
                 if port is None:
                     print("route_check: ferry did not start")
                     return 1

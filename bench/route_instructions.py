@@ -16,13 +16,14 @@ catch-all, route 1,000), and with /x.php (route 505: block 50's regex matches).
 Needs valgrind.
 """
 import os
-import re
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
+
+from benchlib import start_ferry
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 N1 = int(os.environ.get("N1", 500))
@@ -57,14 +58,7 @@ def upstream():
 
 
 def total(argv, n, path, host, out):
-    p = subprocess.Popen(["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out] + argv,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    port = None
-    for line in p.stderr:
-        m = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
-        if m:
-            port = int(m.group(1))
-            break
+    p, port = start_ferry(["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out] + argv)
     if port is None:
         raise SystemExit("route_instructions: ferry did not start: %s" % argv)
     s = socket.create_connection(("127.0.0.1", port))

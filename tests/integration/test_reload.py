@@ -50,7 +50,10 @@ def reload_and_wait(f, n_before=None):
     wait_for(lambda: reload_outcomes(f) > n, 10, what="reload finished")
 
 
-def config(port, body, extra_listeners="", pid=""):
+def config(port, body, extra_listeners="", pid="", servers=None, group=""):
+    """A listener answering /ver with `body` and sending the rest to group app (the `app`
+    fixture's server unless `servers` are given; `group` adds keys to it)."""
+    urls = servers or ["http://127.0.0.1:%d" % UP_PORT[0]]
     return """
 %s
 listeners:
@@ -62,8 +65,8 @@ listeners:
 %s
 upstreams:
   app:
-    servers: [ "http://127.0.0.1:%d" ]
-""" % (pid, port, body, extra_listeners, UP_PORT[0])
+    servers: [ %s ]
+%s""" % (pid, port, body, extra_listeners, ", ".join('"%s"' % u for u in urls), group)
 
 
 UP_PORT = [0]
@@ -314,19 +317,9 @@ def test_health_state_carries_over_a_reload(ferry_factory):
     port = free_port()
 
     def cfg(body):
-        return """
-listeners:
-  - listen: 127.0.0.1:%d
-    routes:
-      - match: { path: /ver }
-        respond: { status: 200, body: "%s" }
-      - upstream: app
-upstreams:
-  app:
-    servers: [ "%s", "%s" ]
-    health: { path: /health, interval: 100ms, timeout: 90ms, rise: 2, fall: 3 }
-    max-fails: 0
-""" % (port, body, a.url, b.url)
+        return config(port, body, servers=[a.url, b.url],
+                      group="    health: { path: /health, interval: 100ms, timeout: 90ms, "
+                            "rise: 2, fall: 3 }\n    max-fails: 0\n")
 
     try:
         f, path = start(ferry_factory, cfg("v1"), allowed_errors=[r"is down"])
