@@ -22,6 +22,8 @@
 #include "http/tokens.h"
 #include "net/addr.h"
 
+struct fy_tls_server; /* net/tls.h */
+struct fy_tls_client;
 struct fy_router;    /* proxy/router.h: the route index of one listener */
 struct fy_lb_shared; /* proxy/lb.h: immutable per-group balancer data (the server ids of rendezvous
                         hashing) */
@@ -167,6 +169,9 @@ struct fy_listener_conf {
     uint32_t nroutes;
     struct fy_router *router; /* the index over routes (built with the generation) */
     char *where;
+    /* tls: terminate TLS with these certificates (one reference, dropped by
+     * fy_listeners_free); NULL = plain HTTP. */
+    struct fy_tls_server *tls;
 };
 
 /* ---- upstream groups ---- */
@@ -209,6 +214,10 @@ struct fy_server {
     /* Where this server's addresses start among its group's pool slots (fy_conf_build): a
      * worker keeps one connection pool per slot. */
     uint32_t pool_slot;
+    /* https:// servers: the group's TLS context (borrowed from group->tls) and the name sent as
+     * SNI and verified in the certificate (server-name, else the URL's host). NULL = http. */
+    struct fy_tls_client *tls;
+    char *tls_name;
 };
 
 struct fy_health {
@@ -244,6 +253,9 @@ struct fy_group {
     struct fy_health health;
     struct fy_lb_shared *lb; /* built with the generation */
     uint32_t npool_slots;    /* the addresses of all its servers */
+    /* The group's tls: settings as a context, built when any server is https:// (one reference,
+     * dropped by fy_groups_free); NULL otherwise. */
+    struct fy_tls_client *tls;
 };
 
 /* Free what conf/schema*.c compiled (arrays of n, the array itself too; NULL/0 is fine). Neither

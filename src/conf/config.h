@@ -45,6 +45,12 @@ struct fy_config {
 
     int workers;
 
+    /* Quick mode TLS: --tls-cert/--tls-key make --listen a TLS listener; --upstream-ca and
+     * --insecure-skip-verify apply to an https:// --upstream. NULL/false = not given. */
+    char *tls_cert, *tls_key;
+    char *upstream_ca;
+    bool insecure_skip_verify;
+
     struct fy_header_rules request_rules; /* applied in order: set or remove */
     struct fy_header_rules response_rules;
     enum fy_host_mode host_mode;

@@ -56,6 +56,12 @@ int fy_loop_add(struct fy_loop *loop, int fd, struct fy_pollable *p)
     return epoll_ctl(loop->epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
 }
 
+int fy_loop_mod(struct fy_loop *loop, int fd, struct fy_pollable *p)
+{
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = p};
+    return epoll_ctl(loop->epfd, EPOLL_CTL_MOD, fd, &ev) < 0 ? -errno : 0;
+}
+
 int fy_loop_add_read(struct fy_loop *loop, int fd, struct fy_pollable *p)
 {
     struct epoll_event ev = {.events = EPOLLIN | EPOLLET, .data.ptr = p};

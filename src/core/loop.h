@@ -58,6 +58,8 @@ void fy_loop_destroy(struct fy_loop *loop);
 /* Registers fd edge-triggered for reading and writing (never modified afterwards). */
 int fy_loop_add(struct fy_loop *loop, int fd, struct fy_pollable *p);
 int fy_loop_add_read(struct fy_loop *loop, int fd, struct fy_pollable *p);
+/* Points a registered fd (added with fy_loop_add) at another pollable; re-arms its edges. */
+int fy_loop_mod(struct fy_loop *loop, int fd, struct fy_pollable *p);
 void fy_loop_del(struct fy_loop *loop, int fd);
 
 /* Queues a task to run in this iteration (at most once until it runs). */

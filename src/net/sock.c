@@ -1,8 +1,8 @@
 /* Plain TCP transport and socket registration; see sock.h. */
-#include <stddef.h>
 #include "net/sock.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
@@ -63,9 +63,59 @@ static ssize_t plain_writev(struct fy_sock *s, const struct iovec *iov, int iovc
     }
 }
 
-static void plain_shutdown_write(struct fy_sock *s)
+static int plain_shutdown(struct fy_sock *s)
 {
-    shutdown(s->fd, SHUT_WR);
+    return shutdown(s->fd, SHUT_WR) < 0 && errno != ENOTCONN ? -errno : 0;
+}
+
+static int plain_handshake(struct fy_sock *s)
+{
+    (void)s;
+    return 0;
+}
+
+static const char *plain_alpn(const struct fy_sock *s, unsigned *len)
+{
+    (void)s;
+    *len = 0;
+    return NULL;
+}
+
+static ssize_t plain_splice_in(struct fy_sock *s, int pipe_wr, size_t len)
+{
+    for (;;) {
+        ssize_t n = splice(s->fd, NULL, pipe_wr, NULL, len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (n >= 0) {
+            if ((size_t)n < len && n > 0 && !s->eof_pending)
+                s->rd_ready = false;
+            return n;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN) {
+            /* The socket is empty, or the pipe is full: the caller knows which (it counts what
+             * the pipe holds) and only a socket that is empty waits for an edge. */
+            s->rd_ready = false;
+            return FY_AGAIN;
+        }
+        return -errno;
+    }
+}
+
+static ssize_t plain_splice_out(struct fy_sock *s, int pipe_rd, size_t len)
+{
+    for (;;) {
+        ssize_t n = splice(pipe_rd, NULL, s->fd, NULL, len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (n >= 0)
+            return n;
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN) {
+            s->wr_ready = false;
+            return FY_AGAIN;
+        }
+        return -errno;
+    }
 }
 
 static void plain_close(struct fy_sock *s)
@@ -74,9 +124,15 @@ static void plain_close(struct fy_sock *s)
 }
 
 const struct fy_transport fy_plain_transport = {
+    .name = "tcp",
     .read = plain_read,
     .writev = plain_writev,
-    .shutdown_write = plain_shutdown_write,
+    .shutdown = plain_shutdown,
+    .handshake = plain_handshake,
+    .alpn = plain_alpn,
+    .peer_gone = fy_sock_tcp_peer_gone,
+    .splice_in = plain_splice_in,
+    .splice_out = plain_splice_out,
     .close = plain_close,
 };
 
@@ -85,6 +141,7 @@ int fy_sock_open(struct fy_sock *s, struct fy_loop *loop, int fd, struct fy_task
     s->pollable.on_event = on_sock_event;
     s->fd = fd;
     s->tp = &fy_plain_transport;
+    s->ctx = NULL;
     s->loop = loop;
     s->owner = owner;
     s->rd_ready = false;
@@ -99,6 +156,28 @@ int fy_sock_open(struct fy_sock *s, struct fy_loop *loop, int fd, struct fy_task
     return 0;
 }
 
+int fy_sock_move(struct fy_sock *to, struct fy_sock *from, struct fy_task *owner)
+{
+    *to = *from;
+    to->owner = owner;
+    from->fd = -1;
+    from->ctx = NULL;
+    /* Events are dispatched before tasks run (core/loop.c), so no event for `from` is still
+     * pending when a task moves it. MOD re-arms the edge: readiness that is already there is
+     * reported again, so nothing is lost in the move. */
+    int err = fy_loop_mod(to->loop, to->fd, &to->pollable);
+    if (err < 0) {
+        fy_sock_close(to);
+        return err;
+    }
+    return 0;
+}
+
+void fy_sock_shutdown_tcp(struct fy_sock *s)
+{
+    shutdown(s->fd, SHUT_WR);
+}
+
 void fy_sock_close(struct fy_sock *s)
 {
     if (s->fd < 0)
@@ -106,6 +185,8 @@ void fy_sock_close(struct fy_sock *s)
     /* close(2) removes the fd from epoll; the explicit DEL is not needed. */
     s->tp->close(s);
     s->fd = -1;
+    s->ctx = NULL;
+    s->tp = &fy_plain_transport;
     s->rd_ready = s->wr_ready = false;
 }
 
@@ -133,7 +214,7 @@ int fy_sock_connect_result(struct fy_sock *s)
     return err ? -err : 0;
 }
 
-bool fy_sock_peer_gone(struct fy_sock *s)
+bool fy_sock_tcp_peer_gone(struct fy_sock *s)
 {
     char byte;
     ssize_t n;

@@ -1,8 +1,16 @@
 /*
- * A connected socket behind a transport vtable. Plain TCP is the only transport today; TLS will be
- * a second vtable with the same contract, so nothing above this layer calls read(2)/writev(2).
- * Readiness is tracked edge-triggered: rd_ready/wr_ready are set by epoll events and cleared when
- * the transport reports it would block (or returned a short count, which means the same for TCP).
+ * A connected socket behind a transport vtable (HAProxy's xprt_ops, Redis' ConnectionType are the
+ * models): plain TCP here, TLS in net/tls.c. Nothing above this layer calls recv/send/SSL_*.
+ *
+ * The readiness rule. rd_ready/wr_ready are set by every epoll event (edge-triggered; any event
+ * sets both, and queues the owner). An operation that returns FY_AGAIN clears the flag of the
+ * direction the caller asked for: read clears rd_ready, writev/shutdown clear wr_ready, whichever
+ * way the transport itself waits (TLS may need to write to read: a key update, or to read to
+ * write). Since any event sets both flags, the caller that waits for "its" flag is woken by the
+ * edge the transport needs, retries, and the transport proceeds. So callers test only their own
+ * flag and never look at TLS. A read that returned data keeps rd_ready set (TLS may hold more
+ * decrypted bytes than the kernel shows); plain TCP clears it on a short read, since the kernel
+ * then has nothing left and a new edge will come.
  */
 #ifndef FY_SOCK_H
 #define FY_SOCK_H
@@ -18,19 +26,36 @@ struct fy_sock;
 
 /* >0 bytes read, 0 end of stream, FY_AGAIN, or -errno. */
 typedef ssize_t fy_sock_read_fn(struct fy_sock *s, void *buf, size_t len);
-/* >=0 bytes written, FY_AGAIN, or -errno. */
+/* >=0 bytes written (may be short), FY_AGAIN, or -errno. */
 typedef ssize_t fy_sock_writev_fn(struct fy_sock *s, const struct iovec *iov, int iovcnt);
-/* Sends end-of-stream (FIN) after pending data. */
-typedef void fy_sock_shutdown_fn(struct fy_sock *s);
-/* Releases the transport's state and the fd. */
-typedef void fy_sock_close_fn(struct fy_sock *s);
 
 struct fy_transport {
+    const char *name; /* "tcp", "tls": for logs */
     fy_sock_read_fn *read;
     fy_sock_writev_fn *writev;
-    fy_sock_shutdown_fn *shutdown_write;
-    fy_sock_close_fn *close;
+    /* The graceful end of our output after the bytes written so far: TLS sends close_notify,
+     * then TCP a FIN. Reading stays possible. 0 done, FY_AGAIN (call again when wr_ready), or
+     * -errno. */
+    int (*shutdown)(struct fy_sock *s);
+    /* One step of the handshake: 0 when done (also for TCP, which has none), FY_AGAIN (call
+     * again on the next event), or FY_ETLS (fy_tls_error() says why) / -errno. */
+    int (*handshake)(struct fy_sock *s);
+    /* The protocol ALPN selected, NULL (len 0) when none was. */
+    const char *(*alpn)(const struct fy_sock *s, unsigned *len);
+    /* The peer hung up (see fy_sock_peer_gone). */
+    bool (*peer_gone)(struct fy_sock *s);
+    /* Zero-copy relay through a pipe; NULL when the transport cannot (TLS: the bytes must pass
+     * through user space to be decrypted). Same results as read/writev. */
+    ssize_t (*splice_in)(struct fy_sock *s, int pipe_wr, size_t len);  /* socket -> pipe */
+    ssize_t (*splice_out)(struct fy_sock *s, int pipe_rd, size_t len); /* pipe -> socket */
+    /* Releases the transport's state and closes the fd. Sends nothing more: a TLS connection
+     * closed without fy_sock_shutdown() first ends without close_notify, which tells a client
+     * that a close-delimited body was cut (what an aborted exchange must say). */
+    void (*close)(struct fy_sock *s);
 };
+
+/* A TLS failure (net/tls.c); distinct from every -errno. */
+#define FY_ETLS (-4097)
 
 struct fy_sock {
     struct fy_pollable pollable; /* must stay first */
@@ -39,6 +64,7 @@ struct fy_sock {
     bool wr_ready;
     bool eof_pending; /* epoll saw RDHUP/HUP/ERR: a read will report it, never wait for an edge */
     const struct fy_transport *tp;
+    void *ctx; /* the transport's per-socket state (TLS: the SSL object); NULL for TCP */
     struct fy_loop *loop;
     struct fy_task *owner; /* queued on every event */
 };
@@ -62,15 +88,40 @@ static inline ssize_t fy_sock_writev(struct fy_sock *s, const struct iovec *iov,
     return s->tp->writev(s, iov, n);
 }
 
+static inline int fy_sock_shutdown(struct fy_sock *s)
+{
+    return s->tp->shutdown(s);
+}
+
+static inline int fy_sock_handshake(struct fy_sock *s)
+{
+    return s->tp->handshake(s);
+}
+
+/* FIN after the bytes written so far, below the transport (no TLS close_notify): how an
+ * exchange cut short ends its output while still draining the peer's input. */
+void fy_sock_shutdown_tcp(struct fy_sock *s);
+
+/* Moves an open socket to `to` (its new home, e.g. from the handshake stage to a protocol
+ * handler), whose events then queue `owner`. `from` must not be used afterwards. Returns 0 or
+ * -errno (then the socket is closed). */
+int fy_sock_move(struct fy_sock *to, struct fy_sock *from, struct fy_task *owner);
+
 /* Starts a non-blocking TCP connect to addr. Returns a fd (connect in progress or done), or -errno.
  */
 struct sockaddr;
 int fy_sock_connect_start(const struct sockaddr *addr, unsigned addrlen);
 
-/* The peer hung up: a FIN with no unread byte before it, or a reset. Looks without consuming
- * (MSG_PEEK on the TCP socket, below any transport), so bytes still unread, such as a pipelined
- * request, say "not hung up". Meant for a connection that is not being read from. */
-bool fy_sock_peer_gone(struct fy_sock *s);
+/* The peer hung up: a FIN (or TLS close_notify) with no unread byte before it, or a reset.
+ * Looks without consuming application bytes, so bytes still unread, such as a pipelined request,
+ * say "not hung up". Meant for a connection that is not being read from. */
+static inline bool fy_sock_peer_gone(struct fy_sock *s)
+{
+    return s->tp->peer_gone(s);
+}
+
+/* The TCP-level check behind fy_sock_peer_gone (MSG_PEEK on the socket). */
+bool fy_sock_tcp_peer_gone(struct fy_sock *s);
 
 /* After the socket became writable: 0 if the connect succeeded, else -errno (SO_ERROR). */
 int fy_sock_connect_result(struct fy_sock *s);

@@ -609,7 +609,7 @@ static int ds_send_body(void *ds, const struct iovec *iov, int n, bool last)
         /* Upstream finished its direction: pass the half-close on after pending bytes. */
         int rc = flush(c);
         if (rc == 0)
-            c->sock.tp->shutdown_write(&c->sock);
+            (void)fy_sock_shutdown(&c->sock);
         else if (rc == FY_AGAIN)
             c->shut_after_flush = true;
         return rc == FY_AGAIN ? 0 : rc;
@@ -946,7 +946,7 @@ static void closing(struct fy_client *c)
         /* Lingering close: half-close and drain what the client still sends, so unread request
          * bytes do not make the kernel reset the connection before the client reads our answer. */
         c->lingering = true;
-        c->sock.tp->shutdown_write(&c->sock);
+        (void)fy_sock_shutdown(&c->sock);
         fy_loop_timer_set(&c->w->loop, &c->timer, 2000);
     } else if (c->timed_out) {
         close_client(c);
@@ -1011,7 +1011,7 @@ static void client_run(struct fy_task *t)
     }
     if (rc == 0 && c->shut_after_flush) {
         c->shut_after_flush = false;
-        c->sock.tp->shutdown_write(&c->sock);
+        (void)fy_sock_shutdown(&c->sock);
     }
     if (rc == 0 && c->out_blocked) {
         c->out_blocked = false;

@@ -724,7 +724,7 @@ static void step_tunnel(struct fy_session *s)
                 progress = true;
             } else if (n != FY_AGAIN) {
                 s->client_eof = true;
-                up->sock.tp->shutdown_write(&up->sock);
+                (void)fy_sock_shutdown(&up->sock);
                 progress = true;
             }
         }
