@@ -37,13 +37,20 @@ typedef struct pcre2_real_code_8 fy_regex; /* pcre2_code (8-bit) without includi
     X(LITERAL, "")                                                                                 \
     X(CAPTURE, "")            /* $0..$9: a capture of the route's path-regex */                    \
     X(HOST, "host")           /* the request's Host, without the port */                           \
-    X(SCHEME, "scheme")       /* http (https once TLS listeners exist) */                          \
+    X(SCHEME, "scheme")       /* http, or https on a TLS listener */                               \
     X(CLIENT_IP, "client_ip") /* the client's address, no port */                                  \
     X(REQUEST_ID, "request_id")                                                                    \
     X(METHOD, "method")                                                                            \
     X(PATH, "path")               /* the path, without the query */                                \
     X(QUERY, "query")             /* the query, without '?' (empty if none) */                     \
-    X(REQUEST_URI, "request_uri") /* the target as received: path?query */
+    X(REQUEST_URI, "request_uri") /* the target as received: path?query */                         \
+    /* TLS listeners (empty on plain ones); the client certificate's after mutual TLS */           \
+    X(TLS_VERSION, "tls_version")                       /* TLSv1.3 */                              \
+    X(TLS_CIPHER, "tls_cipher")                         /* TLS_AES_128_GCM_SHA256 */               \
+    X(TLS_SERVER_NAME, "tls_server_name")               /* the SNI the client sent */              \
+    X(TLS_CLIENT_SUBJECT, "tls_client_subject")         /* RFC 2253: CN=alice,O=Example */         \
+    X(TLS_CLIENT_FINGERPRINT, "tls_client_fingerprint") /* SHA-256, lower-case hex */              \
+    X(TLS_CLIENT_VERIFY, "tls_client_verify")           /* SUCCESS, NONE or FAILED: reason */
 
 enum fy_tvar {
 #define X(id, name) FY_TV_##id,

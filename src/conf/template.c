@@ -137,7 +137,8 @@ static int unknown_var(const char *name, size_t n, char *err, size_t errlen)
                        near);
     return fy_errf(err, errlen,
                    "unknown variable $%.*s (the variables are $host, $scheme, $client_ip, "
-                   "$request_id, $method, $path, $query, $request_uri; $$ is a literal $)",
+                   "$request_id, $method, $path, $query, $request_uri, the $tls_* ones; $$ is "
+                   "a literal $)",
                    (int)n, name);
 }
 
@@ -300,6 +301,17 @@ static const char *seg_value(const struct fy_tseg *s, const struct fy_tctx *c, s
     case FY_TV_REQUEST_URI:
         *len = c->request_uri_len;
         return c->request_uri;
+    case FY_TV_TLS_VERSION:
+    case FY_TV_TLS_CIPHER:
+    case FY_TV_TLS_SERVER_NAME:
+    case FY_TV_TLS_CLIENT_SUBJECT:
+    case FY_TV_TLS_CLIENT_FINGERPRINT:
+    case FY_TV_TLS_CLIENT_VERIFY: {
+        uint32_t n = 0;
+        const char *v = c->lazy ? c->lazy(c->lazy_arg, s->var, &n) : NULL;
+        *len = v ? n : 0;
+        return v;
+    }
     }
     *len = 0;
     return NULL;

@@ -32,6 +32,10 @@ struct fy_tctx {
     const char *host, *scheme, *client_ip, *request_id, *method, *path, *query, *request_uri;
     uint32_t host_len, scheme_len, client_ip_len, request_id_len, method_len, path_len, query_len,
         request_uri_len;
+    /* Variables that cost something to compute (TLS ones): asked for only when a template uses
+     * them; the answer stays valid while the context does. NULL = all empty. */
+    const char *(*lazy)(void *arg, enum fy_tvar var, uint32_t *len);
+    void *lazy_arg;
     const char *subject;   /* what the regex ran on (captures index into it) */
     const size_t *ovector; /* pcre2 ovector pairs; NULL = no captures */
     uint32_t ncaptures;    /* pairs in ovector */

@@ -65,7 +65,8 @@ static enum fy_hook_result on_upstream_request(struct fy_exchange *x, struct fy_
                        x->client_ip_len) < 0)
         return FY_HOOK_ERROR;
     if (cfg->x_forwarded_proto && !request_rules_own(x, FY_TOK_X_FORWARDED_PROTO) &&
-        fy_msg_set_tok(m, FY_TOK_X_FORWARDED_PROTO, "X-Forwarded-Proto", 17, "http", 4) < 0)
+        fy_msg_set_tok(m, FY_TOK_X_FORWARDED_PROTO, "X-Forwarded-Proto", 17,
+                       x->tls ? "https" : "http", x->tls ? 5 : 4) < 0)
         return FY_HOOK_ERROR;
     if (cfg->x_forwarded_host && !request_rules_own(x, FY_TOK_X_FORWARDED_HOST) && x->orig_host &&
         fy_msg_set_tok(m, FY_TOK_X_FORWARDED_HOST, "X-Forwarded-Host", 16, x->orig_host,

@@ -31,6 +31,9 @@ typedef ssize_t fy_sock_writev_fn(struct fy_sock *s, const struct iovec *iov, in
 
 struct fy_transport {
     const char *name; /* "tcp", "tls": for logs */
+    /* A graceful close calls shutdown first: TLS has a close_notify to send. (TCP's FIN comes
+     * with close(2) anyway, so it saves the call.) */
+    bool shutdown_before_close;
     fy_sock_read_fn *read;
     fy_sock_writev_fn *writev;
     /* The graceful end of our output after the bytes written so far: TLS sends close_notify,

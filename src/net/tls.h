@@ -34,8 +34,11 @@ struct fy_tls_cert_files {
     const char *key;  /* PEM private key (RSA or EC), unencrypted */
 };
 
-enum fy_tls_client_auth { FY_TLS_CLIENT_AUTH_NONE, FY_TLS_CLIENT_AUTH_OPTIONAL,
-                          FY_TLS_CLIENT_AUTH_REQUIRED };
+enum fy_tls_client_auth {
+    FY_TLS_CLIENT_AUTH_NONE,
+    FY_TLS_CLIENT_AUTH_OPTIONAL,
+    FY_TLS_CLIENT_AUTH_REQUIRED
+};
 
 /* Every pointer is borrowed for the duration of the build call only. NULL = the default. */
 struct fy_tls_server_opts {
@@ -47,7 +50,7 @@ struct fy_tls_server_opts {
     const char *groups;       /* key exchange groups, "X25519:P-256:P-384" */
     const char *client_ca;    /* PEM bundle; with client_auth != NONE */
     enum fy_tls_client_auth client_auth;
-    uint64_t session_timeout_s; /* ticket and cache lifetime; 0 = 3600 */
+    uint64_t session_timeout_s;  /* ticket and cache lifetime; 0 = 3600 */
     uint32_t session_cache_size; /* entries; 0 = 20480 */
 };
 

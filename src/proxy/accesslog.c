@@ -190,6 +190,20 @@ void fy_accesslog_write(struct fy_accesslog *l, const struct fy_log_entry *e)
         put_secs(&o, e->total_us);
         puts_(&o, ",\"request_id\":\"");
         puts_(&o, e->request_id ? e->request_id : "-");
+        if (e->tls_version) {
+            puts_(&o, "\",\"tls\":\"");
+            puts_(&o, e->tls_version);
+            puts_(&o, "\",\"tls_cipher\":\"");
+            puts_(&o, e->tls_cipher ? e->tls_cipher : "-");
+            if (e->tls_server_name) {
+                puts_(&o, "\",\"sni\":\"");
+                put_escaped(&o, e->tls_server_name, strlen(e->tls_server_name), true);
+            }
+            if (e->tls_client_subject) {
+                puts_(&o, "\",\"client_cert\":\"");
+                put_escaped(&o, e->tls_client_subject, strlen(e->tls_client_subject), true);
+            }
+        }
         puts_(&o, "\"}\n");
     } else {
         fy_addr_format_host(e->client, addr, sizeof(addr));
@@ -236,6 +250,12 @@ void fy_accesslog_write(struct fy_accesslog *l, const struct fy_log_entry *e)
         put_secs(&o, e->total_us);
         puts_(&o, " id=");
         puts_(&o, e->request_id ? e->request_id : "-");
+        if (e->tls_version) {
+            puts_(&o, " tls=");
+            puts_(&o, e->tls_version);
+            puts_(&o, "/");
+            puts_(&o, e->tls_cipher ? e->tls_cipher : "-");
+        }
         puts_(&o, "\n");
     }
     if (o.p == o.end)

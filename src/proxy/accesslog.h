@@ -27,6 +27,9 @@ struct fy_log_entry {
     uint32_t referer_len, user_agent_len;
     const char *request_id; /* NUL-terminated; NULL for requests ferry refused before routing */
     uint64_t upstream_us;   /* 0 if none */
+    /* TLS clients (NULL for plain ones); NUL-terminated. The JSON format prints them all, the
+     * combined one the version and cipher. */
+    const char *tls_version, *tls_cipher, *tls_server_name, *tls_client_subject;
     uint64_t total_us;
 };
 

@@ -72,6 +72,7 @@ struct fy_client {
     bool lingering;
     bool out_blocked;      /* the session waits for our output queue to drain */
     bool shut_after_flush; /* tunnel: send FIN once the queued bytes are out */
+    bool cut;              /* the response was cut short: end without TLS close_notify */
     bool head_sent;        /* the session gave us the final response head */
 };
 
@@ -163,23 +164,23 @@ static void on_timer(struct fy_timer *t)
     fy_loop_queue(&c->w->loop, &c->task);
 }
 
-void fy_client_accept(struct fy_worker *w, struct fy_wlistener *l, int fd,
-                      const struct sockaddr *peer, socklen_t len)
+static struct fy_client *client_new(struct fy_worker *w, struct fy_wlistener *l,
+                                    const struct sockaddr *peer, socklen_t len)
 {
     struct fy_client *c = calloc(1, sizeof(*c));
-    if (!c) {
-        close(fd);
-        return;
-    }
+    if (!c)
+        return NULL;
     c->w = w; /* TCP_NODELAY comes from the listener (listener.c) */
     c->lsn = l;
     c->task.fn = client_run;
     fy_timer_init(&c->timer, on_timer);
     memcpy(&c->peer, peer, len < sizeof(c->peer) ? len : sizeof(c->peer));
-    if (fy_sock_open(&c->sock, &w->loop, fd, &c->task) < 0) {
-        free(c);
-        return;
-    }
+    return c;
+}
+
+static void client_link(struct fy_client *c)
+{
+    struct fy_worker *w = c->w;
     c->next = w->clients;
     if (w->clients)
         w->clients->prev = c;
@@ -188,6 +189,38 @@ void fy_client_accept(struct fy_worker *w, struct fy_wlistener *l, int fd,
     c->phase = P_IDLE;
     c->close_after = w->draining;
     fy_loop_timer_set(&w->loop, &c->timer, w->cfg->idle_timeout);
+}
+
+void fy_client_accept(struct fy_worker *w, struct fy_wlistener *l, int fd,
+                      const struct sockaddr *peer, socklen_t len)
+{
+    struct fy_client *c = client_new(w, l, peer, len);
+    if (!c) {
+        close(fd);
+        return;
+    }
+    if (fy_sock_open(&c->sock, &w->loop, fd, &c->task) < 0) {
+        free(c);
+        return;
+    }
+    client_link(c);
+}
+
+void fy_client_adopt(struct fy_worker *w, struct fy_wlistener *l, struct fy_sock *s,
+                     const struct sockaddr *peer, socklen_t len)
+{
+    struct fy_client *c = client_new(w, l, peer, len);
+    if (!c) {
+        fy_sock_close(s);
+        return;
+    }
+    if (fy_sock_move(&c->sock, s, &c->task) < 0) {
+        free(c);
+        return;
+    }
+    client_link(c);
+    /* Bytes may have come with the handshake's last flight (and sit decrypted in TLS). */
+    fy_loop_queue(&w->loop, &c->task);
 }
 
 struct fy_wlistener *fy_client_listener(const struct fy_client *c)
@@ -609,8 +642,8 @@ static int ds_send_body(void *ds, const struct iovec *iov, int n, bool last)
         /* Upstream finished its direction: pass the half-close on after pending bytes. */
         int rc = flush(c);
         if (rc == 0)
-            (void)fy_sock_shutdown(&c->sock);
-        else if (rc == FY_AGAIN)
+            rc = fy_sock_shutdown(&c->sock);
+        if (rc == FY_AGAIN)
             c->shut_after_flush = true;
         return rc == FY_AGAIN ? 0 : rc;
     }
@@ -654,6 +687,7 @@ static void ds_done(void *ds, bool clean)
         c->shut_after_flush = false;
         c->close_after = true;
         c->linger = !c->tunnel;
+        c->cut = true;
     }
     fy_loop_queue(&c->w->loop, &c->task);
 }
@@ -664,7 +698,13 @@ static void ds_limit_body(void *ds, uint64_t max)
     c->io->rd.limits.max_body = max;
 }
 
+static const struct fy_sock *ds_transport(void *ds)
+{
+    return &((struct fy_client *)ds)->sock;
+}
+
 static const struct fy_downstream_ops client_ops = {
+    .transport = ds_transport,
     .limit_body = ds_limit_body,
     .body_read = ds_body_read,
     .body_consumed = ds_body_consumed,
@@ -933,20 +973,41 @@ static void end_exchange(struct fy_client *c)
     read_request(c);
 }
 
+/* Ends the connection: flush what is queued, then close. A graceful end says so first where the
+ * transport has a way (TLS close_notify); a response cut short must not, so the client can tell.
+ * With unread input (linger), half-close and drain what the client still sends, so unread
+ * request bytes do not make the kernel reset the connection before the client reads our answer. */
 static void closing(struct fy_client *c)
 {
     if (!c->lingering) {
         int rc = flush(c);
         if (rc == FY_AGAIN && !c->timed_out)
             return;
-        if (rc < 0 || c->timed_out || !c->linger) {
+        if (rc < 0 || c->timed_out) {
             close_client(c);
             return;
         }
-        /* Lingering close: half-close and drain what the client still sends, so unread request
-         * bytes do not make the kernel reset the connection before the client reads our answer. */
+        if (c->cut) {
+            if (!c->linger) {
+                close_client(c);
+                return;
+            }
+            fy_sock_shutdown_tcp(&c->sock);
+        } else if (c->linger || c->sock.tp->shutdown_before_close) {
+            rc = fy_sock_shutdown(&c->sock);
+            if (rc == FY_AGAIN) {
+                fy_loop_timer_set(&c->w->loop, &c->timer, c->w->cfg->send_timeout);
+                return;
+            }
+            if (rc < 0 || !c->linger) {
+                close_client(c);
+                return;
+            }
+        } else {
+            close_client(c);
+            return;
+        }
         c->lingering = true;
-        (void)fy_sock_shutdown(&c->sock);
         fy_loop_timer_set(&c->w->loop, &c->timer, 2000);
     } else if (c->timed_out) {
         close_client(c);
@@ -1010,8 +1071,13 @@ static void client_run(struct fy_task *t)
         return;
     }
     if (rc == 0 && c->shut_after_flush) {
-        c->shut_after_flush = false;
-        (void)fy_sock_shutdown(&c->sock);
+        rc = fy_sock_shutdown(&c->sock);
+        if (rc < 0 && rc != FY_AGAIN) {
+            close_client(c);
+            return;
+        }
+        c->shut_after_flush = rc == FY_AGAIN;
+        rc = 0;
     }
     if (rc == 0 && c->out_blocked) {
         c->out_blocked = false;

@@ -17,6 +17,12 @@ struct fy_client;
 void fy_client_accept(struct fy_worker *w, struct fy_wlistener *l, int fd,
                       const struct sockaddr *peer, socklen_t len);
 
+/* Takes over a socket after its TLS handshake (a handler of handshake.h: fy_protocol_adopt_fn).
+ * On failure the socket is closed. */
+struct fy_sock;
+void fy_client_adopt(struct fy_worker *w, struct fy_wlistener *l, struct fy_sock *s,
+                     const struct sockaddr *peer, socklen_t len);
+
 /* Draining: closes the connection now if it is between requests, else after this response. */
 void fy_client_drain(struct fy_client *c);
 

@@ -8,6 +8,7 @@
 #include "core/assert.h"
 #include "core/macros.h"
 #include "core/log.h"
+#include "net/tls.h"
 
 void fy_connpool_init(struct fy_connpool *p, struct fy_loop *loop, const struct fy_addr *addr,
                       const struct fy_h1r_limits *limits, uint32_t max_idle, uint64_t idle_ms)
@@ -152,13 +153,27 @@ void fy_connpool_put(struct fy_connpool *p, struct fy_upconn *c)
         fy_loop_queue(p->loop, &c->idle_task);
 }
 
+static void pool_free(struct fy_connpool *p)
+{
+    fy_connpool_close_all(p);
+    fy_tls_session_slot_free(p->tls_slot);
+    free(p->tls_key);
+    free(p);
+}
+
 struct fy_connpool *fy_pools_get(struct fy_pools *ps, struct fy_loop *loop,
-                                 const struct fy_addr *addr, const struct fy_h1r_limits *limits,
+                                 const struct fy_pool_key *key, const struct fy_h1r_limits *limits,
                                  uint32_t max_idle, uint64_t idle_ms)
 {
+    const struct fy_addr *addr = key->addr;
+    char tls_key[1400] = "";
+    if (key->tls)
+        snprintf(tls_key, sizeof(tls_key), "%s|%s", key->tls_name ? key->tls_name : "",
+                 fy_tls_client_id(key->tls));
     for (uint32_t i = 0; i < ps->n; i++) {
         struct fy_connpool *p = ps->items[i];
-        if (p->addr.len == addr->len && !memcmp(&p->addr.ss, &addr->ss, addr->len))
+        if (p->addr.len == addr->len && !memcmp(&p->addr.ss, &addr->ss, addr->len) &&
+            !strcmp(p->tls_key ? p->tls_key : "", tls_key))
             return p;
     }
     if (ps->n == ps->cap) {
@@ -173,16 +188,19 @@ struct fy_connpool *fy_pools_get(struct fy_pools *ps, struct fy_loop *loop,
     if (!p)
         return NULL;
     fy_connpool_init(p, loop, addr, limits, max_idle, idle_ms);
+    if (key->tls &&
+        (!(p->tls_key = strdup(tls_key)) || !(p->tls_slot = fy_tls_session_slot_new()))) {
+        pool_free(p);
+        return NULL;
+    }
     ps->items[ps->n++] = p;
     return p;
 }
 
 void fy_pools_free(struct fy_pools *ps)
 {
-    for (uint32_t i = 0; i < ps->n; i++) {
-        fy_connpool_close_all(ps->items[i]);
-        free(ps->items[i]);
-    }
+    for (uint32_t i = 0; i < ps->n; i++)
+        pool_free(ps->items[i]);
     free(ps->items);
     memset(ps, 0, sizeof(*ps));
 }
@@ -197,8 +215,7 @@ void fy_pools_prune(struct fy_pools *ps, bool (*keep)(const struct fy_connpool *
             ps->items[n++] = p;
             continue;
         }
-        fy_connpool_close_all(p);
-        free(p);
+        pool_free(p);
     }
     ps->n = n;
 }

@@ -28,6 +28,8 @@ struct fy_upconn {
     struct fy_h1_writer wr;        /* requests */
     struct fy_buf *in;
     bool connected;
+    bool tls_started; /* the TLS handshake began (https servers) */
+    bool secure;      /* connected, and TLS (if any) done: requests may go */
     bool idle;
     /* the exchange in progress (upstream_h1.c) */
     bool head_reported; /* the current message's head was returned as an event */
@@ -40,6 +42,10 @@ struct fy_upconn {
 struct fy_connpool {
     struct fy_loop *loop;
     struct fy_addr addr; /* a copy: pools outlive configuration generations */
+    /* https: what the connections' TLS was made with ("name|context id"): a pooled connection
+     * is only reused under the same settings. NULL for http. Owned. */
+    char *tls_key;
+    struct fy_tls_session_slot *tls_slot; /* the last session, for resumption; owned */
     const struct fy_h1r_limits *limits;
     struct fy_upconn *head; /* most recently used first */
     struct fy_upconn *tail;
@@ -49,6 +55,15 @@ struct fy_connpool {
 
 void fy_connpool_init(struct fy_connpool *p, struct fy_loop *loop, const struct fy_addr *addr,
                       const struct fy_h1r_limits *limits, uint32_t max_idle, uint64_t idle_ms);
+
+/* What identifies an upstream address's pool: the address, and for https the TLS settings and
+ * the name sent and verified (tls NULL for http). */
+struct fy_tls_client;
+struct fy_pool_key {
+    const struct fy_addr *addr;
+    const struct fy_tls_client *tls;
+    const char *tls_name;
+};
 
 /* A worker's pools, one per upstream address, kept across configuration generations (a server
  * that stays in a reload keeps its idle connections). Looked up when a generation is adopted,
@@ -60,7 +75,7 @@ struct fy_pools {
 
 /* The pool for addr, created (with the given settings) when there is none. NULL: out of memory. */
 struct fy_connpool *fy_pools_get(struct fy_pools *ps, struct fy_loop *loop,
-                                 const struct fy_addr *addr, const struct fy_h1r_limits *limits,
+                                 const struct fy_pool_key *key, const struct fy_h1r_limits *limits,
                                  uint32_t max_idle, uint64_t idle_ms);
 
 /* Closes every idle connection of every pool and frees the pools. */

@@ -25,6 +25,7 @@
 #include "core/log.h"
 #include "core/macros.h"
 #include "net/sock.h"
+#include "net/tls.h"
 
 /* A status line longer than this is taken as malformed: a server answering health checks has a
  * short one, and a bound keeps a target's buffer in the struct. */
@@ -35,7 +36,7 @@
 /* The first checks after a start are spread over at most this long (and half an interval). */
 #define HC_SPREAD_MAX_MS 1000
 
-enum hc_phase { HC_IDLE, HC_CONNECTING, HC_SENDING, HC_READING };
+enum hc_phase { HC_IDLE, HC_CONNECTING, HC_TLS, HC_SENDING, HC_READING };
 
 struct hc_target {
     struct fy_health_checker *hc;
@@ -47,8 +48,9 @@ struct hc_target {
     bool timer_fired;
     struct fy_timer timer;
     struct fy_task task;
-    struct fy_sock sock; /* fd -1 while idle */
-    uint64_t start_ms;   /* when the current (or last) probe started */
+    struct fy_sock sock;                  /* fd -1 while idle */
+    struct fy_tls_session_slot *tls_slot; /* https servers: probes resume the last session */
+    uint64_t start_ms;                    /* when the current (or last) probe started */
     uint32_t sent;
     uint32_t in_len;
     char in[HC_LINE_MAX];
@@ -271,7 +273,29 @@ static void target_run(struct fy_task *task)
             return;
         }
         t->phase = HC_SENDING;
+        if (t->server->tls) {
+            /* Checked the way requests go: over TLS, verified like them. */
+            if (fy_tls_connect(&t->sock, t->server->tls, t->server->tls_name, t->tls_slot) < 0) {
+                probe_done(t, false, "cannot start TLS: out of memory");
+                return;
+            }
+            t->phase = HC_TLS;
+        }
     }
+    /* fall through */
+    case HC_TLS:
+        if (t->phase == HC_TLS) {
+            int rc = fy_sock_handshake(&t->sock);
+            if (rc == FY_AGAIN)
+                return;
+            if (rc < 0) {
+                char why[220];
+                snprintf(why, sizeof(why), "TLS handshake failed: %s", fy_tls_error(&t->sock));
+                probe_done(t, false, why);
+                return;
+            }
+            t->phase = HC_SENDING;
+        }
     /* fall through */
     case HC_SENDING:
         while (t->sent < t->req_len) {
@@ -365,6 +389,8 @@ struct fy_health_checker *fy_health_start(struct fy_loop *loop, struct fy_conf *
             t->group = grp;
             t->server = &grp->servers[i];
             t->req = build_request(t->server, &grp->health, &t->req_len);
+            if (t->server->tls)
+                t->tls_slot = fy_tls_session_slot_new();
             if (!t->req)
                 goto fail_targets;
             t->sock.fd = -1;
@@ -400,6 +426,7 @@ void fy_health_stop(struct fy_health_checker *hc)
         probe_abort(t);
         fy_loop_timer_del(hc->loop, &t->timer);
         free(t->req);
+        fy_tls_session_slot_free(t->tls_slot);
     }
     free(hc->targets);
     free(hc);

@@ -44,6 +44,9 @@ struct fy_exchange {
     const char *orig_host; /* the client's Host as received; NULL if none */
     uint32_t orig_host_len;
     const char *request_id;
+    bool tls; /* the client came over TLS */
+    /* The client connection's transport, for fy_tls_* queries; NULL once the client is gone. */
+    const struct fy_sock *client_sock;
 };
 
 typedef enum fy_hook_result fy_hook_fn(struct fy_exchange *x, struct fy_msg *m);

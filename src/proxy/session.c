@@ -17,6 +17,8 @@
  */
 #include "proxy/session_priv.h"
 
+#include "net/tls.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdarg.h>
@@ -55,6 +57,8 @@ void fy_session_detach(struct fy_session *s)
 {
     s->detached = true;
     s->ds = NULL;
+    s->client_sock = NULL;
+    s->x.client_sock = NULL;
     /* The client connection and its output queue are gone: no span of ours is out any more. */
     s->resp_spans_out = false;
     s->ds_blocked = false;
@@ -165,6 +169,12 @@ struct fy_session *fy_session_start(struct fy_worker *w, const struct fy_downstr
     s->w = w;
     s->ops = ops;
     s->ds = ds;
+    s->client_sock = ops->transport(ds);
+    if (s->client_sock && fy_tls_active(s->client_sock)) {
+        s->tls = true;
+        s->tls_version = fy_tls_version(s->client_sock);
+        s->tls_cipher = fy_tls_cipher(s->client_sock);
+    }
     fy_msg_move(&s->req, req);
     memcpy(&s->client, client,
            client->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
@@ -213,6 +223,14 @@ static void log_exchange(struct fy_session *s)
                      ? (const struct sockaddr *)&s->last_server->addrs[s->addr_i].ss
                      : NULL;
     e.request_id = s->request_id[0] ? s->request_id : NULL;
+    e.tls_version = s->tls_version;
+    e.tls_cipher = s->tls_cipher;
+    char subject[256];
+    if (s->client_sock && s->w->alog.format == FY_ALOG_JSON) {
+        e.tls_server_name = fy_tls_server_name(s->client_sock);
+        if (fy_tls_peer_subject(s->client_sock, subject, sizeof(subject)))
+            e.tls_client_subject = subject;
+    }
     if (s->w->alog.format == FY_ALOG_COMBINED) /* the only format that prints them */
         fy_log_entry_agent(&e, &s->req);
     uint64_t now = s->w->loop.now_us;

@@ -64,7 +64,12 @@ typedef void fy_ds_limit_body_fn(void *ds, uint64_t max);
  * pointer. */
 typedef void fy_ds_done_fn(void *ds, bool clean);
 
+/* The client connection's transport, for what TLS says about it (net/tls.h): valid while the
+ * session is attached. */
+typedef const struct fy_sock *fy_ds_transport_fn(void *ds);
+
 struct fy_downstream_ops {
+    fy_ds_transport_fn *transport;
     fy_ds_limit_body_fn *limit_body;
     fy_ds_body_read_fn *body_read;
     fy_ds_body_consumed_fn *body_consumed;

@@ -110,6 +110,10 @@ struct fy_session {
     bool server_failed; /* the current attempt failed on the server's side (passive health) */
     bool set_sticky;    /* the response carries the sticky cookie of the server used */
     bool abort_on_close;
+    bool tls;                             /* the client came over TLS */
+    const char *tls_version, *tls_cipher; /* static strings (OpenSSL's tables); NULL: plain */
+    const struct fy_sock *client_sock;    /* while attached */
+    struct tls_vars *tls_vars;            /* $tls_* computed once, on first use (scratch) */
     /* request side */
     bool req_last_queued, req_done, req_spans_out, req_body_started, sent_continue;
     bool req_starved; /* waiting for the client's body bytes */

@@ -14,8 +14,59 @@
 #include "http/h1_writer.h"
 #include "http/path.h"
 #include "net/addr.h"
+#include "net/tls.h"
 #include "proxy/worker.h"
 /* ---- request head towards the upstream ---- */
+
+/* $tls_*: what TLS says about the client connection, computed on first use. */
+struct tls_vars {
+    char subject[256], fingerprint[65], verify[128];
+    const char *verify_text;
+    uint32_t subject_len, fingerprint_len;
+};
+
+static const char *sess_tls_var(void *arg, enum fy_tvar var, uint32_t *len)
+{
+    struct fy_session *s = arg;
+    const struct fy_sock *sk = s->client_sock;
+    const char *v = NULL;
+    if (!s->tls || !sk)
+        return NULL;
+    if (var >= FY_TV_TLS_CLIENT_SUBJECT && !s->tls_vars) {
+        struct tls_vars *t = (struct tls_vars *)sess_scratch_alloc(s, sizeof(*t));
+        if (!t)
+            return NULL;
+        t->subject_len = (uint32_t)fy_tls_peer_subject(sk, t->subject, sizeof(t->subject));
+        t->fingerprint_len =
+            (uint32_t)fy_tls_peer_fingerprint(sk, t->fingerprint, sizeof(t->fingerprint));
+        t->verify_text = fy_tls_peer_verify(sk, t->verify, sizeof(t->verify));
+        s->tls_vars = t;
+    }
+    switch (var) {
+    case FY_TV_TLS_VERSION:
+        v = s->tls_version;
+        break;
+    case FY_TV_TLS_CIPHER:
+        v = s->tls_cipher;
+        break;
+    case FY_TV_TLS_SERVER_NAME:
+        v = fy_tls_server_name(sk);
+        break;
+    case FY_TV_TLS_CLIENT_SUBJECT:
+        *len = s->tls_vars->subject_len;
+        return s->tls_vars->subject;
+    case FY_TV_TLS_CLIENT_FINGERPRINT:
+        *len = s->tls_vars->fingerprint_len;
+        return s->tls_vars->fingerprint;
+    case FY_TV_TLS_CLIENT_VERIFY:
+        v = s->tls_vars->verify_text;
+        break;
+    default:
+        break;
+    }
+    *len = v ? (uint32_t)strlen(v) : 0;
+    return v;
+}
 
 /* What the route's templates see of this request. */
 void sess_template_vars(struct fy_session *s, struct fy_tctx *v)
@@ -23,8 +74,10 @@ void sess_template_vars(struct fy_session *s, struct fy_tctx *v)
     memset(v, 0, sizeof(*v));
     v->host = s->host;
     v->host_len = s->host_len;
-    v->scheme = "http";
-    v->scheme_len = 4;
+    v->scheme = s->tls ? "https" : "http";
+    v->scheme_len = s->tls ? 5 : 4;
+    v->lazy = sess_tls_var;
+    v->lazy_arg = s;
     if (!s->client_ip[0])
         fy_addr_format_host((struct sockaddr *)&s->client, s->client_ip, sizeof(s->client_ip));
     v->client_ip = s->client_ip;
@@ -435,6 +488,8 @@ static void fill_exchange(struct fy_session *s)
     x->orig_host = s->orig_host;
     x->orig_host_len = s->orig_host_len;
     x->request_id = s->request_id;
+    x->tls = s->tls;
+    x->client_sock = s->client_sock;
 }
 
 /* Matches the route and starts its action. Returns true for a proxied route. */

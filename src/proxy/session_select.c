@@ -12,6 +12,7 @@
 
 #include "core/log.h"
 #include "net/addr.h"
+#include "net/tls.h"
 #include "proxy/connpool.h"
 #include "proxy/lb.h"
 #include "proxy/upstream_h1.h"
@@ -99,8 +100,9 @@ bool sess_retry_elsewhere(struct fy_session *s, const char *why)
 }
 
 /* A connection attempt failed: the upstream saw nothing, so any request may go elsewhere: first
- * to the server's next address (a name with several), then to another server. */
-static void connect_failed(struct fy_session *s, const char *why)
+ * to the server's next address (a name with several), then to another server. A failed TLS
+ * handshake (a certificate that does not verify, say) counts the same: no request was sent. */
+static void connect_failed_as(struct fy_session *s, const char *why, const char *answer)
 {
     if (s->server && s->addr_i + 1 < s->server->naddrs) {
         char addr[80];
@@ -120,7 +122,50 @@ static void connect_failed(struct fy_session *s, const char *why)
     if (sess_retry_elsewhere(s, why))
         return;
     sess_slog(s, FY_LOG_WARN, "%s", why);
-    sess_fail_exchange(s, 502, "could not connect to the upstream server");
+    sess_fail_exchange(s, 502, answer);
+}
+
+static void connect_failed(struct fy_session *s, const char *why)
+{
+    connect_failed_as(s, why, "could not connect to the upstream server");
+}
+
+/* TLS towards an https server, once TCP is connected: 0 done, FY_AGAIN, or -1 (failed and
+ * handled). The connect timer bounds the handshake too. */
+static int upstream_tls(struct fy_session *s, struct fy_upconn *up)
+{
+    const struct fy_server *sv = s->server;
+    if (!up->tls_started) {
+        int rc = fy_tls_connect(&up->sock, sv->tls, sv->tls_name, s->pool->tls_slot);
+        if (rc < 0) {
+            connect_failed(s, "cannot start TLS: out of memory");
+            return -1;
+        }
+        up->tls_started = true;
+        if (fy_tls_client_insecure(sv->tls))
+            sess_slog(s, FY_LOG_WARN,
+                      "the upstream's TLS certificate is not verified (insecure-skip-verify): "
+                      "anyone on the path can read and change this connection");
+    }
+    if (s->timed_out) {
+        s->timed_out = false;
+        char why[128];
+        snprintf(why, sizeof(why), "TLS handshake timed out after %llu ms",
+                 (unsigned long long)s->connect_timeout);
+        connect_failed_as(s, why, "the TLS handshake with the upstream server failed");
+        return -1;
+    }
+    int rc = fy_sock_handshake(&up->sock);
+    if (rc == FY_AGAIN)
+        return FY_AGAIN;
+    if (rc < 0) {
+        char why[256];
+        snprintf(why, sizeof(why), "TLS handshake with %s failed: %s", sv->tls_name,
+                 fy_tls_error(&up->sock));
+        connect_failed_as(s, why, "the TLS handshake with the upstream server failed");
+        return -1;
+    }
+    return 0;
 }
 
 /* ---- CONNECT ---- */
@@ -332,6 +377,11 @@ void sess_step_connect(struct fy_session *s)
             return;
         }
         up->connected = true;
+    }
+    if (!up->secure) {
+        if (s->server->tls && upstream_tls(s, up) != 0)
+            return;
+        up->secure = true;
     }
     if (sess_queue_request_head(s) < 0) {
         sess_fail_exchange(s, 500, "out of memory");

@@ -16,6 +16,7 @@
 #include "proxy/lb.h"
 #include "proxy/router.h"
 #include "proxy/client_h1.h"
+#include "proxy/handshake.h"
 #include "proxy/session.h"
 
 static uint64_t reader_body_limit(const struct fy_conf *c);
@@ -50,7 +51,12 @@ static void on_accept(struct fy_task *t)
             close(fd);
             continue;
         }
-        fy_client_accept(w, l, fd, (struct sockaddr *)&peer, len);
+        struct fy_tls_server *tls =
+            l->listener != FY_LSN_GONE ? w->gen->conf->listeners[l->listener].tls : NULL;
+        if (tls)
+            fy_handshake_start(w, l, fd, (struct sockaddr *)&peer, len, tls);
+        else
+            fy_client_accept(w, l, fd, (struct sockaddr *)&peer, len);
     }
     fy_loop_queue(&w->loop, &l->accept_task);
 }
@@ -147,9 +153,9 @@ static struct fy_wgen *wgen_create(struct fy_worker *w, struct fy_conf *c)
         for (uint32_t k = 0; k < grp->nservers; k++) {
             const struct fy_server *sv = &grp->servers[k];
             for (uint32_t a = 0; a < sv->naddrs; a++) {
-                struct fy_connpool *p =
-                    fy_pools_get(&w->pools, &w->loop, &sv->addrs[a], &w->resp_limits,
-                                 s->pool_max_idle, s->pool_idle_timeout);
+                struct fy_pool_key key = {&sv->addrs[a], sv->tls, sv->tls_name};
+                struct fy_connpool *p = fy_pools_get(&w->pools, &w->loop, &key, &w->resp_limits,
+                                                     s->pool_max_idle, s->pool_idle_timeout);
                 if (!p)
                     goto fail;
                 g->pools[i][sv->pool_slot + a] = p;
@@ -272,6 +278,7 @@ static void on_drain_timeout(struct fy_timer *t)
     struct fy_worker *w = container_of(t, struct fy_worker, drain_timer);
     if (w->nclients)
         fy_warn("drain timeout: closing %u connection(s) still in progress", w->nclients);
+    fy_handshake_close_all(w);
     while (w->clients)
         fy_client_kill(w->clients);
     fy_worker_check_drained(w);
@@ -286,6 +293,7 @@ static void on_stop(struct fy_loop *loop)
     /* Stop accepting first so the kernel refuses new connections on this socket. */
     for (uint32_t i = 0; i < w->nlsn; i++)
         lsn_close(w->lsn[i]);
+    fy_handshake_close_all(w); /* nothing was asked on them yet */
     struct fy_client *c = w->clients;
     while (c) {
         struct fy_client *next = fy_client_next(c);
@@ -609,6 +617,7 @@ void *fy_worker_main(void *arg)
      * the loop no longer does, before the pool and the free lists go. */
     if (w->nclients)
         fy_warn("stopping now: closing %u connection(s) still in progress", w->nclients);
+    fy_handshake_close_all(w);
     while (w->clients)
         fy_client_kill(w->clients);
     fy_loop_run_pending(&w->loop);

@@ -25,6 +25,7 @@
 #include "proxy/connpool.h"
 
 struct fy_client;
+struct fy_handshake;
 struct fy_health_checker;
 struct fy_lb;
 struct fy_worker;
@@ -85,8 +86,9 @@ struct fy_worker {
     uint64_t budget_window;
     uint32_t budget_requests[2], budget_retries[2];
     struct fy_accesslog alog;
-    struct fy_client *clients; /* all client connections, for draining */
-    uint32_t nclients;
+    struct fy_client *clients;       /* all client connections, for draining */
+    struct fy_handshake *handshakes; /* TLS connections before their handler (handshake.c) */
+    uint32_t nclients;               /* both kinds */
     uint32_t nsessions;
     bool draining;
     struct fy_timer drain_timer;

@@ -165,8 +165,12 @@ Test(template, errors)
     cr_assert_eq(compile("${host", 0), -1);
     cr_assert_eq(compile("$zzzzzz", 0), -1);
     cr_assert_str_eq(ERR, "unknown variable $zzzzzz (the variables are $host, $scheme, "
-                          "$client_ip, $request_id, $method, $path, $query, $request_uri; $$ is "
-                          "a literal $)");
+                          "$client_ip, $request_id, $method, $path, $query, $request_uri, the "
+                          "$tls_* ones; $$ is a literal $)");
+    cr_assert_eq(compile("$tls_client_subjet", 0), -1);
+    cr_assert_str_eq(ERR,
+                     "unknown variable $tls_client_subjet (did you mean $tls_client_subject?)");
+    cr_assert_eq(compile("X $tls_client_subject", 0), 0);
     cr_assert_eq(compile("$host", FY_TPL_NO_VARS), -1);
     cr_assert_str_eq(ERR, "$host: variables cannot be used here, only ${env:NAME} and "
                           "${file:PATH} (write $$ for a literal $)");
