@@ -29,6 +29,7 @@
 #include "filters/builtin.h"
 #include "net/listener.h"
 #include "net/resolver.h"
+#include "net/tls.h"
 #include "proxy/reload.h"
 #include "proxy/router.h"
 #include "proxy/session.h"
@@ -255,19 +256,27 @@ static void on_signal(struct ferry *f, int sig)
     }
 }
 
-/* Waits for signals until every worker has ended. */
-/* Waits for signals and for the re-resolver's rounds until every worker has ended. */
+/* Waits for signals, the re-resolver's rounds and the session ticket key rotation until every
+ * worker has ended. */
 #define RR_MAX_FDS 16
 static void serve(struct ferry *f)
 {
     watch_names(f);
     struct pollfd p[2 + RR_MAX_FDS];
+    uint64_t rotate_at = fy_conf_now_ms() + FY_TLS_TICKET_ROTATE_S * 1000ull;
     while (!all_exited(f)) {
         p[0] = (struct pollfd){.fd = f->sig_fd, .events = POLLIN};
         p[1] = (struct pollfd){.fd = f->done_fd, .events = POLLIN};
         int timeout = -1, nrr = 0;
         if (f->rr && !f->draining)
             nrr = fy_reresolver_pollfds(f->rr, p + 2, RR_MAX_FDS, &timeout);
+        uint64_t now = fy_conf_now_ms();
+        if (now >= rotate_at) {
+            fy_tls_rotate_ticket_keys();
+            rotate_at = now + FY_TLS_TICKET_ROTATE_S * 1000ull;
+        }
+        if (timeout < 0 || (uint64_t)timeout > rotate_at - now)
+            timeout = (int)(rotate_at - now);
         if (poll(p, (nfds_t)(2 + nrr), timeout) < 0) {
             if (errno == EINTR)
                 continue;
@@ -393,6 +402,11 @@ static int write_pid_file(const char *path)
 int main(int argc, char **argv)
 {
     struct ferry f = {.alog_fd = -1, .sig_fd = -1, .done_fd = -1};
+    char tls_err[256];
+    if (fy_tls_init(tls_err, sizeof(tls_err)) < 0) {
+        fprintf(stderr, "ferry: %s\n", tls_err);
+        return 1;
+    }
     /* -s ACTION anywhere: signal a running ferry (the other options only locate it). */
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-s") || !strcmp(argv[i], "--signal")) {
@@ -566,6 +580,7 @@ int main(int argc, char **argv)
     fy_reresolver_free(f.rr);
     fy_conf_unref(f.conf);
     fy_config_free(&f.cfg);
+    fy_tls_shutdown();
     return 0;
 
 fail_workers:
