@@ -16,13 +16,15 @@
 #include <unistd.h>
 
 #include "conf/conf.h"
+#include "conf/schema.h"
 #include "conf/yaml.h"
 
 #include "http/h1_reader.h"
 #include "http/tokens.h"
+#include "net/tls.h"
 
 static const char usage_text[] =
-    "usage: ferry --upstream http://HOST:PORT [options]\n"
+    "usage: ferry --upstream http[s]://HOST:PORT [options]\n"
     "       ferry -c FILE [options]      run with a YAML configuration file\n"
     "       ferry -t -c FILE             check it (each error as FILE:LINE:COLUMN; exit 1)\n"
     "       ferry --print-config [options]  print the command line as a configuration file\n"
@@ -37,8 +39,20 @@ static const char usage_text[] =
     "\n"
     "  --listen ADDR:PORT            where to accept clients (default 127.0.0.1:8080);\n"
     "                                :PORT = every interface, [IPv6]:PORT in brackets\n"
-    "  --upstream http://HOST:PORT   the server to forward to (required)\n"
+    "  --upstream http://HOST:PORT   the server to forward to (required); https://HOST[:PORT]\n"
+    "                                speaks TLS to it (port 443 by default), verified against\n"
+    "                                the system's CA store\n"
     "  --workers N                   worker threads (default: one per CPU)\n"
+    "\n"
+    "TLS:\n"
+    "  --tls-cert FILE               with --tls-key: --listen accepts TLS clients, with this\n"
+    "                                certificate (PEM: the certificate, then its chain)\n"
+    "  --tls-key FILE                the certificate's private key (PEM, unencrypted)\n"
+    "  --upstream-ca FILE            verify an https:// upstream against these CA certificates\n"
+    "                                (PEM) instead of the system's store\n"
+    "  --insecure-skip-verify on|off do not verify the https:// upstream's certificate at all\n"
+    "                                (default off; for tests only: logged as a warning)\n"
+    "\n"
     "  --request-header 'Name: v'    set a field on requests sent upstream (repeatable)\n"
     "  --response-header 'Name: v'   set a field on responses sent to clients (repeatable)\n"
     "  --remove-request-header NAME  remove a request field (repeatable)\n"
@@ -134,13 +148,22 @@ static void free_rules(struct fy_header_rules *r)
 
 void fy_config_free(struct fy_config *c)
 {
-    for (size_t i = 0; i < FY_OPT_SLOTS; i++)
+    for (size_t i = 0; i < FY_OPT_SLOTS; i++) {
         free(c->opt_text[i]);
+        free(c->opt_where[i]);
+    }
     free(c->config_path);
     free(c->file_errors);
     free(c->listen_text);
     free(c->upstream_text);
     free(c->upstream_authority);
+    free(c->tls_cert);
+    free(c->tls_key);
+    free(c->upstream_ca);
+    fy_tls_server_unref(c->quick_tls);
+    fy_tls_client_unref(c->quick_upstream_tls);
+    c->quick_tls = NULL;
+    c->quick_upstream_tls = NULL;
     free(c->host_value);
     free(c->upgrade_protocols);
     free(c->access_log_path);
@@ -234,6 +257,16 @@ static int append(char **out, size_t *len, size_t *cap, const char *add, size_t 
     *len += n;
     (*out)[*len] = 0;
     return 0;
+}
+
+char *fy_conf_path(const char *base_dir, const char *path)
+{
+    if (path[0] == '/' || !base_dir || !*base_dir)
+        return strdup(path);
+    char *full;
+    if (asprintf(&full, "%s/%s", base_dir, path) < 0)
+        return NULL;
+    return full;
 }
 
 /* The contents of a ${file:PATH}, one trailing newline (LF or CRLF) trimmed. */
@@ -468,10 +501,14 @@ static int parse_upstream(struct fy_config *c, const char *opt, const char *arg,
                           size_t errlen)
 {
     const char *rest = arg;
-    if (!strncmp(rest, "http://", 7))
+    bool https = !strncmp(rest, "https://", 8);
+    if (https)
+        rest += 8;
+    else if (!strncmp(rest, "http://", 7))
         rest += 7;
     else if (strstr(rest, "://"))
-        return fy_errf(err, errlen, "%s: only http:// upstreams are supported, got '%s'", opt, arg);
+        return fy_errf(err, errlen,
+                       "%s: only http:// and https:// upstreams are supported, got '%s'", opt, arg);
     size_t n = strcspn(rest, "/");
     if (rest[n] && strcmp(rest + n, "/") != 0)
         return fy_errf(err, errlen, "%s: a path is not supported yet, got '%s'", opt, arg);
@@ -502,8 +539,8 @@ static int parse_upstream(struct fy_config *c, const char *opt, const char *arg,
     char hostport[310];
     const char *last_colon = strrchr(auth, ':');
     const char *bracket = strrchr(auth, ']');
-    if (!last_colon || (bracket && last_colon < bracket))
-        snprintf(hostport, sizeof(hostport), "%s:80", auth); /* no port: http's default */
+    if (!last_colon || (bracket && last_colon < bracket)) /* no port: the scheme's default */
+        snprintf(hostport, sizeof(hostport), "%s:%s", auth, https ? "443" : "80");
     else
         snprintf(hostport, sizeof(hostport), "%s", auth);
     char why[200];
@@ -692,9 +729,15 @@ static int parse_resolvers(struct fy_config *c, const char *opt, const char *v, 
 /* The table. Its order is the order of --help, of --print-config and of docs/config.md. */
 #define CFG_OFF(field) offsetof(struct fy_config, field)
 const struct fy_option fy_options[] = {
-    {"listen", FY_OPT_LISTEN, 0, 0, 0, 0},
-    {"upstream", FY_OPT_UPSTREAM, 0, 0, 0, 0},
+    {"listen", FY_OPT_LISTEN, 0, 0, 0, FY_OPTF_QUICK},
+    {"upstream", FY_OPT_UPSTREAM, 0, 0, 0, FY_OPTF_QUICK},
     {"workers", FY_OPT_WORKERS, 0, 1, 256, 0},
+    {"tls-cert", FY_OPT_FILE, CFG_OFF(tls_cert), 0, 0, FY_OPTF_QUICK},
+    {"tls-key", FY_OPT_FILE, CFG_OFF(tls_key), 0, 0, FY_OPTF_QUICK},
+    /* Early: with listeners: they are the groups' defaults, needed when the file's groups are
+     * compiled. */
+    {"upstream-ca", FY_OPT_FILE, CFG_OFF(upstream_ca), 0, 0, FY_OPTF_EARLY},
+    {"insecure-skip-verify", FY_OPT_ONOFF, CFG_OFF(insecure_skip_verify), 0, 0, FY_OPTF_EARLY},
     {"resolvers", FY_OPT_RESOLVERS, 0, 0, 0, FY_OPTF_EARLY},
     {"resolve-interval", FY_OPT_DURATION, CFG_OFF(resolver.interval_ms), 0, 0, 0},
     {"resolve-timeout", FY_OPT_DURATION, CFG_OFF(resolver.timeout_ms), 1, 0, FY_OPTF_EARLY},
@@ -816,6 +859,7 @@ static int apply_value(struct fy_config *c, const struct fy_option *o, const cha
         return 0;
     }
     case FY_OPT_PATH:
+    case FY_OPT_FILE: /* fy_option_apply() joined a FY_OPT_FILE to the file's directory */
         free(*(char **)field);
         *(char **)field = *v ? strdup(v) : NULL; /* "" is the default: none */
         return 0;
@@ -840,11 +884,19 @@ int fy_option_apply(struct fy_config *c, const struct fy_option *o, const char *
     char *v = expand_value(name, raw, base_dir, err, errlen);
     if (!v)
         return -1;
+    if (o->kind == FY_OPT_FILE && *v) {
+        char *full = fy_conf_path(base_dir, v);
+        free(v);
+        if (!(v = full))
+            return fy_errf(err, errlen, "out of memory");
+    }
     int rc = apply_value(c, o, name, raw, v, err, errlen);
     free(v);
     if (rc == 0) {
         free(c->opt_text[k]);
         c->opt_text[k] = strdup(raw);
+        free(c->opt_where[k]); /* the file's loader sets it again when the value is its own */
+        c->opt_where[k] = NULL;
     }
     return rc;
 }
@@ -931,8 +983,9 @@ void fy_config_print_yaml(const struct fy_config *c, void *out_stream)
     for (size_t k = 0; k < fy_options_count; k++) {
         const struct fy_option *o = &fy_options[k];
         const char *field = (const char *)c + o->offset;
-        /* listen/upstream are the one-listener shorthand: with listeners: they are refused. */
-        if (c->nlisteners && (o->kind == FY_OPT_LISTEN || o->kind == FY_OPT_UPSTREAM))
+        /* The one-listener shorthand (listen, upstream, tls-cert, tls-key) is refused with
+         * listeners:. */
+        if (c->nlisteners && (o->flags & FY_OPTF_QUICK))
             continue;
         fprintf(out, "%s: ", o->key);
         if (o->kind == FY_OPT_RULE) {
@@ -993,6 +1046,7 @@ void fy_config_print_yaml(const struct fy_config *c, void *out_stream)
             break;
         }
         case FY_OPT_PATH:
+        case FY_OPT_FILE:
             print_scalar(out, *(char *const *)field ? *(char *const *)field : "");
             break;
         case FY_OPT_RESOLVERS:
@@ -1036,13 +1090,16 @@ static const char *split_inline(const char *arg, char *buf, size_t buflen, const
     return arg;
 }
 
-/* First pass: -c FILE, and whether the command line has --listen, --upstream or --help/--version
- * (which win over the file). Values of known options are skipped, as the second pass will. */
-static void prescan(int argc, char **argv, const char **config, bool *listen, bool *upstream,
-                    bool *help)
+/* First pass: -c FILE, the first option of the one-listener shorthand (--listen, --upstream,
+ * --tls-cert, --tls-key) on the command line, whether --upstream is one of them, and
+ * --help/--version (which win over the file). Values of known options are skipped, as the second
+ * pass will. */
+static void prescan(int argc, char **argv, const char **config, const struct fy_option **quick,
+                    bool *upstream, bool *help)
 {
     *config = NULL;
-    *listen = *upstream = *help = false;
+    *quick = NULL;
+    *upstream = *help = false;
     for (int i = 1; i < argc; i++) {
         char buf[64];
         const char *iv;
@@ -1058,12 +1115,13 @@ static void prescan(int argc, char **argv, const char **config, bool *listen, bo
                 *config = argv[++i];
             continue;
         }
-        if (strncmp(opt, "--", 2) || !fy_option_find(opt + 2))
+        const struct fy_option *o = strncmp(opt, "--", 2) ? NULL : fy_option_find(opt + 2);
+        if (!o)
             continue;
-        if (!strcmp(opt, "--upstream"))
+        if (o->kind == FY_OPT_UPSTREAM)
             *upstream = true;
-        if (!strcmp(opt, "--listen"))
-            *listen = true;
+        if ((o->flags & FY_OPTF_QUICK) && !*quick)
+            *quick = o;
         if (!iv)
             i++;
     }
@@ -1123,8 +1181,11 @@ enum fy_args_result fy_args_parse(struct fy_config *c, int argc, char **argv, ch
 {
     FILE *out = out_stream;
     const char *config;
-    bool listen_given, upstream_given, help;
-    prescan(argc, argv, &config, &listen_given, &upstream_given, &help);
+    const struct fy_option *quick;
+    bool upstream_given, help;
+    prescan(argc, argv, &config, &quick, &upstream_given, &help);
+    if (!help && fy_conf_tls_init(err, errlen) < 0)
+        return FY_ARGS_ERROR;
     if (!help && apply_early(c, argc, argv, err, errlen) < 0)
         return FY_ARGS_ERROR;
     if (config && !help) {
@@ -1132,11 +1193,18 @@ enum fy_args_result fy_args_parse(struct fy_config *c, int argc, char **argv, ch
         c->config_path = strdup(config);
         if (fy_yaml_load(c, config, upstream_given, &c->file_errors, &c->file_error_count) > 0)
             return FY_ARGS_FILE_ERROR;
-        if (c->nlisteners && (listen_given || upstream_given)) {
+        if (c->nlisteners && quick && quick->kind == FY_OPT_FILE) {
             fy_errf(err, errlen,
-                    "%s: listen/upstream are the one-listener shorthand; with listeners: put the "
+                    "--%s: tls-cert/tls-key are the one-listener shorthand; with listeners: put "
+                    "the certificate in the tls: block of a listener of %s",
+                    quick->key, config);
+            return FY_ARGS_ERROR;
+        }
+        if (c->nlisteners && quick) {
+            fy_errf(err, errlen,
+                    "--%s: listen/upstream are the one-listener shorthand; with listeners: put the "
                     "address in a listener of %s",
-                    listen_given ? "--listen" : "--upstream", config);
+                    quick->key, config);
             return FY_ARGS_ERROR;
         }
     }
@@ -1191,6 +1259,12 @@ enum fy_args_result fy_args_parse(struct fy_config *c, int argc, char **argv, ch
     }
     if (finish(c, err, errlen) < 0)
         return FY_ARGS_ERROR;
+    /* Quick mode's certificates: now that the file and the command line are both applied. */
+    if (!c->nlisteners && !c->print_config) {
+        enum fy_args_result r = fy_conf_quick_tls(c, err, errlen);
+        if (r != FY_ARGS_OK)
+            return r;
+    }
     if (c->print_config) {
         fy_config_print_yaml(c, out);
         return FY_ARGS_EXIT_OK;

@@ -8,8 +8,10 @@
 #include <string.h>
 #include <time.h>
 
+#include "conf/schema.h"
 #include "conf/template.h"
 #include "net/addr.h"
+#include "net/tls.h"
 #include "proxy/lb.h"
 #include "proxy/router.h"
 
@@ -127,7 +129,8 @@ static int quick_rules(struct fy_hrules *out, const struct fy_header_rules *in)
 /*
  * Quick mode (--listen, --upstream and the flags) compiles into the file's shape: one listener,
  * one route that matches everything, one group "default" of one server. Passive ejection is off:
- * taking the only server out would turn a hiccup into 503s for everyone.
+ * taking the only server out would turn a hiccup into 503s for everyone. The TLS contexts were
+ * built by fy_args_parse() (so -t checks the certificates) and move to the listener and group.
  */
 static int build_quick(struct fy_config *s)
 {
@@ -167,6 +170,25 @@ static int build_quick(struct fy_config *s)
     sv->naddrs = 1;
     sv->weight = 1;
     sv->group = g;
+    if (!strncmp(sv->url, "https://", 8)) {
+        g->tls = s->quick_upstream_tls;
+        s->quick_upstream_tls = NULL;
+        if (!g->tls) { /* settings made without fy_args_parse(): the defaults */
+            char err[256];
+            struct fy_tls_client_opts o = {.ca = s->upstream_ca,
+                                           .insecure_skip_verify = s->insecure_skip_verify};
+            if (fy_conf_tls_init(err, sizeof(err)) < 0 ||
+                !(g->tls = fy_tls_client_new(&o, err, sizeof(err))))
+                return -1;
+        }
+        sv->tls = g->tls;
+        /* The name the certificate must have: the host, without an IPv6 address's brackets. */
+        size_t hl = strlen(sv->host);
+        sv->tls_name =
+            sv->host[0] == '[' && hl >= 2 ? strndup(sv->host + 1, hl - 2) : strdup(sv->host);
+        if (!sv->tls_name)
+            return -1;
+    }
 
     l->addrs = calloc(1, sizeof(*l->addrs));
     l->addr_texts = calloc(1, sizeof(*l->addr_texts));
@@ -175,6 +197,8 @@ static int build_quick(struct fy_config *s)
     if (!l->addrs || !l->addr_texts || !l->routes || !l->where)
         return -1;
     l->naddrs = 1;
+    l->tls = s->quick_tls;
+    s->quick_tls = NULL;
     l->addrs[0] = s->listen;
     l->addr_texts[0] = strdup(s->listen_text);
     l->nroutes = 1;

@@ -32,6 +32,8 @@ enum fy_log_format { FY_ALOG_COMBINED, FY_ALOG_JSON };
 
 struct fy_listener_conf; /* conf/conf.h */
 struct fy_group;
+struct fy_tls_server; /* net/tls.h */
+struct fy_tls_client;
 
 #define FY_OPT_SLOTS 48 /* >= the number of entries of fy_options; <= 64 (early_given) */
 
@@ -46,10 +48,19 @@ struct fy_config {
     int workers;
 
     /* Quick mode TLS: --tls-cert/--tls-key make --listen a TLS listener; --upstream-ca and
-     * --insecure-skip-verify apply to an https:// --upstream. NULL/false = not given. */
+     * --insecure-skip-verify apply to an https:// --upstream. NULL/false = not given. With
+     * listeners:, upstream-ca and insecure-skip-verify are the defaults of every group with an
+     * https:// server (its tls: block overrides them); tls-cert/tls-key are refused. Paths are
+     * absolute, or relative to the working directory (a file's relative paths are joined to its
+     * directory when read). */
     char *tls_cert, *tls_key;
     char *upstream_ca;
     bool insecure_skip_verify;
+    /* Quick mode: the contexts made from the four above by fy_args_parse(), so that -t checks
+     * the certificates (one reference each; fy_conf_build() moves them to the listener and the
+     * group, fy_config_free() drops what is still here). NULL = plain HTTP. */
+    struct fy_tls_server *quick_tls;
+    struct fy_tls_client *quick_upstream_tls;
 
     struct fy_header_rules request_rules; /* applied in order: set or remove */
     struct fy_header_rules response_rules;
@@ -88,6 +99,10 @@ struct fy_config {
 
     /* Each option's value as given (unexpanded), indexed like fy_options; NULL = default. */
     char *opt_text[FY_OPT_SLOTS];
+    /* "FILE:LINE:COL" of the value when it came from the configuration file (NULL: the default
+     * or the command line), so that checks made once every option is known (the quick mode's
+     * certificates) still point into the file. */
+    char *opt_where[FY_OPT_SLOTS];
     /* Bit k: option k (an FY_OPTF_EARLY one) was applied from the command line before the file
      * was loaded; fy_option_apply() then ignores later values, so the command line wins. */
     uint64_t early_given;
@@ -132,6 +147,9 @@ enum fy_opt_kind {
     FY_OPT_SIZE,
     FY_OPT_PATH, /* a string: a file path (char * field) */
     FY_OPT_RESOLVERS,
+    /* A file ferry reads at load (char * field): a relative path from a configuration file is
+     * joined to the file's directory, as ${file:PATH} is. */
+    FY_OPT_FILE,
 };
 
 struct fy_option {
@@ -149,6 +167,9 @@ struct fy_option {
 /* Needed while the file loads (resolving its server names): the command line's value is applied
  * before the file, and the file's own value of the key is then ignored. */
 #define FY_OPTF_EARLY 16u
+/* Part of the one-listener shorthand (listen, upstream, tls-cert, tls-key): refused in a file
+ * with listeners: and on a command line with such a file, left out of --print-config there. */
+#define FY_OPTF_QUICK 32u
 
 extern const struct fy_option fy_options[];
 extern const size_t fy_options_count;
@@ -184,6 +205,10 @@ enum fy_expand_error { FY_EXPAND_OK, FY_EXPAND_MALFORMED, FY_EXPAND_NO_ENV, FY_E
  * string, or NULL with *e set and *what (malloc'd, may be NULL) naming the variable, or the file
  * and why it could not be read. */
 char *fy_expand(const char *s, const char *base_dir, enum fy_expand_error *e, char **what);
+
+/* `path` as it is to be opened: joined to base_dir when relative and base_dir is not NULL.
+ * Returns a malloc'd string, or NULL when out of memory. */
+char *fy_conf_path(const char *base_dir, const char *path);
 
 #define FERRY_VERSION "0.1.0"
 

@@ -1,8 +1,8 @@
 /*
  * The schema's node readers (typed scalars, mappings with known keys, "one or a list"), the
- * listeners (addresses and their routes), the resolution of upstream names once the whole file
- * is read, and fy_listeners_free(). Routes are in schema_route.c, header rules in schema_hdr.c,
- * upstream groups in schema_upstream.c.
+ * listeners (addresses, routes, and their tls: block, compiled by schema_tls.c), the resolution of
+ * upstream names once the whole file is read, and fy_listeners_free(). Routes are in
+ * schema_route.c, header rules in schema_hdr.c, upstream groups in schema_upstream.c.
  */
 #include "conf/schema.h"
 
@@ -17,6 +17,7 @@
 #include "conf/template.h"
 #include "core/log.h"
 #include "http/tokens.h"
+#include "net/tls.h"
 
 /* ---- node readers ---- */
 
@@ -372,12 +373,12 @@ static void load_addr(struct fy_yaml_loader *l, struct fy_listener_conf *lc, con
     seen[l->nseen++] = (struct fy_seen_addr){.addr = lc->addrs[i], .line = v->start_mark.line + 1};
 }
 
-static const char *const listener_keys[] = {"listen", "routes"};
+static const char *const listener_keys[] = {"listen", "routes", "tls"};
 
 static void load_listener(struct fy_yaml_loader *l, struct fy_listener_conf *lc,
                           const yaml_node_t *v)
 {
-    if (!fy_sc_keys(l, v, "a listener", listener_keys, 2))
+    if (!fy_sc_keys(l, v, "a listener", listener_keys, 3))
         return;
     lc->where = fy_sc_where(l, v);
     const yaml_node_t *listen = fy_sc_get(l, v, "listen");
@@ -398,6 +399,9 @@ static void load_listener(struct fy_yaml_loader *l, struct fy_listener_conf *lc,
         for (size_t i = 0; i < n; i++)
             load_addr(l, lc, fy_sc_item(l, listen, i));
     }
+    const yaml_node_t *tls = fy_sc_get(l, v, "tls");
+    if (tls)
+        fy_schema_load_listener_tls(l, lc, fy_sc_key(l, v, "tls"), tls);
     const yaml_node_t *routes = fy_sc_get(l, v, "routes");
     if (!routes || fy_sc_is_null(routes))
         return; /* no routes: every request gets 404 (the runtime's "no route") */
@@ -489,6 +493,9 @@ void fy_schema_resolve(struct fy_yaml_loader *l)
         else
             fy_yaml_report(l, r->mark, "unknown upstream '%s' (defined: %s)", r->name, defined);
     }
+    /* Last: a group's TLS failure should not hide the mistakes above, and the warning about a
+     * group that does not verify its servers is only given for a file that will be used. */
+    fy_schema_build_group_tls(l);
 }
 
 void fy_schema_loader_done(struct fy_yaml_loader *l)
@@ -498,10 +505,19 @@ void fy_schema_loader_done(struct fy_yaml_loader *l)
     free(l->refs);
     free(l->seen);
     free(l->servers);
+    for (size_t i = 0; i < l->ngtls; i++) {
+        free(l->gtls[i].ca);
+        free(l->gtls[i].cert);
+        free(l->gtls[i].key);
+        free(l->gtls[i].ciphers);
+        free(l->gtls[i].ciphersuites);
+    }
+    free(l->gtls);
     l->refs = NULL;
     l->seen = NULL;
     l->servers = NULL;
-    l->nrefs = l->nseen = l->nservers = 0;
+    l->gtls = NULL;
+    l->nrefs = l->nseen = l->nservers = l->ngtls = 0;
 }
 
 void fy_listeners_free(struct fy_listener_conf *ls, uint32_t n)
@@ -516,6 +532,7 @@ void fy_listeners_free(struct fy_listener_conf *ls, uint32_t n)
             fy_route_free(&lc->routes[r]);
         free(lc->routes);
         free(lc->where);
+        fy_tls_server_unref(lc->tls);
     }
     free(ls);
 }

@@ -116,4 +116,40 @@ bool fy_sc_header_value_ok(const struct fy_template *t);
 void fy_route_free(struct fy_route *rt);
 void fy_hrules_free(struct fy_hrules *r);
 
+/* ---- TLS (schema_tls.c) ---- */
+
+/* fy_tls_init() once per process (main thread); later calls return 0 at once. Returns 0, or -1
+ * with `err` filled. */
+int fy_conf_tls_init(char *err, size_t errlen);
+
+/* A listener's tls: block (`key` is the tls: key node, `v` its value) into lc->tls. */
+void fy_schema_load_listener_tls(struct fy_yaml_loader *l, struct fy_listener_conf *lc,
+                                 const yaml_node_t *key, const yaml_node_t *v);
+
+/* After a group's servers are loaded: its tls: block (`key`/`v` NULL when it has none), refused
+ * without an https:// server; sets every https server's tls_name and, when there is one, queues
+ * the group for fy_schema_build_group_tls(). `name_key` is the group's name, for messages. */
+void fy_schema_load_group_tls(struct fy_yaml_loader *l, struct fy_group *g,
+                              const yaml_node_t *name_key, const yaml_node_t *key,
+                              const yaml_node_t *v);
+
+/* After the whole file (called by fy_schema_resolve): builds the queued groups' contexts with
+ * the top-level upstream-ca and insecure-skip-verify as defaults, points their https servers at
+ * them and warns about every group that does not verify its servers. */
+void fy_schema_build_group_tls(struct fy_yaml_loader *l);
+
+/* A server-name: a host name or IP address to send as SNI and verify (malloc'd), or NULL
+ * (reported). */
+char *fy_sc_server_name(struct fy_yaml_loader *l, const yaml_node_t *v, const char *what);
+
+/* Whether a server URL speaks TLS. */
+bool fy_sc_is_https(const char *url);
+
+/* Quick mode, once the file and the command line are applied: checks tls-cert/tls-key (both or
+ * neither) and upstream-ca/insecure-skip-verify (an https:// upstream), and builds
+ * c->quick_tls and c->quick_upstream_tls. Returns FY_ARGS_OK; FY_ARGS_FILE_ERROR with
+ * c->file_errors when the value at fault came from the file (FILE:LINE:COL); FY_ARGS_ERROR with
+ * one line in `err` when it came from the command line. */
+enum fy_args_result fy_conf_quick_tls(struct fy_config *c, char *err, size_t errlen);
+
 #endif

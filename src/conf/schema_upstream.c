@@ -3,8 +3,10 @@
  * check, compiled into struct fy_group. Servers are stored primaries first (file order), then
  * backups (file order), so a balancer scans servers[0..nprimary) before the rest. Server names
  * are resolved once the whole file is read (fy_schema_resolve_servers), blocking, on the main
- * thread, with the file's resolvers and resolve-timeout. Server states (fy_server.state) and
- * balancer data (fy_group.lb) stay NULL: the generation creates them (fy_conf_build).
+ * thread, with the file's resolvers and resolve-timeout. A group with an https:// server gets a
+ * TLS context (its tls: block, schema_tls.c) once the whole file is read. Server states
+ * (fy_server.state) and balancer data (fy_group.lb) stay NULL: the generation creates them
+ * (fy_conf_build).
  */
 #include <arpa/inet.h>
 #include <inttypes.h>
@@ -15,6 +17,7 @@
 
 #include "conf/schema.h"
 #include "net/resolver.h"
+#include "net/tls.h"
 
 #define NKEYS(a) (sizeof(a) / sizeof(a[0]))
 
@@ -32,24 +35,20 @@ static uint64_t fnv1a(const char *s)
     return h;
 }
 
-/* http://HOST[:PORT][/] into s (url, host, port, authority); the address comes later
+/* http[s]://HOST[:PORT][/] into s (url, host, port, authority); the address comes later
  * (fy_schema_resolve_servers). Returns 0 or -1 (reported). */
 static int parse_url(struct fy_yaml_loader *l, const yaml_node_t *v, struct fy_server *s)
 {
     const char *url = s->url, *raw = (const char *)v->data.scalar.value;
-    if (!strncasecmp(url, "https://", 8)) {
+    bool https = fy_sc_is_https(url);
+    if (!https && strncasecmp(url, "http://", 7)) {
         fy_yaml_report(l, v->start_mark,
-                       "server '%s': https upstreams come with TLS support; use http://", raw);
-        return -1;
-    }
-    if (strncasecmp(url, "http://", 7)) {
-        fy_yaml_report(l, v->start_mark,
-                       "server '%s': expected a URL like http://10.0.0.1:3000 (only http:// for "
-                       "now)",
+                       "server '%s': expected a URL like http://10.0.0.1:3000 or "
+                       "https://api.internal",
                        raw);
         return -1;
     }
-    const char *rest = url + 7;
+    const char *rest = url + (https ? 8 : 7);
     size_t n = strcspn(rest, "/?#");
     if (rest[n] && strcmp(rest + n, "/")) {
         fy_yaml_report(l, v->start_mark,
@@ -89,7 +88,7 @@ static int parse_url(struct fy_yaml_loader *l, const yaml_node_t *v, struct fy_s
         return -1;
     }
     size_t plen = port ? strlen(port) : 2;
-    unsigned long p = port ? 0 : 80;
+    unsigned long p = port ? 0 : https ? 443 : 80;
     if (port && (plen == 0 || plen > 5 || strspn(port, "0123456789") != plen ||
                  (p = strtoul(port, NULL, 10)) > 65535)) {
         fy_yaml_report(l, v->start_mark,
@@ -111,14 +110,14 @@ static int parse_url(struct fy_yaml_loader *l, const yaml_node_t *v, struct fy_s
     return 0;
 }
 
-static const char *const server_keys[] = {"url", "weight", "backup", "max-conns"};
+static const char *const server_keys[] = {"url", "weight", "backup", "max-conns", "server-name"};
 
 /* Loads one server; returns its URL node when the URL parsed (its host is to be resolved). */
 static const yaml_node_t *load_server(struct fy_yaml_loader *l, struct fy_server *s,
                                       const yaml_node_t *v)
 {
     s->weight = 1;
-    const yaml_node_t *url = v;
+    const yaml_node_t *url = v, *name = NULL;
     if (v->type == YAML_MAPPING_NODE) {
         fy_sc_keys(l, v, "a server", server_keys, NKEYS(server_keys));
         url = fy_sc_get(l, v, "url");
@@ -134,6 +133,8 @@ static const yaml_node_t *load_server(struct fy_yaml_loader *l, struct fy_server
             fy_sc_bool(l, n, "backup", &s->backup);
         if ((n = fy_sc_get(l, v, "max-conns")))
             fy_sc_u32(l, n, "max-conns", 0, 1u << 24, &s->max_conns);
+        if ((name = fy_sc_get(l, v, "server-name")))
+            s->tls_name = fy_sc_server_name(l, name, "server-name");
     } else if (v->type != YAML_SCALAR_NODE) {
         fy_yaml_report(l, v->start_mark,
                        "a server is a URL or { url: ..., weight: N, backup: true }, got %s",
@@ -141,6 +142,11 @@ static const yaml_node_t *load_server(struct fy_yaml_loader *l, struct fy_server
         return NULL;
     }
     s->url = fy_sc_string(l, url, "url");
+    if (name && s->url && !fy_sc_is_https(s->url))
+        fy_yaml_report(l, name->start_mark,
+                       "server-name is the name an https:// server's certificate is checked "
+                       "against; %s is not https://",
+                       s->url);
     return s->url && parse_url(l, url, s) == 0 ? url : NULL;
 }
 
@@ -411,10 +417,12 @@ static void load_health(struct fy_yaml_loader *l, struct fy_health *h, const yam
 
 /* ---- groups ---- */
 
-static const char *const group_keys[] = {"servers",   "balance",      "health",    "retries",
-                                         "max-fails", "fail-timeout", "max-queue", "queue-timeout"};
+static const char *const group_keys[] = {"servers",   "balance",       "health",
+                                         "retries",   "max-fails",     "fail-timeout",
+                                         "max-queue", "queue-timeout", "tls"};
 
-static void load_group(struct fy_yaml_loader *l, struct fy_group *g, const yaml_node_t *v)
+static void load_group(struct fy_yaml_loader *l, struct fy_group *g, const yaml_node_t *name,
+                       const yaml_node_t *v)
 {
     g->balance = FY_LB_ROUND_ROBIN;
     g->retries = 1;
@@ -446,6 +454,7 @@ static void load_group(struct fy_yaml_loader *l, struct fy_group *g, const yaml_
         fy_sc_u32(l, n, "max-queue", 0, 1u << 20, &g->max_queue);
     if ((n = fy_sc_get(l, v, "queue-timeout")))
         fy_sc_duration(l, n, "queue-timeout", &g->queue_timeout);
+    fy_schema_load_group_tls(l, g, name, fy_sc_key(l, v, "tls"), fy_sc_get(l, v, "tls"));
 }
 
 static bool valid_group_name(const char *s)
@@ -503,7 +512,7 @@ void fy_schema_load_upstreams(struct fy_yaml_loader *l, const yaml_node_t *v)
                 fy_yaml_report(l, k->start_mark, "out of memory");
         }
         g->where = fy_sc_where(l, k);
-        load_group(l, g, val);
+        load_group(l, g, k, val);
     }
 }
 
@@ -572,7 +581,9 @@ void fy_groups_free(struct fy_group *gs, uint32_t n)
             free(g->servers[s].authority);
             free(g->servers[s].host);
             free(g->servers[s].addrs);
+            free(g->servers[s].tls_name);
         }
+        fy_tls_client_unref(g->tls);
         free(g->servers);
         free(g->name);
         free(g->where);

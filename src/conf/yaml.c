@@ -131,8 +131,17 @@ static void apply_scalar(struct fy_yaml_loader *l, const struct fy_option *o, co
     if (!v)
         return;
     char err[512];
-    if (fy_option_apply(l->c, o, o->key, v, l->base_dir, err, sizeof(err)) < 0)
+    if (fy_option_apply(l->c, o, o->key, v, l->base_dir, err, sizeof(err)) < 0) {
         fy_yaml_report(l, n->start_mark, "%s", err);
+        return;
+    }
+    size_t k = (size_t)(o - fy_options);
+    if ((o->flags & FY_OPTF_EARLY) && (l->c->early_given >> k & 1))
+        return; /* ignored: the command line's value stays */
+    free(l->c->opt_where[k]);
+    if (asprintf(&l->c->opt_where[k], "%s:%zu:%zu", l->path, n->start_mark.line + 1,
+                 n->start_mark.column + 1) < 0)
+        l->c->opt_where[k] = NULL;
 }
 
 static void load_key(struct fy_yaml_loader *l, const struct fy_option *o, const yaml_node_t *v)
@@ -188,7 +197,7 @@ static void load_root(struct fy_yaml_loader *l, const yaml_node_t *root, bool up
         has_listeners |= k->type == YAML_SCALAR_NODE &&
                          !strcmp((const char *)k->data.scalar.value, schema_keys[ROOT_LISTENERS]);
     }
-    const struct fy_option *lo = fy_option_find("listen"), *up = fy_option_find("upstream");
+    const struct fy_option *up = fy_option_find("upstream");
     size_t first_line[FY_OPT_SLOTS] = {0}; /* 1-based line of each key's first occurrence */
     size_t schema_line[ROOT__COUNT] = {0};
     for (yaml_node_pair_t *p = root->data.mapping.pairs.start; p < root->data.mapping.pairs.top;
@@ -230,10 +239,15 @@ static void load_root(struct fy_yaml_loader *l, const yaml_node_t *root, bool up
                                "unknown key '%s' (the keys are listed in docs/config.md)", key);
             continue;
         }
-        if (has_listeners && (o == lo || o == up)) {
-            fy_yaml_report(l, k->start_mark,
-                           "listen/upstream are the one-listener shorthand; with listeners: put "
-                           "the address in a listener");
+        if (has_listeners && (o->flags & FY_OPTF_QUICK)) {
+            if (o->kind == FY_OPT_FILE)
+                fy_yaml_report(l, k->start_mark,
+                               "tls-cert/tls-key are the one-listener shorthand; with listeners: "
+                               "put the certificate in a listener's tls: block");
+            else
+                fy_yaml_report(l, k->start_mark,
+                               "listen/upstream are the one-listener shorthand; with listeners: "
+                               "put the address in a listener");
             continue;
         }
         size_t idx = (size_t)(o - fy_options);

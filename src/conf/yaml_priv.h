@@ -37,6 +37,21 @@ struct fy_seen_addr {
     size_t line;
 };
 
+/* An upstream group with an https:// server: its tls: settings (malloc'd; NULL = not given),
+ * built into a context once the whole file is read (fy_schema_build_group_tls), since the
+ * top-level upstream-ca and insecure-skip-verify are its defaults and may come after
+ * upstreams:. Marks are where a failure of the build is reported. */
+struct fy_group_tls {
+    struct fy_group *group;
+    yaml_mark_t mark; /* the tls: key, or the group's name when it has no tls: */
+    char *ca, *cert, *key;
+    yaml_mark_t ca_mark, cert_mark, key_mark;
+    const char *min_version; /* static */
+    char *ciphers, *ciphersuites;
+    int insecure; /* insecure-skip-verify: -1 not given, 0 false, 1 true */
+    bool bad;     /* the block has errors (reported): no context is built */
+};
+
 struct fy_yaml_loader {
     struct fy_config *c;
     const char *path;
@@ -51,6 +66,8 @@ struct fy_yaml_loader {
     size_t nseen;
     struct fy_server_ref *servers;
     size_t nservers;
+    struct fy_group_tls *gtls;
+    size_t ngtls;
 };
 
 /* Reports one error at mark as "PATH:LINE:COLUMN: message" and counts it. */
