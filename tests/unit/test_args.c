@@ -5,6 +5,8 @@
 #include <string.h>
 
 #include "conf/config.h"
+#include "net/addr.h"
+#include "net/tls.h"
 
 static struct fy_config C;
 static char ERR[512];
@@ -231,7 +233,8 @@ Test(args, errors)
     EXPECT_ERR("--workers expects a number from 1 to 256, got '257'", "--upstream",
                "http://127.0.0.1:1", "--workers", "257");
     EXPECT_ERR("--workers expects", "--upstream", "http://127.0.0.1:1", "--workers", "2x");
-    EXPECT_ERR("only http:// upstreams are supported", "--upstream", "https://127.0.0.1:1");
+    EXPECT_ERR("only http:// and https:// upstreams are supported, got 'ftp://127.0.0.1:1'",
+               "--upstream", "ftp://127.0.0.1:1");
     EXPECT_ERR("a path is not supported yet", "--upstream", "http://127.0.0.1:1/api");
     EXPECT_ERR("missing host", "--upstream", "http://");
     EXPECT_ERR("port must be a number", "--upstream", "http://127.0.0.1:99999");
@@ -266,6 +269,37 @@ Test(args, errors)
     EXPECT_ERR("--max-body-size expects", "--upstream", "http://127.0.0.1:1", "--max-body-size",
                "lots");
     EXPECT_ERR("--host: '", "--upstream", "http://127.0.0.1:1", "--host", "a b");
+}
+
+Test(args, tls_options)
+{
+    cr_assert_eq(PARSE("--upstream", "https://127.0.0.1"), FY_ARGS_OK, "%s", ERR);
+    cr_assert_str_eq(C.upstream_authority, "127.0.0.1", "no port written: none in the Host");
+    cr_assert_eq(fy_addr_port((const struct sockaddr *)&C.upstream.ss), 443);
+    cr_assert_not_null(C.quick_upstream_tls, "verified against the system's store");
+    cr_assert_not(fy_tls_client_insecure(C.quick_upstream_tls));
+    cr_assert_null(C.quick_tls);
+    fy_config_free(&C);
+    fy_config_defaults(&C);
+    cr_assert_eq(PARSE("--upstream", "https://[::1]:8443", "--insecure-skip-verify", "on"),
+                 FY_ARGS_OK, "%s", ERR);
+    cr_assert(C.insecure_skip_verify);
+    cr_assert(fy_tls_client_insecure(C.quick_upstream_tls));
+    fy_config_free(&C);
+    fy_config_defaults(&C);
+    cr_assert_eq(PARSE("--upstream", "http://127.0.0.1:1"), FY_ARGS_OK, "%s", ERR);
+    cr_assert_null(C.quick_upstream_tls, "http: no context");
+
+    EXPECT_ERR("--tls-cert needs --tls-key too: the certificate's private key", "--upstream",
+               "http://127.0.0.1:1", "--tls-cert", "site.pem");
+    EXPECT_ERR("--tls-key needs --tls-cert too", "--upstream", "http://127.0.0.1:1", "--tls-key",
+               "site.key");
+    EXPECT_ERR("--upstream-ca applies to an https:// upstream, and http://127.0.0.1:1 is not one",
+               "--upstream", "http://127.0.0.1:1", "--upstream-ca", "ca.pem");
+    EXPECT_ERR("--insecure-skip-verify applies to an https:// upstream", "--upstream",
+               "http://127.0.0.1:1", "--insecure-skip-verify", "on");
+    EXPECT_ERR("--insecure-skip-verify expects on or off, got 'yes'", "--upstream",
+               "https://127.0.0.1:1", "--insecure-skip-verify", "yes");
 }
 
 Test(args, env_expansion)

@@ -16,6 +16,7 @@
 #include "conf/conf.h"
 #include "conf/template.h"
 #include "conf/yaml.h"
+#include "net/tls.h"
 
 #include "yaml_fixture.h"
 
@@ -386,7 +387,7 @@ Test(schema, unknown_key)
     EXPECT_ONE_ERROR(ROUTE("      - upstream: api\n") "  web: { servers: [http://127.0.0.1:1], "
                                                       "retry: 2 }\n",
                      "7:41: unknown key 'retry' in an upstream (expected servers, balance, health, "
-                     "retries, max-fails, fail-timeout, max-queue or queue-timeout)");
+                     "retries, max-fails, fail-timeout, max-queue, queue-timeout or tls)");
     cr_assert_eq(load("listenrs: []\n"), 2);
     cr_assert_str_eq(errors(), "1:1: unknown key 'listenrs' (did you mean listeners?)\n"
                                "1:1: missing key upstream: the server to forward to (upstream: "
@@ -547,11 +548,11 @@ Test(schema, unreadable_file)
     cr_assert_str_eq(route(0)->body.constant, "hello $host", "file text is not re-scanned");
 }
 
-Test(schema, https_url)
+Test(schema, server_url)
 {
-    EXPECT_ONE_ERROR(ROUTE("      - upstream: api\n") "  w: { servers: [https://127.0.0.1:1] }\n",
-                     "7:18: server 'https://127.0.0.1:1': https upstreams come with TLS support; "
-                     "use http://");
+    EXPECT_ONE_ERROR(ROUTE("      - upstream: api\n") "  w: { servers: [ftp://127.0.0.1:1] }\n",
+                     "7:18: server 'ftp://127.0.0.1:1': expected a URL like http://10.0.0.1:3000 "
+                     "or https://api.internal");
     EXPECT_ONE_ERROR(ROUTE("      - upstream: api\n") "  w: { servers: [http://127.0.0.1:1/api] "
                                                       "}\n",
                      "7:18: server 'http://127.0.0.1:1/api': a server URL has no path; use "
@@ -640,6 +641,164 @@ Test(schema, every_error_of_a_file_is_freed)
         5);
 }
 
+/* ---- TLS ---- */
+
+/* A listener (line 2) with a tls: block (line 3) and the group `api`. */
+#define TLS_LISTENER(block)                                                                        \
+    "listeners:\n"                                                                                 \
+    "  - listen: 127.0.0.1:0\n"                                                                    \
+    "    tls:\n" block "    routes: [{ upstream: api }]\n"                                         \
+    "upstreams:\n"                                                                                 \
+    "  api: { servers: [http://127.0.0.1:9] }\n"
+
+Test(schema, https_servers)
+{
+    OK(ROUTE(
+        "      - upstream: s\n") "  s:\n"
+                                 "    servers:\n"
+                                 "      - https://127.0.0.1\n"
+                                 "      - { url: \"https://[::1]:8443\", server-name: "
+                                 "api.internal }\n"
+                                 "      - http://127.0.0.1:3000\n"
+                                 "    tls: { server-name: group.internal }\n"
+                                 "  t: { servers: [\"https://[::1]\", https://localhost:9] }\n");
+    const struct fy_group *g = &C.groups[1];
+    cr_assert_not_null(g->tls, "an https:// server gives the group a context");
+    cr_assert_not(fy_tls_client_insecure(g->tls));
+    const struct fy_server *s = g->servers;
+    cr_assert_str_eq(s[0].authority, "127.0.0.1", "no port written: none in the Host");
+    cr_assert_eq(s[0].port, 443, "https's default port");
+    cr_assert_eq(s[0].tls, g->tls, "borrowed from the group");
+    cr_assert_str_eq(s[0].tls_name, "group.internal", "the group's server-name");
+    cr_assert_eq(s[1].port, 8443);
+    cr_assert_str_eq(s[1].tls_name, "api.internal", "the server's own server-name wins");
+    cr_assert_eq(s[1].tls, g->tls);
+    cr_assert_null(s[2].tls, "http and https mix in one group");
+    cr_assert_null(s[2].tls_name);
+    g = &C.groups[2];
+    cr_assert_not_null(g->tls, "no tls: block: the defaults");
+    cr_assert_str_eq(g->servers[0].tls_name, "::1", "the URL's host, without brackets");
+    cr_assert_str_eq(g->servers[0].host, "[::1]");
+    cr_assert_str_eq(g->servers[1].tls_name, "localhost");
+    cr_assert_null(C.groups[0].tls, "http only: no context");
+}
+
+Test(schema, insecure_skip_verify)
+{
+    OK(ROUTE("      - upstream: api\n") "  s:\n"
+                                        "    servers: [https://127.0.0.1:1]\n"
+                                        "    tls: { insecure-skip-verify: true }\n"
+                                        "  d: { servers: [https://127.0.0.1:2] }\n"
+                                        "  v:\n"
+                                        "    servers: [https://127.0.0.1:3]\n"
+                                        "    tls: { insecure-skip-verify: false }\n"
+                                        "insecure-skip-verify: on\n");
+    cr_assert(fy_tls_client_insecure(C.groups[1].tls));
+    cr_assert(fy_tls_client_insecure(C.groups[2].tls),
+              "the top-level key is the default of every group, even written after them");
+    cr_assert_not(fy_tls_client_insecure(C.groups[3].tls), "a group's own setting wins");
+}
+
+Test(schema, tls_file_paths_are_relative_to_the_file)
+{
+    /* No https:// group uses it, so nothing reads it: only the path is checked. */
+    OK(ROUTE("      - upstream: api\n") "upstream-ca: certs/ca.pem\n");
+    char want[256];
+    snprintf(want, sizeof(want), "%s/certs/ca.pem", DIR_);
+    cr_assert_str_eq(C.upstream_ca, want);
+    OK(ROUTE("      - upstream: api\n") "upstream-ca: /etc/ssl/ca.pem\n");
+    cr_assert_str_eq(C.upstream_ca, "/etc/ssl/ca.pem");
+}
+
+Test(schema, listener_tls_mistakes)
+{
+    EXPECT_ONE_ERROR(TLS_LISTENER("      certificates: [{ cert: a.pem, key: a.key }]\n"
+                                  "      min-versoin: \"1.3\"\n"),
+                     "5:7: unknown key 'min-versoin' in listener tls (did you mean min-version?)");
+    EXPECT_ONE_ERROR(TLS_LISTENER("      certificates: [{ cert: a.pem, key: a.key }]\n"
+                                  "      client-ca: ca.pem\n"
+                                  "      client-auth: requird\n"),
+                     "6:20: unknown client-auth 'requird' (did you mean required?)");
+    EXPECT_ONE_ERROR(TLS_LISTENER("      certificates: [{ cert: a.pem, key: a.key }]\n"
+                                  "      client-ca: ca.pem\n"
+                                  "      client-auth: always\n"),
+                     "6:20: client-auth expects none, optional or required, got 'always'");
+    EXPECT_ONE_ERROR(TLS_LISTENER("      certificates: [{ cert: a.pem, key: a.key }]\n"
+                                  "      client-auth: required\n"),
+                     "5:20: client-auth: required needs client-ca: the CA certificates (PEM) that "
+                     "client certificates are verified against");
+    EXPECT_ONE_ERROR(TLS_LISTENER("      certificates: [{ cert: a.pem, key: a.key }]\n"
+                                  "      client-ca: ca.pem\n"),
+                     "5:18: client-ca without client-auth: optional or required asks no client for "
+                     "a certificate");
+    EXPECT_ONE_ERROR(TLS_LISTENER("      min-version: \"1.2\"\n"),
+                     "4:7: tls: needs certificates: at least one { cert: FILE, key: FILE } (the "
+                     "first is for clients that send no server name)");
+    EXPECT_ONE_ERROR(TLS_LISTENER("      certificates: []\n"),
+                     "4:21: certificates: the list is empty");
+    EXPECT_ONE_ERROR(TLS_LISTENER("      certificates:\n"
+                                  "        - { cert: a.pem, key: a.key }\n"
+                                  "        - { cert: b.pem }\n"),
+                     "6:11: a certificate needs cert: and key: (the PEM files: { cert: site.pem, "
+                     "key: site.key })");
+    EXPECT_ONE_ERROR(TLS_LISTENER("      certificates: [{ cert: a.pem, key: a.key, chain: c.pem "
+                                  "}]\n"),
+                     "4:49: unknown key 'chain' in a certificate (expected cert or key)");
+    EXPECT_ONE_ERROR(TLS_LISTENER("      certificates: [{ cert: a.pem, key: a.key }]\n"
+                                  "      min-version: \"1.4\"\n"),
+                     "5:20: min-version expects 1.2 or 1.3 (1.0 and 1.1 are accepted, not "
+                     "advised), got '1.4'");
+    EXPECT_ONE_ERROR(TLS_LISTENER("      certificates: [{ cert: a.pem, key: a.key }]\n"
+                                  "      session-timeout: 500ms\n"),
+                     "5:24: session-timeout must be from 1s to 168h (7 days, the longest a TLS "
+                     "1.3 ticket may live), got '500ms'");
+    EXPECT_ONE_ERROR(TLS_LISTENER("      certificates: [{ cert: a.pem, key: a.key }]\n"
+                                  "      session-cache-size: 0\n"),
+                     "5:27: session-cache-size expects a number from 1 to 16777216, got '0'");
+    EXPECT_ONE_ERROR(TLS_LISTENER("      certificates: [{ cert: a.pem, key: \"\" }]\n"),
+                     "4:42: key expects a file path, got an empty value");
+    EXPECT_ONE_ERROR(TLS_LISTENER("      certificates: [{ cert: a.pem, key: a.key }]\n"
+                                  "      ciphers: \"\"\n"),
+                     "5:16: ciphers: the list is empty (leave the key out for the default)");
+    EXPECT_ONE_ERROR("listeners:\n  - listen: 127.0.0.1:0\n    tls:\n",
+                     "3:9: tls: needs certificates: (tls: { certificates: [{ cert: site.pem, key: "
+                     "site.key }] })");
+}
+
+Test(schema, upstream_tls_mistakes)
+{
+    EXPECT_ONE_ERROR(ROUTE("      - upstream: api\n") "  w:\n"
+                                                      "    servers: [http://127.0.0.1:1]\n"
+                                                      "    tls: { ca: ca.pem }\n",
+                     "9:5: tls: needs an https:// server: upstream w has only http:// servers "
+                     "(write https://HOST[:PORT] to speak TLS to them)");
+    EXPECT_ONE_ERROR(ROUTE("      - upstream: api\n") "  w:\n"
+                                                      "    servers: [https://127.0.0.1:1]\n"
+                                                      "    tls: { ca: ca.pem, verify: false }\n",
+                     "9:24: unknown key 'verify' in upstream tls (expected ca, cert, key, "
+                     "server-name, insecure-skip-verify, min-version, ciphers or ciphersuites)");
+    EXPECT_ONE_ERROR(ROUTE("      - upstream: api\n") "  w:\n"
+                                                      "    servers: [https://127.0.0.1:1]\n"
+                                                      "    tls: { cert: client.pem }\n",
+                     "9:18: a client certificate needs both cert: and key: (the certificate and "
+                     "its private key, PEM)");
+    EXPECT_ONE_ERROR(ROUTE("      - upstream: api\n") "  w:\n"
+                                                      "    servers: [https://127.0.0.1:1]\n"
+                                                      "    tls: { insecure-skip-verify: yes }\n",
+                     "9:34: insecure-skip-verify expects true or false (or on/off), got 'yes'");
+    EXPECT_ONE_ERROR(ROUTE("      - upstream: api\n") "  w:\n"
+                                                      "    servers: [https://127.0.0.1:1]\n"
+                                                      "    tls: { server-name: \"api:443\" }\n",
+                     "9:25: server-name 'api:443': expected the host name the certificate is for "
+                     "(api.internal) or an IP address, without port or brackets");
+    EXPECT_ONE_ERROR(ROUTE("      - upstream: api\n") "  w:\n"
+                                                      "    servers:\n"
+                                                      "      - { url: http://127.0.0.1:1, "
+                                                      "server-name: a.example }\n",
+                     "9:49: server-name is the name an https:// server's certificate is checked "
+                     "against; http://127.0.0.1:1 is not https://");
+}
+
 /* ---- the command line around a file with listeners ---- */
 
 static enum fy_args_result parse(char *err, size_t errlen, FILE *out, ...)
@@ -675,6 +834,42 @@ Test(schema, args_with_listeners)
         parse(err, sizeof(err), stdout, "--upstream=http://127.0.0.1:1", "-c", PATH_, NULL),
         FY_ARGS_ERROR);
     cr_assert_not_null(strstr(err, "--upstream: listen/upstream are the one-listener"));
+    cr_assert_eq(parse(err, sizeof(err), stdout, "-c", PATH_, "--tls-cert", "a.pem", NULL),
+                 FY_ARGS_ERROR);
+    snprintf(want, sizeof(want),
+             "--tls-cert: tls-cert/tls-key are the one-listener shorthand; with listeners: put the "
+             "certificate in the tls: block of a listener of %s",
+             PATH_);
+    cr_assert_str_eq(err, want);
+}
+
+Test(schema, quick_mode_tls_keys)
+{
+    EXPECT_ONE_ERROR("listeners:\n  - listen: 127.0.0.1:0\ntls-key: a.key\n",
+                     "3:1: tls-cert/tls-key are the one-listener shorthand; with listeners: put "
+                     "the certificate in a listener's tls: block");
+    /* Both or neither: checked once the command line is applied too, at the file's key. */
+    write_file("ferry.yaml", "upstream: http://127.0.0.1:1\ntls-cert: site.pem\n");
+    char err[512] = "";
+    cr_assert_eq(parse(err, sizeof(err), stdout, "-c", PATH_, NULL), FY_ARGS_FILE_ERROR, "%s", err);
+    char want[512];
+    snprintf(want, sizeof(want),
+             "%s:2:11: tls-cert needs tls-key too: the certificate's private key\n", PATH_);
+    cr_assert_str_eq(C.file_errors, want);
+    snprintf(want, sizeof(want), "%s/site.pem", DIR_);
+    cr_assert_str_eq(C.tls_cert, want, "relative to the file's directory");
+    /* The same key from the command line: a command-line error. */
+    cr_assert_eq(parse(err, sizeof(err), stdout, "-c", PATH_, "--tls-cert", "x.pem", NULL),
+                 FY_ARGS_ERROR);
+    cr_assert_str_eq(err, "--tls-cert needs --tls-key too: the certificate's private key");
+    cr_assert_str_eq(C.tls_cert, "x.pem", "relative to the working directory");
+    write_file("ferry.yaml", "upstream: http://127.0.0.1:1\nupstream-ca: ca.pem\n");
+    cr_assert_eq(parse(err, sizeof(err), stdout, "-c", PATH_, NULL), FY_ARGS_FILE_ERROR);
+    snprintf(want, sizeof(want),
+             "%s:2:14: upstream-ca applies to an https:// upstream, and http://127.0.0.1:1 is not "
+             "one\n",
+             PATH_);
+    cr_assert_str_eq(C.file_errors, want);
 }
 
 Test(schema, print_config_with_listeners)

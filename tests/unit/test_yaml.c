@@ -120,9 +120,9 @@ Test(yaml, bad_values_name_their_position)
                      "'12q'");
     EXPECT_ONE_ERROR("upstream: http://127.0.0.1:1\nlisten: \"::1:8080\"\n",
                      "2:9: listen '::1:8080': an IPv6 address goes in brackets: write [::1]:8080");
-    EXPECT_ONE_ERROR("upstream: https://127.0.0.1:1\n",
-                     "1:11: upstream: only http:// upstreams are supported, got "
-                     "'https://127.0.0.1:1'");
+    EXPECT_ONE_ERROR("upstream: ftp://127.0.0.1:1\n",
+                     "1:11: upstream: only http:// and https:// upstreams are supported, got "
+                     "'ftp://127.0.0.1:1'");
     EXPECT_ONE_ERROR("upstream: http://127.0.0.1:1\nvia: true\n",
                      "2:6: via expects on or off, got 'true'");
     EXPECT_ONE_ERROR("upstream: http://127.0.0.1:1\nrequest-header:\n  - NoColon\n",
