@@ -70,6 +70,8 @@ static void log_listening(const struct fy_conf *c)
             n += fy_addr_format((const struct sockaddr *)&l->addrs[a].ss, addrs + n,
                                 sizeof(addrs) - n);
         }
+        if (l->tls)
+            snprintf(addrs + n, sizeof(addrs) - n, " (TLS: %.300s)", fy_tls_server_names(l->tls));
         if (l->nroutes == 1 && !l->routes[0].has_match && l->routes[0].action == FY_ACT_PROXY &&
             l->routes[0].group->nservers == 1)
             fy_info("listening on %s, forwarding to %s (%d worker%s)", addrs,

@@ -217,6 +217,11 @@ static void tls_close(struct fy_sock *s)
 {
     struct tls_conn *t = s->ctx;
     if (t) {
+        /* OpenSSL drops a session from the cache when its connection ends without a shutdown;
+         * one that merely ended (the peer left, or we close without close_notify) should stay
+         * resumable, as nginx keeps it. Marking it shut down sends nothing. */
+        if (!t->failed && t->handshake_done)
+            SSL_set_shutdown(t->ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
         SSL_free(t->ssl); /* no close_notify: see sock.h */
         fy_tls_server_unref(t->server);
         fy_tls_client_unref(t->client);

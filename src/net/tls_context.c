@@ -335,6 +335,8 @@ static int cmp_entry(const void *a, const void *b)
 
 static SSL_CTX *lookup(const struct tls_sni_entry *v, uint32_t n, const char *name)
 {
+    if (n == 0)
+        return NULL;
     struct tls_sni_entry key = {.name = (char *)name};
     const struct tls_sni_entry *e = bsearch(&key, v, n, sizeof(*v), cmp_entry);
     return e ? e->ctx : NULL;
@@ -520,8 +522,10 @@ struct fy_tls_server *fy_tls_server_new(const struct fy_tls_server_opts *o, char
         }
     }
     t->def = t->ctxs[0];
-    qsort(t->exact, t->nexact, sizeof(*t->exact), cmp_entry);
-    qsort(t->wild, t->nwild, sizeof(*t->wild), cmp_entry);
+    if (t->nexact)
+        qsort(t->exact, t->nexact, sizeof(*t->exact), cmp_entry);
+    if (t->nwild)
+        qsort(t->wild, t->nwild, sizeof(*t->wild), cmp_entry);
     if ((t->names = malloc(names_len))) {
         t->names[0] = '\0';
         for (uint32_t c = 0; c < t->nctxs; c++) {

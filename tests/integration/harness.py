@@ -1553,7 +1553,7 @@ class UpstreamServer:
                      200 "ok METHOD PATH".
     """
 
-    def __init__(self, port: int = 0, default_route=None, host: str = "127.0.0.1"):
+    def __init__(self, port: int = 0, default_route=None, host: str = "127.0.0.1", tls=None):
         self.lock = threading.Lock()
         self.cond = threading.Condition(self.lock)
         self.requests: List[UpstreamRequest] = []
@@ -1579,6 +1579,12 @@ class UpstreamServer:
         self.httpd.owner = self
         self.port = self.httpd.server_address[1]
         self.url = "http://%s:%d" % (host, self.port)
+        if tls is not None:
+            # tls: an ssl.SSLContext (server side). The handshake runs in accept(): one that
+            # fails (ferry refused our certificate) is dropped there, as socketserver does with
+            # any OSError.
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
+            self.url = "https://%s:%d" % (host, self.port)
         self.authority = "%s:%d" % (host, self.port)
         self._thread = None
 

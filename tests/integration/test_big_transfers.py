@@ -1,4 +1,5 @@
-"""1 GiB streamed upload and download through ferry while its RSS stays < 64 MB.
+"""1 GiB streamed upload and download through ferry while its RSS stays < 64 MB, over plain TCP
+and over TLS (the client side).
 
 Data is generated on the fly (chunk_stream) and hashed on both sides; nothing
 holds the whole body in memory. Raw sockets on both sides for speed.
@@ -9,8 +10,11 @@ import os
 import socket
 import threading
 
+import ssl
+
 import pytest
 
+from certs import CA
 from harness import (ResponseReader, SockReader, chunk_stream, connect, ferry_bin)
 
 BIG = int(os.environ.get("FERRY_BIG_BYTES", str(1 << 30)))
@@ -48,13 +52,31 @@ class RssSampler(threading.Thread):
         self.join(5)
 
 
-def _start_ferry(ferry_factory, url):
+@pytest.fixture(scope="module")
+def server_cert(tmp_path_factory):
+    ca = CA(str(tmp_path_factory.mktemp("pki")))
+    return ca, ca.issue("localhost")
+
+
+def _client(port, transport, server_cert):
+    """A connected client socket: plain, or TLS verified against the test CA."""
+    s = connect(port, timeout=60)
+    if transport == "tls":
+        ctx = ssl.create_default_context(cafile=server_cert[0].pem)
+        s = ctx.wrap_socket(s, server_hostname="localhost")
+    return s
+
+
+def _start_ferry(ferry_factory, url, transport="plain", server_cert=None):
+    args = []
+    if transport == "tls":
+        args = ["--tls-cert", server_cert[1].cert, "--tls-key", server_cert[1].key]
     env = None
     if _is_asan_build():
         # keep ASan's quarantine of freed memory from being counted as ferry's buffering
         env = {"ASAN_OPTIONS": (os.environ.get("ASAN_OPTIONS", "") +
                                 ":quarantine_size_mb=8:thread_local_quarantine_size_kb=64").lstrip(":")}
-    f = ferry_factory(url, env=env)
+    f = ferry_factory(url, *args, env=env)
     baseline = f.tree_rss_kb()
     limit = RSS_LIMIT_KB + (baseline if env else 0)
     return f, limit
@@ -81,9 +103,12 @@ def _send_stream(sock, total, chunked, hasher):
         sock.sendall(b"0\r\n\r\n")
 
 
+SIZES = [("length", "plain"), ("chunked", "plain"), ("length", "tls")]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("framing", ["length", "chunked"])
-def test_1gb_download(ferry_factory, raw_upstream, framing):
+@pytest.mark.parametrize("framing,transport", SIZES)
+def test_1gb_download(ferry_factory, raw_upstream, framing, transport, server_cert):
     sent_hash = {}
     sent_ev = threading.Event()
 
@@ -107,10 +132,10 @@ def test_1gb_download(ferry_factory, raw_upstream, framing):
             pass
 
     raw_upstream.handler = handler
-    f, limit = _start_ferry(ferry_factory, raw_upstream.url)
+    f, limit = _start_ferry(ferry_factory, raw_upstream.url, transport, server_cert)
     sampler = RssSampler(f)
     sampler.start()
-    s = connect(f.port, timeout=60)
+    s = _client(f.port, transport, server_cert)
     try:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         s.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -137,8 +162,8 @@ def test_1gb_download(ferry_factory, raw_upstream, framing):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("framing", ["length", "chunked"])
-def test_1gb_upload(ferry_factory, raw_upstream, framing):
+@pytest.mark.parametrize("framing,transport", SIZES)
+def test_1gb_upload(ferry_factory, raw_upstream, framing, transport, server_cert):
     recv = {}
 
     def handler(c):
@@ -158,10 +183,10 @@ def test_1gb_upload(ferry_factory, raw_upstream, framing):
             pass
 
     raw_upstream.handler = handler
-    f, limit = _start_ferry(ferry_factory, raw_upstream.url)
+    f, limit = _start_ferry(ferry_factory, raw_upstream.url, transport, server_cert)
     sampler = RssSampler(f)
     sampler.start()
-    s = connect(f.port, timeout=60)
+    s = _client(f.port, transport, server_cert)
     h = hashlib.sha256()
     try:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)

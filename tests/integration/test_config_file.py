@@ -109,13 +109,14 @@ def test_listeners_file_errors_with_positions(tmpdir_path):
                   "      - redirect: { status: 305, location: /y }\n"
                   "upstreams:\n"
                   "  api:\n"
-                  "    servers: [https://127.0.0.1:9]\n")
+                  "    servers: [ftp://127.0.0.1:9]\n")
     p = run_ferry("-t", "-c", path)
     assert p.returncode == 1, p.stderr
     assert _err_lines(p) == [path + ":" + l for l in [
         "4:18: unknown key 'pth' in match (did you mean path?)",
         "6:29: redirect status must be 301, 302, 303, 307 or 308, got 305",
-        "9:15: server 'https://127.0.0.1:9': https upstreams come with TLS support; use http://",
+        "9:15: server 'ftp://127.0.0.1:9': expected a URL like http://10.0.0.1:3000 or "
+        "https://api.internal",
         "5:19: unknown upstream 'apii' (did you mean api? defined: api)",
     ]]
 
