@@ -141,8 +141,10 @@ const char *fy_tls_peer_verify(const struct fy_sock *s, char *buf, size_t len);
 
 /* Ticket keys are process-wide, so every worker (and every generation) decrypts what any other
  * issued. Rotation (main thread, every FY_TLS_TICKET_ROTATE_S): a new key encrypts, the previous
- * one still decrypts, so a ticket stays valid for at least one period. */
+ * FY_TLS_TICKET_KEYS - 1 still decrypt, so a ticket is honoured for 24 hours at least (within
+ * its session timeout), and a key stolen from memory opens at most a day of past sessions. */
 #define FY_TLS_TICKET_ROTATE_S 3600
+#define FY_TLS_TICKET_KEYS 25
 void fy_tls_rotate_ticket_keys(void);
 
 /* Frees the process-wide state (at exit, for the leak checkers). */

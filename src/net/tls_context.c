@@ -48,10 +48,12 @@ struct ticket_key {
     unsigned char hmac[32];
 };
 
-/* keys[0] encrypts new tickets; keys[1] (the previous one) still decrypts. Immutable once
- * published; rotation publishes a new ring. */
+/* keys[0] encrypts new tickets; the older ones still decrypt, so a ticket is honoured for
+ * FY_TLS_TICKET_KEYS - 1 rotation periods at least (and never beyond its session timeout).
+ * Immutable once published; rotation publishes a new ring. */
 struct ticket_ring {
-    struct ticket_key keys[2];
+    struct ticket_key keys[FY_TLS_TICKET_KEYS];
+    uint32_t nkeys;
     struct ticket_ring *older;
 };
 
@@ -94,7 +96,9 @@ void fy_tls_rotate_ticket_keys(void)
         fy_warn("TLS: cannot make a new session ticket key; keeping the current one");
         return;
     }
-    r->keys[1] = cur ? cur->keys[0] : r->keys[0];
+    r->nkeys = 1;
+    for (uint32_t i = 0; cur && i < cur->nkeys && r->nkeys < FY_TLS_TICKET_KEYS; i++)
+        r->keys[r->nkeys++] = cur->keys[i];
     r->older = cur;
     atomic_store_explicit(&ticket_ring, r, memory_order_release);
     free_rings_after(r, RINGS_KEPT);
@@ -116,7 +120,7 @@ int fy_tls_ticket_cb(SSL *s, unsigned char key_name[16], unsigned char iv[EVP_MA
             EVP_EncryptInit_ex(ectx, EVP_aes_256_cbc(), NULL, k->aes, iv) != 1)
             return -1;
     } else {
-        for (int i = 0; i < 2 && !k; i++)
+        for (uint32_t i = 0; i < r->nkeys && !k; i++)
             if (!memcmp(key_name, r->keys[i].name, 16))
                 k = &r->keys[i], rc = i == 0 ? 1 : 2; /* 2: valid, but issue a fresh ticket */
         if (!k)
