@@ -214,6 +214,22 @@ int fy_sock_connect_result(struct fy_sock *s)
     return err ? -err : 0;
 }
 
+ssize_t fy_sock_peek(struct fy_sock *s, void *buf, size_t len)
+{
+    for (;;) {
+        ssize_t n = recv(s->fd, buf, len, MSG_PEEK);
+        if (n >= 0)
+            return n;
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN) {
+            s->rd_ready = false;
+            return FY_AGAIN;
+        }
+        return -errno;
+    }
+}
+
 bool fy_sock_tcp_peer_gone(struct fy_sock *s)
 {
     char byte;

@@ -123,6 +123,10 @@ static inline bool fy_sock_peer_gone(struct fy_sock *s)
     return s->tp->peer_gone(s);
 }
 
+/* Copies up to len bytes the peer sent without consuming them, below any transport (the accept
+ * stage looks at a connection's first byte before choosing one). Same results as read. */
+ssize_t fy_sock_peek(struct fy_sock *s, void *buf, size_t len);
+
 /* The TCP-level check behind fy_sock_peer_gone (MSG_PEEK on the socket). */
 bool fy_sock_tcp_peer_gone(struct fy_sock *s);
 

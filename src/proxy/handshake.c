@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "core/assert.h"
@@ -97,14 +98,9 @@ static void dispatch(struct fy_handshake *h)
 static int first_byte(struct fy_handshake *h)
 {
     unsigned char b;
-    ssize_t n;
-    do
-        n = recv(h->sock.fd, &b, 1, MSG_PEEK);
-    while (n < 0 && errno == EINTR);
-    if (n < 0 && errno == EAGAIN) {
-        h->sock.rd_ready = false;
+    ssize_t n = fy_sock_peek(&h->sock, &b, 1);
+    if (n == FY_AGAIN)
         return FY_AGAIN;
-    }
     if (n <= 0)
         return -1;
     if (b == 22)
@@ -125,7 +121,10 @@ static int first_byte(struct fy_handshake *h)
                              .status = 400,
                              .bytes_out = sizeof(body) - 1};
     fy_accesslog_write(&h->w->alog, &e);
-    if (send(h->sock.fd, resp, (size_t)len, MSG_NOSIGNAL) != len)
+    /* Still the TCP transport: TLS has not started. A fresh socket takes this small answer
+     * whole; if it does not, the client is not worth waiting for. */
+    struct iovec iov = {resp, (size_t)len};
+    if (fy_sock_writev(&h->sock, &iov, 1) != len)
         return -1;
     /* Half-close and drain the request, so the unread bytes do not turn our close into a reset
      * that destroys the answer before the client reads it. */
@@ -141,10 +140,8 @@ static void hs_run(struct fy_task *t)
     if (h->phase == HS_PLAIN_LINGER) {
         char sink[2048];
         for (;;) {
-            ssize_t n = recv(h->sock.fd, sink, sizeof(sink), 0);
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n < 0 && errno == EAGAIN && !h->timed_out)
+            ssize_t n = fy_sock_read(&h->sock, sink, sizeof(sink));
+            if (n == FY_AGAIN && !h->timed_out)
                 return;
             if (n <= 0)
                 break;
