@@ -86,8 +86,9 @@ static ssize_t plain_splice_in(struct fy_sock *s, int pipe_wr, size_t len)
     for (;;) {
         ssize_t n = splice(s->fd, NULL, pipe_wr, NULL, len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
         if (n >= 0) {
-            if ((size_t)n < len && n > 0 && !s->eof_pending)
-                s->rd_ready = false;
+            /* Unlike a short read, a short splice does not prove the socket drained: the pipe
+             * fills one slot per received fragment and may have run out of slots first. So
+             * rd_ready stays set, and the next call tells (EAGAIN). */
             return n;
         }
         if (errno == EINTR)

@@ -101,6 +101,28 @@ static inline int fy_sock_handshake(struct fy_sock *s)
     return s->tp->handshake(s);
 }
 
+/* The transport can relay through a pipe (splice_in and splice_out); false for TLS. */
+static inline bool fy_sock_can_splice(const struct fy_sock *s)
+{
+    return s->tp->splice_in && s->tp->splice_out;
+}
+
+/* Moves up to len bytes from the socket into the pipe's write end (fy_sock_can_splice() only).
+ * Results as for read: >0, 0 at end of stream, FY_AGAIN (the socket is empty or the pipe full:
+ * only the caller, which counts what the pipe holds, can tell), -errno. Readiness: FY_AGAIN
+ * clears rd_ready, a short splice does not (the pipe may have been the limit). */
+static inline ssize_t fy_sock_splice_in(struct fy_sock *s, int pipe_wr, size_t len)
+{
+    return s->tp->splice_in(s, pipe_wr, len);
+}
+
+/* Moves up to len bytes from the pipe's read end to the socket. Same results and readiness as
+ * writev: >=0 (may be short), FY_AGAIN, -errno. */
+static inline ssize_t fy_sock_splice_out(struct fy_sock *s, int pipe_rd, size_t len)
+{
+    return s->tp->splice_out(s, pipe_rd, len);
+}
+
 /* FIN after the bytes written so far, below the transport (no TLS close_notify): how an
  * exchange cut short ends its output while still draining the peer's input. */
 void fy_sock_shutdown_tcp(struct fy_sock *s);
