@@ -315,6 +315,28 @@ size_t fy_h1r_execute(struct fy_h1_reader *r, const char *data, size_t len)
     return skipped + used;
 }
 
+uint64_t fy_h1r_body_left(const struct fy_h1_reader *r)
+{
+    if (r->state != FY_H1R_BODY || r->own_chunked || r->msg.upgrade)
+        return 0;
+    if (r->eof_body)
+        return UINT64_MAX;
+    if (r->msg.content_length < 0 || (uint64_t)r->msg.content_length <= r->body_bytes)
+        return 0;
+    return (uint64_t)r->msg.content_length - r->body_bytes;
+}
+
+void fy_h1r_body_skipped(struct fy_h1_reader *r, uint64_t n)
+{
+    FY_ASSERT(n <= fy_h1r_body_left(r));
+    r->nspans = 0;
+    r->body_bytes += n;
+    /* llhttp still counts down the bytes it never saw; it is reset before the next message
+     * (fy_h1r_next), and nothing feeds it this message's body any more. */
+    if (!r->eof_body && (uint64_t)r->msg.content_length == r->body_bytes)
+        r->state = FY_H1R_DONE;
+}
+
 bool fy_h1r_eof(struct fy_h1_reader *r)
 {
     if (r->state == FY_H1R_BODY && r->eof_body) {

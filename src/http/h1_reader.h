@@ -90,6 +90,20 @@ size_t fy_h1r_execute(struct fy_h1_reader *r, const char *data, size_t len);
  * errors; no-op without a complete request line. */
 void fy_h1r_keep_request_line(struct fy_h1_reader *r, const char *head);
 
+/*
+ * A body moved past the reader (spliced from socket to socket), for bodies whose end the reader
+ * can tell without seeing the bytes. fy_h1r_body_left() is how many more body bytes may be moved
+ * that way now: what a Content-Length body still lacks, UINT64_MAX for a close-delimited body
+ * (fy_h1r_eof() ends it), 0 otherwise (no body in progress, a chunked body). Only meaningful
+ * once the spans of the last execute were used and every byte given to it was consumed: the
+ * bytes moved come after those. fy_h1r_body_skipped() records n <= fy_h1r_body_left() bytes
+ * moved (and clears the spans): a Content-Length
+ * body that got its last byte is complete (FY_H1R_DONE), and what follows it in the stream
+ * belongs to the next message.
+ */
+uint64_t fy_h1r_body_left(const struct fy_h1_reader *r);
+void fy_h1r_body_skipped(struct fy_h1_reader *r, uint64_t n);
+
 /* The connection ended: for a close-delimited body this completes the message; anywhere else it
  * is an error (truncated message). Returns true if the message is now complete. */
 bool fy_h1r_eof(struct fy_h1_reader *r);

@@ -14,6 +14,7 @@ void fy_h1w_init(struct fy_h1_writer *w)
     w->framing = FY_FRAME_NONE;
     w->finished = false;
     w->body_sent = 0;
+    w->direct_left = 0;
 }
 
 static void release_heads(struct fy_outq *q)
@@ -123,6 +124,51 @@ int fy_h1w_copy(struct fy_h1_writer *w, const char *p, size_t n)
     return 0;
 }
 
+/* The size line of a chunk of `size` bytes, in one of the queue's scratch slots. */
+static int push_chunk_size(struct fy_outq *q, uint64_t size)
+{
+    if (q->nscratch == sizeof(q->scratch) / sizeof(q->scratch[0]) || q->n == FY_OUTQ_IOV)
+        return -1;
+    static const char hex[] = "0123456789abcdef";
+    char tmp[24];
+    int len = 0;
+    do {
+        tmp[len++] = hex[size & 15];
+        size >>= 4;
+    } while (size);
+    char *line = q->scratch[q->nscratch++];
+    for (int i = 0; i < len; i++)
+        line[i] = tmp[len - 1 - i];
+    line[len] = '\r';
+    line[len + 1] = '\n';
+    return push(q, line, (size_t)len + 2);
+}
+
+int64_t fy_h1w_direct_begin(struct fy_h1_writer *w, uint64_t avail)
+{
+    FY_ASSERT(w->framing != FY_FRAME_NONE && !w->finished && avail > 0 && avail < INT64_MAX);
+    if (w->framing != FY_FRAME_CHUNKED)
+        return (int64_t)avail;
+    if (w->direct_left == 0) {
+        if (push_chunk_size(&w->q, avail) < 0)
+            return -1;
+        w->direct_left = avail;
+    }
+    return (int64_t)(avail < w->direct_left ? avail : w->direct_left);
+}
+
+void fy_h1w_direct_done(struct fy_h1_writer *w, uint64_t n)
+{
+    w->body_sent += n;
+    if (w->framing != FY_FRAME_CHUNKED || n == 0)
+        return;
+    FY_ASSERT(n <= w->direct_left);
+    w->direct_left -= n;
+    /* The queue was empty for the direct write, so there is room for the CRLF. */
+    if (w->direct_left == 0)
+        push(&w->q, "\r\n", 2);
+}
+
 int fy_h1w_body(struct fy_h1_writer *w, const struct iovec *iov, int n, bool last)
 {
     struct fy_outq *q = &w->q;
@@ -141,24 +187,9 @@ int fy_h1w_body(struct fy_h1_writer *w, const struct iovec *iov, int n, bool las
         total = 0;
         n = 0;
     }
-    if (w->framing == FY_FRAME_CHUNKED && total > 0) {
-        if (q->nscratch == sizeof(q->scratch) / sizeof(q->scratch[0]))
-            return -1;
-        static const char hex[] = "0123456789abcdef";
-        char tmp[24];
-        int len = 0;
-        size_t v = total;
-        do {
-            tmp[len++] = hex[v & 15];
-            v >>= 4;
-        } while (v);
-        char *line = q->scratch[q->nscratch++];
-        for (int i = 0; i < len; i++)
-            line[i] = tmp[len - 1 - i];
-        line[len] = '\r';
-        line[len + 1] = '\n';
-        push(q, line, (size_t)len + 2);
-    }
+    FY_ASSERT(w->direct_left == 0); /* a direct chunk is never left open under queued data */
+    if (w->framing == FY_FRAME_CHUNKED && total > 0 && push_chunk_size(q, total) < 0)
+        return -1;
     for (int i = 0; i < n; i++)
         push(q, iov[i].iov_base, iov[i].iov_len);
     w->body_sent += total;

@@ -39,6 +39,7 @@ struct fy_h1_writer {
     enum fy_framing framing;
     bool finished; /* the body end has been queued */
     uint64_t body_sent;
+    uint64_t direct_left; /* chunked: bytes of the open direct chunk still to be written */
 };
 
 void fy_h1w_init(struct fy_h1_writer *w);
@@ -71,6 +72,18 @@ size_t fy_u64_to_dec(uint64_t v, char *out);
  * even after compacting the queue there is no room for n spans plus framing: callers keep at most
  * one batch of FY_H1R_MAX_SPANS spans out, which always fits. */
 int fy_h1w_body(struct fy_h1_writer *w, const struct iovec *iov, int n, bool last);
+
+/*
+ * Body bytes the caller writes to the socket itself, not through the queue (spliced from a pipe):
+ * fy_h1w_direct_begin(w, avail), with `avail` bytes ready to go, queues the framing that must
+ * precede them (chunked: the size line of a chunk of exactly `avail` bytes, when no chunk is
+ * open) and returns how many may be written directly (<= avail), but only once the queue has been
+ * flushed; -1 when the queue has no room. fy_h1w_direct_done(w, n) records n of them written and
+ * queues what follows a completed chunk (its CRLF). The body ends as usual with fy_h1w_body(last),
+ * once no direct chunk is open.
+ */
+int64_t fy_h1w_direct_begin(struct fy_h1_writer *w, uint64_t avail);
+void fy_h1w_direct_done(struct fy_h1_writer *w, uint64_t n);
 
 /* Queues bytes that are copied into the head buffer (interim responses, error bodies); at most
  * FY_BUF_SIZE bytes. Returns 0 or -1. */

@@ -1274,3 +1274,50 @@ Test(h1_response, oversized_head_says_response)
     cr_assert_str_eq(R.err_text, "response header block too large");
     fy_h1r_free(&R);
 }
+
+/* ---- bodies moved past the reader (splice) ---- */
+
+Test(h1_response, body_left_and_skipped_content_length)
+{
+    const char *s = "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc";
+    resp(s, false);
+    cr_assert_eq(R.state, FY_H1R_BODY);
+    cr_assert_eq(RUN.body_len, 3);
+    cr_assert_eq(fy_h1r_body_left(&R), 7);
+    fy_h1r_body_skipped(&R, 4);
+    cr_assert_eq(R.state, FY_H1R_BODY);
+    cr_assert_eq(fy_h1r_body_left(&R), 3);
+    fy_h1r_body_skipped(&R, 3);
+    cr_assert_eq(R.state, FY_H1R_DONE, "the last byte moved completes the message");
+    cr_assert_eq(fy_h1r_body_left(&R), 0);
+    /* The next message parses from a fresh state, whatever llhttp still counted. */
+    fy_h1r_next(&R);
+    const char *next = "HTTP/1.1 204 No Content\r\n\r\n";
+    cr_assert_eq(fy_h1r_execute(&R, next, strlen(next)), strlen(next));
+    cr_assert_eq(R.state, FY_H1R_DONE);
+    cr_assert_eq(R.msg.status, 204);
+}
+
+Test(h1_response, body_left_close_delimited_until_eof)
+{
+    resp("HTTP/1.1 200 OK\r\n\r\nab", false);
+    cr_assert(R.eof_body);
+    cr_assert_eq(fy_h1r_body_left(&R), UINT64_MAX);
+    fy_h1r_body_skipped(&R, 1000);
+    cr_assert_eq(R.state, FY_H1R_BODY);
+    cr_assert(fy_h1r_eof(&R));
+    cr_assert_eq(R.state, FY_H1R_DONE);
+}
+
+Test(h1_response, body_left_zero_where_the_end_needs_parsing)
+{
+    resp("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab", false);
+    cr_assert_eq(R.state, FY_H1R_BODY);
+    cr_assert_eq(fy_h1r_body_left(&R), 0, "chunked: the framing must be parsed");
+    fy_h1r_free(&R);
+    resp("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true);
+    cr_assert_eq(fy_h1r_body_left(&R), 0, "a response to HEAD has no body");
+    fy_h1r_free(&R);
+    resp("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n", false);
+    cr_assert_eq(fy_h1r_body_left(&R), 0, "tunnel bytes are no body");
+}

@@ -409,3 +409,41 @@ Test(h1_writer, head_buffers_chain)
     fy_h1w_reset(&W); /* frees all three (ASan would report a leak otherwise) */
     cr_assert_null(W.q.head);
 }
+
+Test(h1_writer, direct_bytes_length_framing_need_no_framing)
+{
+    W.framing = FY_FRAME_LENGTH;
+    cr_assert_eq(fy_h1w_direct_begin(&W, 1000), 1000);
+    expect_queued("");
+    fy_h1w_direct_done(&W, 600);
+    cr_assert_eq(fy_h1w_direct_begin(&W, 400), 400);
+    fy_h1w_direct_done(&W, 400);
+    expect_queued("");
+    cr_assert_eq(W.body_sent, 1000);
+    cr_assert_eq(fy_h1w_body(&W, NULL, 0, true), 0);
+    expect_queued("");
+}
+
+Test(h1_writer, direct_chunk_is_framed_around_the_bytes)
+{
+    W.framing = FY_FRAME_CHUNKED;
+    /* 0x1234 bytes ready: a chunk of exactly that size opens. */
+    cr_assert_eq(fy_h1w_direct_begin(&W, 0x1234), 0x1234);
+    expect_queued("1234\r\n");
+    W.q.first = W.q.n = W.q.nscratch = 0; /* flushed */
+    fy_h1w_direct_done(&W, 0x1000);
+    expect_queued("");
+    /* More bytes arrived meanwhile: only the rest of the open chunk may go. */
+    cr_assert_eq(fy_h1w_direct_begin(&W, 0x2000), 0x234);
+    expect_queued("");
+    fy_h1w_direct_done(&W, 0x234);
+    expect_queued("\r\n");
+    /* The next batch opens the next chunk behind the CRLF. */
+    cr_assert_eq(fy_h1w_direct_begin(&W, 0x10), 0x10);
+    expect_queued("\r\n10\r\n");
+    W.q.first = W.q.n = W.q.nscratch = 0;
+    fy_h1w_direct_done(&W, 0x10);
+    cr_assert_eq(fy_h1w_body(&W, NULL, 0, true), 0);
+    expect_queued("\r\n0\r\n\r\n");
+    cr_assert_eq(W.body_sent, 0x1244);
+}
