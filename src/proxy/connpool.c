@@ -83,15 +83,33 @@ void fy_connpool_close_all(struct fy_connpool *p)
         drop_idle(p->head);
 }
 
+/* Nothing arrived on an idle connection: no EOF, no byte nobody asked for. Only asks the socket
+ * when an event came (rd_ready) and the idle task may not have looked yet: a request pipelined
+ * behind the previous exchange can run before that task does, and a response the upstream sent
+ * unasked (bytes after the last body, which a spliced body leaves in the socket) would then be
+ * taken for the answer to the next request. */
+static bool idle_clean(struct fy_upconn *c)
+{
+    if (!c->sock.rd_ready)
+        return true;
+    char byte;
+    return fy_sock_read(&c->sock, &byte, 1) == FY_AGAIN;
+}
+
 struct fy_upconn *fy_connpool_get(struct fy_connpool *p, struct fy_task *owner)
 {
-    struct fy_upconn *c = p->head;
-    if (!c)
-        return NULL;
-    unlink_idle(p, c);
-    fy_loop_timer_stop(&c->idle_timer);
-    fy_loop_unqueue(p->loop, &c->idle_task);
-    c->sock.owner = owner;
+    struct fy_upconn *c;
+    while ((c = p->head)) {
+        unlink_idle(p, c);
+        fy_loop_timer_stop(&c->idle_timer);
+        fy_loop_unqueue(p->loop, &c->idle_task);
+        if (idle_clean(c))
+            break;
+        fy_debug("idle upstream connection closed by the upstream or sent unasked bytes");
+        fy_upconn_close(c);
+    }
+    if (c)
+        c->sock.owner = owner;
     return c;
 }
 
