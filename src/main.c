@@ -27,6 +27,7 @@
 #include "core/buf.h"
 #include "core/log.h"
 #include "filters/builtin.h"
+#include "net/pipe.h"
 #include "net/listener.h"
 #include "net/resolver.h"
 #include "net/tls.h"
@@ -573,6 +574,7 @@ int main(int argc, char **argv)
     fy_buf_freelist_release();
     fy_client_io_freelist_release();
     fy_session_freelist_release();
+    fy_pipe_pool_release();
     fy_router_thread_release();
     fy_info("stopped");
     if (f.alog_fd > STDERR_FILENO)

@@ -72,6 +72,9 @@ static const char usage_text[] =
     "  --pid-file PATH               write the process id there (for ferry -s reload|stop)\n"
     "  --trust-request-id on|off     keep the client's X-Request-Id (default off: ferry makes\n"
     "                                one for every request, passes it upstream and logs it)\n"
+    "  --splice on|off               move large plain response bodies socket to socket with\n"
+    "                                splice(2), not through ferry's buffers (default on)\n"
+    "  --splice-min-size 64k         the smallest Content-Length body spliced\n"
     "  --access-log stdout|off|PATH  one line per exchange (default stdout)\n"
     "  --access-log-format combined|json\n"
     "  --log-level debug|info|warn|error   diagnostics on stderr (default info)\n"
@@ -112,6 +115,8 @@ void fy_config_defaults(struct fy_config *c)
     c->host_mode = FY_HOST_UPSTREAM;
     c->x_forwarded_for = c->x_forwarded_proto = c->x_forwarded_host = c->via = true;
     c->abort_on_client_close = true;
+    c->splice = true;
+    c->splice_min_size = 64 * 1024;
     c->access_log = FY_ALOG_STDOUT;
     c->access_log_format = FY_ALOG_COMBINED;
     c->log_level = FY_LOG_INFO;
@@ -754,6 +759,8 @@ const struct fy_option fy_options[] = {
     {"upgrade-protocols", FY_OPT_UPGRADE, 0, 0, 0, 0},
     {"abort-on-client-close", FY_OPT_ONOFF, CFG_OFF(abort_on_client_close), 0, 0, 0},
     {"trust-request-id", FY_OPT_ONOFF, CFG_OFF(trust_request_id), 0, 0, 0},
+    {"splice", FY_OPT_ONOFF, CFG_OFF(splice), 0, 0, 0},
+    {"splice-min-size", FY_OPT_SIZE, CFG_OFF(splice_min_size), 0, UINT64_MAX, FY_OPTF_U64},
     {"pid-file", FY_OPT_PATH, CFG_OFF(pid_file), 0, 0, 0},
     {"access-log", FY_OPT_ACCESS_LOG, 0, 0, 0, 0},
     {"access-log-format", FY_OPT_LOG_FORMAT, 0, 0, 0, 0},

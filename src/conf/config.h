@@ -71,6 +71,11 @@ struct fy_config {
     bool abort_on_client_close; /* a client hang-up while the upstream thinks abandons it */
     bool trust_request_id;      /* keep a client's X-Request-Id instead of making one */
     char *pid_file;             /* NULL = none */
+    /* Large plain-to-plain response bodies move socket to socket through a pipe (splice(2))
+     * instead of being copied through ferry's buffers; a Content-Length body qualifies from
+     * splice_min_size bytes (docs/internals/splice.md). */
+    bool splice;
+    uint64_t splice_min_size;
 
     enum fy_log_target access_log;
     char *access_log_path;

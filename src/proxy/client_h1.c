@@ -71,6 +71,7 @@ struct fy_client {
     bool linger;       /* unread input may remain: half-close and drain before closing */
     bool lingering;
     bool out_blocked;      /* the session waits for our output queue to drain */
+    bool pipe_blocked;     /* ...or for the socket to take spliced bytes (ds_send_pipe) */
     bool shut_after_flush; /* tunnel: send FIN once the queued bytes are out */
     bool cut;              /* the response was cut short: end without TLS close_notify */
     bool head_sent;        /* the session gave us the final response head */
@@ -658,6 +659,39 @@ static int ds_send_body(void *ds, const struct iovec *iov, int n, bool last)
     return rc;
 }
 
+/* Spliced body bytes: the queue (head, copied bytes, the framing of a direct chunk) goes first,
+ * then the pipe's bytes go straight to the socket. */
+static ssize_t ds_send_pipe(void *ds, int pipe_rd, size_t len)
+{
+    struct fy_client *c = ds;
+    struct fy_h1_writer *wr = &c->io->wr;
+    FY_ASSERT(fy_sock_can_splice(&c->sock) && !c->tunnel);
+    int64_t may = fy_h1w_direct_begin(wr, len);
+    if (may < 0) {
+        client_log(c, FY_LOG_ERROR, "output queue full before spliced bytes; closing");
+        return -ENOBUFS;
+    }
+    int rc = flush(c);
+    if (rc == 0 && !c->sock.wr_ready)
+        rc = FY_AGAIN;
+    if (rc == 0) {
+        ssize_t n = fy_sock_splice_out(&c->sock, pipe_rd, (size_t)may);
+        if (n > 0) {
+            c->pipe_blocked = false;
+            fy_h1w_direct_done(wr, (uint64_t)n);
+            return n;
+        }
+        if (n != FY_AGAIN)
+            return n < 0 ? n : -EIO; /* 0: the pipe was empty, the session's count is wrong */
+        c->pipe_blocked = true;
+        fy_loop_timer_set(&c->w->loop, &c->timer, c->w->cfg->send_timeout);
+        rc = FY_AGAIN;
+    }
+    if (rc == FY_AGAIN)
+        c->out_blocked = true;
+    return rc;
+}
+
 static int ds_send_error(void *ds, int status, const char *text, const struct fy_msg *extra)
 {
     struct fy_client *c = ds;
@@ -684,6 +718,7 @@ static void ds_done(void *ds, bool clean)
          * return: drop all of it. The response is cut short anyway; the connection closes. */
         fy_h1w_reset(&c->io->wr);
         c->out_blocked = false;
+        c->pipe_blocked = false;
         c->shut_after_flush = false;
         c->close_after = true;
         c->linger = !c->tunnel;
@@ -711,6 +746,7 @@ static const struct fy_downstream_ops client_ops = {
     .send_interim = ds_send_interim,
     .send_head = ds_send_head,
     .send_body = ds_send_body,
+    .send_pipe = ds_send_pipe,
     .send_error = ds_send_error,
     .done = ds_done,
 };
@@ -957,6 +993,7 @@ static void end_exchange(struct fy_client *c)
     c->session_done = false;
     c->timed_out = false;
     c->out_blocked = false;
+    c->pipe_blocked = false;
     c->tunnel = false;
     c->head_sent = false;
     if (c->close_after) {
@@ -1039,6 +1076,13 @@ static void client_run(struct fy_task *t)
         break;
     }
     int rc = flush(c);
+    if (rc == 0 && c->pipe_blocked) {
+        /* A splice waits for the socket, not the queue: only an event (wr_ready) unblocks it. */
+        if (c->sock.wr_ready)
+            c->pipe_blocked = false;
+        else
+            rc = FY_AGAIN;
+    }
     if (rc < 0 && rc != FY_AGAIN) {
         close_client(c);
         return;

@@ -274,6 +274,7 @@ void sess_finish(struct fy_session *s, bool upstream_reusable, bool client_clean
     s->ds = NULL;
     s->resp_spans_out = false; /* flushed or dropped by done(), or gone with a detached client */
     s->ds_blocked = false;
+    sess_splice_release(s); /* a cut exchange's pipe still holds bytes: closed, never pooled */
     sess_release_upstream(s, upstream_reusable);
     sess_release_server(s);
     log_exchange(s);
@@ -337,7 +338,7 @@ static bool idempotent(const struct fy_msg *m)
  * bytes (a POST the upstream may have processed) is never sent twice. Anything else is a 502 (or
  * a cut client connection mid-response).
  */
-static void upstream_failed(struct fy_session *s, int err, const char *what)
+void sess_upstream_failed(struct fy_session *s, int err, const char *what)
 {
     bool replayable = !s->got_response_bytes && !s->req_body_started && idempotent(&s->req);
     if (s->reused && replayable && s->attempts < 2) {
@@ -435,7 +436,7 @@ static int pump_request(struct fy_session *s)
                     s->up_write_failed = true;
                     return 1;
                 }
-                upstream_failed(s, rc, "sending the request");
+                sess_upstream_failed(s, rc, "sending the request");
                 return -1;
             }
             progress = 1;
@@ -587,6 +588,15 @@ static int pump_response(struct fy_session *s)
             response_complete(s);
             return -1;
         }
+        if (s->splicing || sess_splice_start(s)) {
+            int rc = sess_pump_splice(s);
+            if (rc < 0)
+                return -1;
+            progress |= rc;
+            if (s->splicing)
+                return progress;
+            /* The whole body went through the pipe: fy_uh1_next() reports its end. */
+        }
         uint64_t before = fy_uh1_bytes_read(up);
         int err;
         enum fy_uh1_event ev = fy_uh1_next(up, !s->up_write_failed, &err);
@@ -619,7 +629,7 @@ static int pump_response(struct fy_session *s)
             sess_fail_exchange(s, 502, "the upstream server sent an invalid response");
             return -1;
         case FY_UH1_CLOSED:
-            upstream_failed(
+            sess_upstream_failed(
                 s, err, s->head_sent ? "sending the response body" : "waiting for the response");
             return -1;
         }

@@ -13,6 +13,8 @@
  *    still queued, so the session may release the upstream buffer right after it. The session
  *    never releases that buffer while a span is out (asserted), and a detached downstream holds
  *    none (its queue went with the connection).
+ *  - a pipe given to send_pipe() stays the session's: the downstream moves bytes out of it during
+ *    the call and keeps nothing of it.
  */
 #ifndef FY_SESSION_H
 #define FY_SESSION_H
@@ -20,6 +22,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 #include <sys/uio.h>
 
 #include "core/loop.h"
@@ -52,6 +55,12 @@ typedef int fy_ds_send_head_fn(void *ds, struct fy_msg *resp);
 /* Body (or tunnel) bytes, referenced until flushed (see above): 0 = flushed, FY_AGAIN = queued
  * (fy_session_output_flushed() follows), <0 = client gone or the batch could not be queued. */
 typedef int fy_ds_send_body_fn(void *ds, const struct iovec *iov, int n, bool last);
+/* Body bytes waiting in a pipe (the session's; its read end is borrowed for the call only):
+ * moves up to `len` of them to the client, with the response's framing, after everything queued
+ * before. Returns the bytes taken from the pipe (>0), FY_AGAIN (none; fy_session_output_flushed()
+ * follows), or <0 (client gone). Only called when the client's transport can splice
+ * (fy_ds_transport_fn); a downstream without this op gets every body through send_body. */
+typedef ssize_t fy_ds_send_pipe_fn(void *ds, int pipe_rd, size_t len);
 /* Error response before any head was sent; `extra` (may be NULL; read during the call only)
  * holds fields to add to its head. Returns the body bytes queued (for the log). */
 typedef int fy_ds_send_error_fn(void *ds, int status, const char *text, const struct fy_msg *extra);
@@ -76,6 +85,7 @@ struct fy_downstream_ops {
     fy_ds_send_interim_fn *send_interim;
     fy_ds_send_head_fn *send_head;
     fy_ds_send_body_fn *send_body;
+    fy_ds_send_pipe_fn *send_pipe; /* NULL: cannot */
     fy_ds_send_error_fn *send_error;
     fy_ds_done_fn *done;
 };

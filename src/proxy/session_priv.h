@@ -119,6 +119,10 @@ struct fy_session {
     bool req_starved; /* waiting for the client's body bytes */
     /* response side */
     bool got_response_bytes, head_sent, resp_spans_out, ds_blocked, resp_last_sent;
+    /* splicing the response body (session_splice.c) */
+    struct fy_pipe *pipe; /* owned while splicing; held bytes are in flight to the client */
+    bool splicing;        /* the body goes upstream socket -> pipe -> client socket */
+    bool splice_tried;    /* the switch was decided once for this response */
     /* tunnel */
     bool up_eof, client_eof;
     bool up_write_failed; /* a request write failed (reset): an upstream EOF is not a clean end */
@@ -141,6 +145,13 @@ void sess_release_upstream(struct fy_session *s, bool reusable);
 void sess_finish(struct fy_session *s, bool upstream_reusable, bool client_clean);
 void sess_fail_exchange(struct fy_session *s, int status, const char *text);
 void sess_client_failed(struct fy_session *s, int status);
+void sess_upstream_failed(struct fy_session *s, int err, const char *what);
+
+/* session_splice.c */
+bool sess_can_splice(const struct fy_session *s);
+bool sess_splice_start(struct fy_session *s);
+int sess_pump_splice(struct fy_session *s);
+void sess_splice_release(struct fy_session *s);
 
 /* session_route.c */
 void sess_template_vars(struct fy_session *s, struct fy_tctx *v);

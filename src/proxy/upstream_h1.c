@@ -180,3 +180,33 @@ enum fy_uh1_event fy_uh1_next(struct fy_upconn *up, bool eof_ends_body, int *err
         return FY_UH1_CLOSED;
     }
 }
+
+bool fy_uh1_body_spliceable(const struct fy_upconn *up, uint64_t *left)
+{
+    const struct fy_h1_reader *rd = &up->rd;
+    if (!up->head_reported || rd->state != FY_H1R_BODY || fy_buf_len(up->in) > 0)
+        return false;
+    /* Spans of the last BODY event count as taken (the caller is done with them). */
+    if (rd->nspans > 0 && !up->spans_pending)
+        return false;
+    *left = fy_h1r_body_left(rd);
+    return *left > 0;
+}
+
+ssize_t fy_uh1_splice_body(struct fy_upconn *up, int pipe_wr, size_t max, bool eof_ends_body)
+{
+    struct fy_h1_reader *rd = &up->rd;
+    up->spans_pending = false;
+    rd->nspans = 0;
+    uint64_t left = fy_h1r_body_left(rd);
+    FY_ASSERT(left > 0 && fy_buf_len(up->in) == 0);
+    ssize_t n = fy_sock_splice_in(&up->sock, pipe_wr, left < max ? (size_t)left : max);
+    if (n > 0) {
+        up->got_bytes = true;
+        up->bytes_read += (uint64_t)n;
+        fy_h1r_body_skipped(rd, (uint64_t)n);
+    } else if (n == 0 && rd->eof_body && eof_ends_body) {
+        fy_h1r_eof(rd); /* the close ends a close-delimited body: a normal end */
+    }
+    return n;
+}

@@ -14,6 +14,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <sys/uio.h>
 
 #include "http/msg.h"
@@ -69,6 +70,26 @@ uint64_t fy_uh1_bytes_read(const struct fy_upconn *up);
 /* The connection can carry another exchange once this one ended: the response allowed
  * keep-alive, was not close-delimited, and nothing unread follows it. */
 bool fy_uh1_reusable(const struct fy_upconn *up);
+
+/*
+ * Splicing the response body (session_splice.c): instead of fy_uh1_next(), which it replaces for
+ * the rest of the body, the caller moves body bytes from the socket into a pipe itself.
+ *
+ * fy_uh1_body_spliceable(): the current response's body can continue that way now: its head was
+ * reported, every body byte read so far was returned in BODY events (up->in holds nothing, so
+ * nothing is skipped), and the reader knows where the body ends without seeing it (Content-Length
+ * or close-delimited; not chunked). *left is how many bytes it still has (UINT64_MAX: until the
+ * close).
+ */
+bool fy_uh1_body_spliceable(const struct fy_upconn *up, uint64_t *left);
+
+/* Moves up to `max` body bytes from the socket into `pipe_wr`, never past the body's end, so a
+ * response that follows on the connection stays in the socket. Like fy_uh1_next(), the call
+ * tells that the spans of the last BODY event are no longer used. Returns the bytes moved (>0;
+ * fy_uh1_done() once the last one came), 0 at the end of the stream (fy_uh1_done() tells a
+ * close-delimited body's normal end from a close before the end; `eof_ends_body` as for
+ * fy_uh1_next()), FY_AGAIN (socket empty or pipe full), or -errno. */
+ssize_t fy_uh1_splice_body(struct fy_upconn *up, int pipe_wr, size_t max, bool eof_ends_body);
 
 /* After a 101: bytes go raw both ways from now on. */
 void fy_uh1_switch_to_tunnel(struct fy_upconn *up);

@@ -12,6 +12,7 @@
 #include "core/buf.h"
 #include "core/macros.h"
 #include "core/log.h"
+#include "net/pipe.h"
 #include "proxy/health.h"
 #include "proxy/lb.h"
 #include "proxy/router.h"
@@ -629,6 +630,7 @@ void *fy_worker_main(void *arg)
     fy_buf_freelist_release();
     fy_client_io_freelist_release();
     fy_session_freelist_release();
+    fy_pipe_pool_release();
     fy_router_thread_release();
     __atomic_store_n(&w->exited, true, __ATOMIC_RELEASE);
     poke_main(w);
