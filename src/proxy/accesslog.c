@@ -202,6 +202,10 @@ void fy_accesslog_write(struct fy_accesslog *l, const struct fy_log_entry *e)
             if (e->tls_client_subject) {
                 puts_(&o, "\",\"client_cert\":\"");
                 put_escaped(&o, e->tls_client_subject, strlen(e->tls_client_subject), true);
+                if (e->tls_client_sha256) {
+                    puts_(&o, "\",\"client_cert_sha256\":\"");
+                    puts_(&o, e->tls_client_sha256);
+                }
             }
         }
         puts_(&o, "\"}\n");

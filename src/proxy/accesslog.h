@@ -30,6 +30,7 @@ struct fy_log_entry {
     /* TLS clients (NULL for plain ones); NUL-terminated. The JSON format prints them all, the
      * combined one the version and cipher. */
     const char *tls_version, *tls_cipher, *tls_server_name, *tls_client_subject;
+    const char *tls_client_sha256; /* the client certificate's fingerprint (with the subject) */
     uint64_t total_us;
 };
 

@@ -225,11 +225,14 @@ static void log_exchange(struct fy_session *s)
     e.request_id = s->request_id[0] ? s->request_id : NULL;
     e.tls_version = s->tls_version;
     e.tls_cipher = s->tls_cipher;
-    char subject[256];
+    char subject[256], fingerprint[65];
     if (s->client_sock && s->w->alog.format == FY_ALOG_JSON) {
         e.tls_server_name = fy_tls_server_name(s->client_sock);
         if (fy_tls_peer_subject(s->client_sock, subject, sizeof(subject)))
             e.tls_client_subject = subject;
+        if (e.tls_client_subject &&
+            fy_tls_peer_fingerprint(s->client_sock, fingerprint, sizeof(fingerprint)))
+            e.tls_client_sha256 = fingerprint;
     }
     if (s->w->alog.format == FY_ALOG_COMBINED) /* the only format that prints them */
         fy_log_entry_agent(&e, &s->req);

@@ -63,9 +63,9 @@ def peer_fingerprint(s: ssl.SSLSocket) -> str:
     return hashlib.sha256(s.getpeercert(binary_form=True)).hexdigest()
 
 
-def tls_config(port, upstream, tls_block, routes=None):
+def tls_config(port, upstream, tls_block, routes=None, top=""):
     routes = routes or "      - upstream: app\n"
-    return write_config("""
+    return write_config(top + """
 listeners:
   - listen: 127.0.0.1:%d
     tls:
@@ -245,8 +245,9 @@ def mtls_ferry(ferry_factory, upstream, pki, auth):
     port = free_port()
     block = certs_block(pki["local"], extra="      client-ca: %s\n      client-auth: %s"
                         % (pki["ca"].pem, auth))
-    ferry_factory(None, "-c", tls_config(port, upstream, block, MTLS_ROUTES), listen=None)
-    return port
+    f = ferry_factory(None, "-c", tls_config(port, upstream, block, MTLS_ROUTES,
+                                             top="access-log-format: json\n"), listen=None)
+    return port, f
 
 
 def with_cert(pki, who):
@@ -256,7 +257,7 @@ def with_cert(pki, who):
 
 
 def test_mtls_required(ferry_factory, upstream, pki):
-    port = mtls_ferry(ferry_factory, upstream, pki, "required")
+    port, f = mtls_ferry(ferry_factory, upstream, pki, "required")
     with tls_connect(port, with_cert(pki, "alice")) as s:
         r = get(s, "/headers")
         assert r.status == 200
@@ -264,6 +265,10 @@ def test_mtls_required(ferry_factory, upstream, pki):
     assert req.header("X-Client-Cert-Subject") == "O=ferry tests,CN=alice"
     assert req.header("X-Client-Cert-Fingerprint") == pki["alice"].sha256
     assert req.header("X-Client-Verify") == "SUCCESS"
+    import json
+    line = json.loads(f.wait_access_log(1)[0])
+    assert line["client_cert"] == "O=ferry tests,CN=alice"
+    assert line["client_cert_sha256"] == pki["alice"].sha256
     n = len(upstream.requests)
     for ctx in (client_ctx(pki), with_cert(pki, "mallory")):  # none, and an unknown CA's
         with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
@@ -273,7 +278,7 @@ def test_mtls_required(ferry_factory, upstream, pki):
 
 
 def test_mtls_optional(ferry_factory, upstream, pki):
-    port = mtls_ferry(ferry_factory, upstream, pki, "optional")
+    port, _ = mtls_ferry(ferry_factory, upstream, pki, "optional")
     with tls_connect(port, client_ctx(pki)) as s:
         assert get(s).status == 200
     assert upstream.requests[-1].header("X-Client-Verify") == "NONE"
@@ -428,3 +433,56 @@ upstreams:
         r = get(s, "/a/b?c=1")
     assert r.status == 200
     assert r.header("Strict-Transport-Security").startswith("max-age=63072000")
+
+
+# ---- the end of a connection tells a TLS client whether the body was whole -----------------------
+
+
+def _strict_ctx(pki):
+    ctx = client_ctx(pki)
+    ctx.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF  # python sets it; a browser would not
+    return ctx
+
+
+def _read_to_close(s):
+    """Reads until the server ends the connection: b"" after a close_notify; an SSL error
+    ("unexpected eof", with suppress_ragged_eofs=False) when TCP ended without one."""
+    data = b""
+    while True:
+        b = s.recv(65536)
+        if not b:
+            return data
+        data += b
+
+
+def test_close_notify_after_a_whole_close_delimited_body(ferry_factory, raw_upstream, pki):
+    def handler(c):
+        from harness import SockReader
+        SockReader(c).read_request()
+        c.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+    raw_upstream.handler = handler
+    f = ferry_factory(raw_upstream.url, "--tls-cert", pki["local"].cert, "--tls-key",
+                      pki["local"].key)
+    raw = socket.create_connection(("127.0.0.1", f.port), timeout=5)
+    with _strict_ctx(pki).wrap_socket(raw, server_hostname="localhost",
+                                      suppress_ragged_eofs=False) as s:
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n")  # HTTP/1.0: the body ends with the connection
+        data = _read_to_close(s)  # no SSLEOFError: ferry sent close_notify
+    assert data.endswith(b"\r\n\r\nhello")
+
+
+def test_no_close_notify_after_a_cut_body(ferry_factory, raw_upstream, pki):
+    def handler(c):
+        from harness import SockReader
+        SockReader(c).read_request()
+        c.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        c.close()  # the upstream dies mid-body
+    raw_upstream.handler = handler
+    f = ferry_factory(raw_upstream.url, "--tls-cert", pki["local"].cert, "--tls-key",
+                      pki["local"].key, allowed_errors=[r"upstream"])
+    raw = socket.create_connection(("127.0.0.1", f.port), timeout=5)
+    with _strict_ctx(pki).wrap_socket(raw, server_hostname="localhost",
+                                      suppress_ragged_eofs=False) as s:
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        with pytest.raises(ssl.SSLError, match="(?i)unexpected eof|EOF occurred"):
+            _read_to_close(s)  # a truncation the client can see
