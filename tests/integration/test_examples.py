@@ -104,3 +104,65 @@ def test_webapp(ferry_factory, upstreams):
     assert r.header("X-Frame-Options") == "DENY" and r.header("Server") is None
     line = f.wait_access_log(1)[-1]
     assert json.loads(line)["request_id"]          # access-log-format: json
+
+
+def test_https(ferry_factory, upstreams, tmp_path):
+    """examples/https.yaml with certificates made for its names, in the layout it names."""
+    import shutil
+    import socket
+    import ssl
+
+    from certs import CA
+    from harness import UpstreamServer
+
+    d = tmp_path / "certs"
+    d.mkdir()
+    public, company, internal = CA(str(d), "public CA"), CA(str(d), "company CA"), \
+        CA(str(d), "internal CA")
+    for name in ("www.example.com", "api.example.com", "admin.example.com"):
+        public.issue(name, file=name)
+    shutil.copy(company.pem, d / "company-ca.pem")
+    shutil.copy(internal.pem, d / "internal-ca.pem")
+    api_cert = internal.issue("api.internal", file="api-internal")
+    alice = company.issue(cn="alice", client=True, file="alice")
+    up_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    up_ctx.load_cert_chain(api_cert.cert, api_cert.key)
+    api = UpstreamServer(tls=up_ctx).start()
+    try:
+        text, _, _ = localise("https.yaml", upstreams)
+        plain, secure, admin = free_port(), free_port(), free_port()
+        text = (text.replace("listen: 0.0.0.0:80\n", "listen: 127.0.0.1:%d\n" % plain)
+                .replace("listen: 0.0.0.0:443\n", "listen: 127.0.0.1:%d\n" % secure)
+                .replace("listen: 0.0.0.0:8443\n", "listen: 127.0.0.1:%d\n" % admin)
+                .replace("https://10.0.3.10:9443", "https://127.0.0.1:%d" % api.port))
+        cfg = tmp_path / "https.yaml"
+        cfg.write_text(text)
+        ferry_factory(None, "-c", str(cfg), listen=None, workers=1)
+
+        r = request(plain, "GET", "/a?b=1", host="www.example.com")
+        assert r.status == 308 and r.header("Location") == "https://www.example.com/a?b=1"
+
+        def tls_get(port, name, ctx):
+            raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+            with ctx.wrap_socket(raw, server_hostname=name) as s:
+                s.sendall(b"GET /x HTTP/1.1\r\nHost: %s\r\n\r\n" % name.encode())
+                return ResponseReader(s).read_final()
+
+        ctx = ssl.create_default_context(cafile=public.pem)
+        r = tls_get(secure, "www.example.com", ctx)
+        assert r.status == 200 and who(r) in ("s0", "s1")
+        assert r.header("Strict-Transport-Security").startswith("max-age=63072000")
+        r = tls_get(secure, "api.example.com", ctx)  # SNI picks the api certificate
+        assert r.status == 200 and r.body.startswith(b"ok GET /x")
+        assert api.requests[-1].header("X-Forwarded-Proto") == "https"
+
+        with pytest.raises((ssl.SSLError, OSError)):
+            tls_get(admin, "admin.example.com", ctx)  # no client certificate
+        ctx.load_cert_chain(alice.cert, alice.key)
+        r = tls_get(admin, "admin.example.com", ctx)
+        assert r.status == 200 and who(r) == "s2"
+        got = upstreams(2).requests[-1]
+        assert got.header("X-Client-Cert-Subject") == "O=ferry tests,CN=alice"
+        assert got.header("X-Client-Cert-Sha256") == alice.sha256
+    finally:
+        api.stop()

@@ -486,3 +486,34 @@ def test_no_close_notify_after_a_cut_body(ferry_factory, raw_upstream, pki):
         s.sendall(b"GET / HTTP/1.0\r\n\r\n")
         with pytest.raises(ssl.SSLError, match="(?i)unexpected eof|EOF occurred"):
             _read_to_close(s)  # a truncation the client can see
+
+
+# ---- many TLS clients at once ---------------------------------------------------------------------
+
+
+def test_300_concurrent_tls_clients(ferry_factory, pki):
+    """300 handshakes in parallel over two workers, every exchange held open at the upstream
+    until all 300 requests are in: each client gets its own response."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from test_concurrency import AsyncUpstream
+    n = 300
+    up = AsyncUpstream(hold_until=n).start()
+    try:
+        f = ferry_factory(up.url, "--tls-cert", pki["local"].cert, "--tls-key",
+                          pki["local"].key, workers=2)
+        ctx = client_ctx(pki)
+
+        def one(i):
+            with tls_connect(f.port, ctx, timeout=30) as s:
+                s.sendall(b"GET /c%d HTTP/1.1\r\nHost: x\r\n\r\n" % i)
+                r = ResponseReader(s, timeout=30).read_response()
+                return r.status, r.body
+
+        with ThreadPoolExecutor(n) as ex:
+            res = list(ex.map(one, range(n)))
+    finally:
+        up.stop()
+    bad = [(i, r) for i, r in enumerate(res) if r != (200, b"/c%d" % i)]
+    assert not bad, bad[:3]
+    assert up.max_concurrent_conns >= n * 0.9
