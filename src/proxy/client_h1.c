@@ -158,6 +158,15 @@ static void close_client(struct fy_client *c)
     fy_worker_check_drained(w);
 }
 
+/* Closes a connection that is between requests (idle timeout, drain): nothing is owed, so a
+ * transport that says goodbye (TLS close_notify) does, as far as the socket takes it at once. */
+static void close_idle(struct fy_client *c)
+{
+    if (c->sock.tp->shutdown_before_close)
+        (void)fy_sock_shutdown(&c->sock);
+    close_client(c);
+}
+
 static void on_timer(struct fy_timer *t)
 {
     struct fy_client *c = container_of(t, struct fy_client, timer);
@@ -959,7 +968,7 @@ static void read_request(struct fy_client *c)
                 reject(c, 408, "the request head did not arrive in time");
                 return;
             }
-            close_client(c);
+            close_idle(c);
             return;
         }
         if (!c->sock.rd_ready)
@@ -1139,7 +1148,7 @@ void fy_client_drain(struct fy_client *c)
 {
     c->close_after = true;
     if (c->phase == P_IDLE && !c->session)
-        close_client(c);
+        close_idle(c);
 }
 
 void fy_client_kill(struct fy_client *c)

@@ -517,3 +517,13 @@ def test_300_concurrent_tls_clients(ferry_factory, pki):
     bad = [(i, r) for i, r in enumerate(res) if r != (200, b"/c%d" % i)]
     assert not bad, bad[:3]
     assert up.max_concurrent_conns >= n * 0.9
+
+
+def test_idle_timeout_ends_with_close_notify(ferry_factory, upstream, pki):
+    f = ferry_factory(upstream.url, "--tls-cert", pki["local"].cert, "--tls-key",
+                      pki["local"].key, "--idle-timeout", "200ms")
+    raw = socket.create_connection(("127.0.0.1", f.port), timeout=5)
+    with _strict_ctx(pki).wrap_socket(raw, server_hostname="localhost",
+                                      suppress_ragged_eofs=False) as s:
+        assert get(s).status == 200
+        assert s.recv(100) == b""  # the idle timeout: a clean TLS close, not a bare FIN
