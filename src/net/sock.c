@@ -24,43 +24,40 @@ static void on_sock_event(struct fy_pollable *p, uint32_t events)
         fy_loop_queue(s->loop, s->owner);
 }
 
+/* The result of a non-blocking socket call (already retried on EINTR): the count, or FY_AGAIN
+ * with the caller's readiness flag cleared, or -errno. */
+static ssize_t io_result(ssize_t n, bool *ready)
+{
+    if (n >= 0)
+        return n;
+    if (errno == EAGAIN) {
+        *ready = false;
+        return FY_AGAIN;
+    }
+    return -errno;
+}
+
 static ssize_t plain_read(struct fy_sock *s, void *buf, size_t len)
 {
-    for (;;) {
-        /* recv/sendmsg go straight to the socket layer, skipping the VFS work of read/writev. */
-        ssize_t n = recv(s->fd, buf, len, 0);
-        if (n >= 0) {
-            /* A short read drained the socket and epoll reports new data with a new edge; but
-             * an end of stream that arrived with the data gets no edge of its own. */
-            if ((size_t)n < len && n > 0 && !s->eof_pending)
-                s->rd_ready = false;
-            return n;
-        }
-        if (errno == EINTR)
-            continue;
-        if (errno == EAGAIN) {
-            s->rd_ready = false;
-            return FY_AGAIN;
-        }
-        return -errno;
-    }
+    ssize_t n;
+    do /* recv/sendmsg go straight to the socket layer, skipping the VFS work of read/writev */
+        n = recv(s->fd, buf, len, 0);
+    while (n < 0 && errno == EINTR);
+    /* A short read drained the socket and epoll reports new data with a new edge; but an end of
+     * stream that arrived with the data gets no edge of its own. */
+    if (n > 0 && (size_t)n < len && !s->eof_pending)
+        s->rd_ready = false;
+    return io_result(n, &s->rd_ready);
 }
 
 static ssize_t plain_writev(struct fy_sock *s, const struct iovec *iov, int iovcnt)
 {
-    for (;;) {
-        struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
-        ssize_t n = sendmsg(s->fd, &msg, MSG_NOSIGNAL);
-        if (n >= 0)
-            return n;
-        if (errno == EINTR)
-            continue;
-        if (errno == EAGAIN) {
-            s->wr_ready = false;
-            return FY_AGAIN;
-        }
-        return -errno;
-    }
+    struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
+    ssize_t n;
+    do
+        n = sendmsg(s->fd, &msg, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    return io_result(n, &s->wr_ready);
 }
 
 static int plain_shutdown(struct fy_sock *s)
@@ -81,42 +78,26 @@ static const char *plain_alpn(const struct fy_sock *s, unsigned *len)
     return NULL;
 }
 
+/* Unlike a short read, a short splice does not prove the socket drained: the pipe fills one slot
+ * per received fragment and may have run out of slots first. So rd_ready stays set, and the next
+ * call tells (EAGAIN: the socket is empty, or the pipe is full; the caller knows which, as it
+ * counts what the pipe holds, and only a socket that is empty waits for an edge). */
 static ssize_t plain_splice_in(struct fy_sock *s, int pipe_wr, size_t len)
 {
-    for (;;) {
-        ssize_t n = splice(s->fd, NULL, pipe_wr, NULL, len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-        if (n >= 0) {
-            /* Unlike a short read, a short splice does not prove the socket drained: the pipe
-             * fills one slot per received fragment and may have run out of slots first. So
-             * rd_ready stays set, and the next call tells (EAGAIN). */
-            return n;
-        }
-        if (errno == EINTR)
-            continue;
-        if (errno == EAGAIN) {
-            /* The socket is empty, or the pipe is full: the caller knows which (it counts what
-             * the pipe holds) and only a socket that is empty waits for an edge. */
-            s->rd_ready = false;
-            return FY_AGAIN;
-        }
-        return -errno;
-    }
+    ssize_t n;
+    do
+        n = splice(s->fd, NULL, pipe_wr, NULL, len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    while (n < 0 && errno == EINTR);
+    return io_result(n, &s->rd_ready);
 }
 
 static ssize_t plain_splice_out(struct fy_sock *s, int pipe_rd, size_t len)
 {
-    for (;;) {
-        ssize_t n = splice(pipe_rd, NULL, s->fd, NULL, len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-        if (n >= 0)
-            return n;
-        if (errno == EINTR)
-            continue;
-        if (errno == EAGAIN) {
-            s->wr_ready = false;
-            return FY_AGAIN;
-        }
-        return -errno;
-    }
+    ssize_t n;
+    do
+        n = splice(pipe_rd, NULL, s->fd, NULL, len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    while (n < 0 && errno == EINTR);
+    return io_result(n, &s->wr_ready);
 }
 
 static void plain_close(struct fy_sock *s)
@@ -217,18 +198,11 @@ int fy_sock_connect_result(struct fy_sock *s)
 
 ssize_t fy_sock_peek(struct fy_sock *s, void *buf, size_t len)
 {
-    for (;;) {
-        ssize_t n = recv(s->fd, buf, len, MSG_PEEK);
-        if (n >= 0)
-            return n;
-        if (errno == EINTR)
-            continue;
-        if (errno == EAGAIN) {
-            s->rd_ready = false;
-            return FY_AGAIN;
-        }
-        return -errno;
-    }
+    ssize_t n;
+    do
+        n = recv(s->fd, buf, len, MSG_PEEK);
+    while (n < 0 && errno == EINTR);
+    return io_result(n, &s->rd_ready);
 }
 
 bool fy_sock_tcp_peer_gone(struct fy_sock *s)
