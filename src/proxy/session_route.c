@@ -32,7 +32,9 @@ static const char *sess_tls_var(void *arg, enum fy_tvar var, uint32_t *len)
     const char *v = NULL;
     if (!s->tls || !sk)
         return NULL;
-    if (var >= FY_TV_TLS_CLIENT_SUBJECT && !s->tls_vars) {
+    bool cert_var = var == FY_TV_TLS_CLIENT_SUBJECT || var == FY_TV_TLS_CLIENT_FINGERPRINT ||
+                    var == FY_TV_TLS_CLIENT_VERIFY;
+    if (cert_var && !s->tls_vars) {
         struct tls_vars *t = (struct tls_vars *)sess_scratch_alloc(s, sizeof(*t));
         if (!t)
             return NULL;
