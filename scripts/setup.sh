@@ -7,7 +7,7 @@ PACKAGES=(
     build-essential cmake pkg-config clang clang-format libclang-rt-14-dev
     node-llhttp libcriterion-dev
     libssl-dev libyaml-dev zlib1g-dev libbrotli-dev libzstd-dev libnghttp2-dev liblua5.4-dev
-    libpcre2-dev libc-ares-dev
+    libpcre2-dev libc-ares-dev libcrypt-dev
     python3-pytest python3-requests python3-h2 python3-trustme python3-websockets
     curl wrk nginx haproxy procps iproute2
 )
