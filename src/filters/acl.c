@@ -94,14 +94,19 @@ static bool cidr_match(const struct fy_cidr *c, const struct ip *ip)
     return (ip->a[full] & mask) == c->addr[full];
 }
 
-static bool all_digits(const char *s, size_t n)
+/* The decimal number in exactly n bytes (1 to 5 digits, no sign), or -1. The bytes need not be
+ * followed by a NUL: prefixes and ports are parsed out of the middle of an item. */
+static long parse_num(const char *s, size_t n)
 {
-    if (n == 0)
-        return false;
-    for (size_t i = 0; i < n; i++)
+    if (n == 0 || n > 5)
+        return -1;
+    long v = 0;
+    for (size_t i = 0; i < n; i++) {
         if (s[i] < '0' || s[i] > '9')
-            return false;
-    return true;
+            return -1;
+        v = v * 10 + (s[i] - '0');
+    }
+    return v;
 }
 
 /* Parses an address or CIDR of n bytes (no brackets) into *out. */
@@ -125,10 +130,11 @@ static int parse_cidr(const char *s, size_t n, struct fy_cidr *out, char *err, s
     unsigned prefix = max;
     if (slash) {
         size_t plen = n - alen - 1;
-        if (!all_digits(slash + 1, plen) || plen > 3 ||
-            (prefix = (unsigned)strtoul(slash + 1, NULL, 10)) > max)
+        long v = plen <= 3 ? parse_num(slash + 1, plen) : -1;
+        if (v < 0 || v > (long)max)
             return fy_errf(err, errlen, "the prefix length after '/' must be 0 to %u, got %.*s",
                            max, (int)n, s);
+        prefix = (unsigned)v;
     }
     for (unsigned bit = prefix; bit < max; bit++) {
         if (a[bit / 8] & (0x80 >> (bit % 8))) {
@@ -244,17 +250,13 @@ static int parse_ports(const char *s, size_t n, unsigned *lo, unsigned *hi, char
     const char *dash = memchr(s, '-', n);
     size_t n1 = dash ? (size_t)(dash - s) : n;
     size_t n2 = dash ? n - n1 - 1 : 0;
-    unsigned long a = 0, b = 0;
-    if (!all_digits(s, n1) || n1 > 5 || (a = strtoul(s, NULL, 10)) < 1 || a > 65535 ||
-        (dash && (!all_digits(dash + 1, n2) || n2 > 5 || (b = strtoul(dash + 1, NULL, 10)) < 1 ||
-                  b > 65535)))
+    long a = parse_num(s, n1), b = dash ? parse_num(dash + 1, n2) : a;
+    if (a < 1 || a > 65535 || b < 1 || b > 65535)
         return fy_errf(err, errlen,
                        "expected a port (1 to 65535), a range like 8000-8999, or *, got %.*s",
                        (int)n, s);
-    if (!dash)
-        b = a;
     if (a > b)
-        return fy_errf(err, errlen, "the port range %.*s runs backwards; write %lu-%lu", (int)n, s,
+        return fy_errf(err, errlen, "the port range %.*s runs backwards; write %ld-%ld", (int)n, s,
                        b, a);
     *lo = (unsigned)a;
     *hi = (unsigned)b;
