@@ -667,6 +667,7 @@ enum fy_auth_result fy_htpasswd_check(const struct fy_htpasswd *h, struct fy_aut
         now = cache->clock(cache->clock_ctx);
         const struct cache_entry *hit = cache_find(cache, key, now);
         if (hit && hit->gen == h->id && hit->user < h->n) {
+            OPENSSL_cleanse(cred, sizeof(cred));
             if (user_out)
                 memcpy(user_out, h->e[hit->user].user, h->e[hit->user].ulen + 1);
             return FY_AUTH_OK;
