@@ -4,7 +4,9 @@
  * by ares_process_fd(). fy_resolve() loops on poll() until its one lookup ends or its deadline
  * passes; the re-resolver hands the same sockets to the caller's poll() and never waits itself.
  * A re-resolution round uses a fresh channel, destroyed when the round ends: no socket stays
- * open between rounds, and a changed /etc/resolv.conf is read again.
+ * open between rounds, and a changed /etc/resolv.conf is read again. The address lists, channel
+ * settings and error texts are shared with the workers' resolver (net/dns.c) through
+ * resolver_priv.h.
  */
 #include "net/resolver.h"
 
@@ -13,6 +15,7 @@
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +23,7 @@
 #include <time.h>
 
 #include "core/log.h"
+#include "net/resolver_priv.h"
 
 static uint64_t now_ms(void)
 {
@@ -62,8 +66,7 @@ static int cmp_addr(const void *pa, const void *pb)
     return c;
 }
 
-/* Sorts and drops duplicates in place; returns the new count. */
-static uint32_t normalize(struct fy_addr *a, uint32_t n)
+uint32_t fy_resolver_normalize(struct fy_addr *a, uint32_t n)
 {
     if (n < 2)
         return n;
@@ -88,7 +91,7 @@ bool fy_resolver_same(const struct fy_addr *a, uint32_t na, const struct fy_addr
     struct fy_addr *y = x + na;
     memcpy(x, a, na * sizeof(*x));
     memcpy(y, b, na * sizeof(*y));
-    uint32_t nx = normalize(x, na), ny = normalize(y, na);
+    uint32_t nx = fy_resolver_normalize(x, na), ny = fy_resolver_normalize(y, na);
     bool same = nx == ny;
     for (uint32_t i = 0; same && i < nx; i++)
         same = cmp_addr(&x[i], &y[i]) == 0;
@@ -96,7 +99,7 @@ bool fy_resolver_same(const struct fy_addr *a, uint32_t na, const struct fy_addr
     return same;
 }
 
-static void set_port(struct fy_addr *a, uint16_t port)
+void fy_resolver_set_port(struct fy_addr *a, uint16_t port)
 {
     if (a->ss.ss_family == AF_INET)
         ((struct sockaddr_in *)&a->ss)->sin_port = htons(port);
@@ -109,13 +112,11 @@ static void store(struct fy_addr *a, const struct sockaddr *sa, size_t len, uint
     memset(a, 0, sizeof(*a));
     memcpy(&a->ss, sa, len);
     a->len = (socklen_t)len;
-    set_port(a, port);
+    fy_resolver_set_port(a, port);
 }
 
-/* c-ares' answer as a normalized malloc'd list; 0 entries when it holds no usable address (or
- * memory ran out: *oom). */
-static uint32_t from_ares(const struct ares_addrinfo *res, uint16_t port, struct fy_addr **out,
-                          bool *oom)
+uint32_t fy_resolver_from_ares(const struct ares_addrinfo *res, uint16_t port, struct fy_addr **out,
+                               bool *oom)
 {
     *out = NULL;
     *oom = false;
@@ -138,7 +139,7 @@ static uint32_t from_ares(const struct ares_addrinfo *res, uint16_t port, struct
             store(&a[k++], p->ai_addr, len, port);
     }
     *out = a;
-    return normalize(a, k);
+    return fy_resolver_normalize(a, k);
 }
 
 static void format_list(const struct fy_addr *a, uint32_t n, char *buf, size_t size)
@@ -159,8 +160,7 @@ static void format_list(const struct fy_addr *a, uint32_t n, char *buf, size_t s
 
 /* ---- names that need no DNS ---- */
 
-/* host without the brackets of "[IPv6]", into buf; NULL when too long or empty. */
-static const char *bare_host(const char *host, char *buf, size_t size)
+const char *fy_resolver_bare_host(const char *host, char *buf, size_t size)
 {
     size_t n = strlen(host);
     if (n >= 2 && host[0] == '[' && host[n - 1] == ']') {
@@ -174,9 +174,8 @@ static const char *bare_host(const char *host, char *buf, size_t size)
     return buf;
 }
 
-/* An IP literal (with an IPv6 scope such as fe80::1%eth0): getaddrinfo with AI_NUMERICHOST
- * parses it without any lookup. Returns 0 and fills *a, or -1. */
-static int parse_literal(const char *host, uint16_t port, struct fy_addr *a)
+/* getaddrinfo with AI_NUMERICHOST parses a literal (and an IPv6 scope) without any lookup. */
+int fy_resolver_parse_literal(const char *host, uint16_t port, struct fy_addr *a)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_flags = AI_NUMERICHOST};
     struct addrinfo *res = NULL;
@@ -196,15 +195,22 @@ bool fy_resolver_is_literal(const char *host)
 {
     char buf[256];
     struct fy_addr a;
-    const char *h = bare_host(host, buf, sizeof(buf));
-    return h && parse_literal(h, 0, &a) == 0;
+    const char *h = fy_resolver_bare_host(host, buf, sizeof(buf));
+    return h && fy_resolver_parse_literal(h, 0, &a) == 0;
 }
 
-/* "localhost" is this machine by definition (RFC 6761): 127.0.0.1, then ::1 (tried after it,
- * as the old getaddrinfo path preferred IPv4). */
-static bool is_localhost(const char *h)
+/* 127.0.0.1, then ::1 (tried after it, as the old getaddrinfo path preferred IPv4). */
+bool fy_resolver_is_localhost(const char *h)
 {
     return !strcasecmp(h, "localhost") || !strcasecmp(h, "localhost.");
+}
+
+void fy_resolver_localhost(struct fy_addr out[2], uint16_t port)
+{
+    struct sockaddr_in v4 = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct sockaddr_in6 v6 = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+    store(&out[0], (const struct sockaddr *)&v4, sizeof(v4), port);
+    store(&out[1], (const struct sockaddr *)&v6, sizeof(v6), port);
 }
 
 static int localhost_addrs(uint16_t port, struct fy_addr **addrs, uint32_t *naddrs)
@@ -212,10 +218,7 @@ static int localhost_addrs(uint16_t port, struct fy_addr **addrs, uint32_t *nadd
     struct fy_addr *a = calloc(2, sizeof(*a));
     if (!a)
         return -1;
-    struct sockaddr_in v4 = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    struct sockaddr_in6 v6 = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
-    store(&a[0], (const struct sockaddr *)&v4, sizeof(v4), port);
-    store(&a[1], (const struct sockaddr *)&v6, sizeof(v6), port);
+    fy_resolver_localhost(a, port);
     *addrs = a;
     *naddrs = 2;
     return 0;
@@ -223,11 +226,21 @@ static int localhost_addrs(uint16_t port, struct fy_addr **addrs, uint32_t *nadd
 
 /* ---- channels ---- */
 
+static pthread_once_t library_once = PTHREAD_ONCE_INIT;
+static int library_status = ARES_SUCCESS;
+
+/* ares_library_init() is not thread-safe (a plain counter): the main thread and every worker open
+ * channels, so it runs once for the process and is never undone (on Linux it holds nothing). */
+static void library_init(void)
+{
+    library_status = ares_library_init(ARES_LIB_INIT_ALL);
+}
+
 /* A channel asking rc's servers (or the system's). The per-try timeout is a third of the whole
  * budget: c-ares doubles it on the second try, so two tries end about when rc->timeout_ms does;
  * the callers also cancel at that deadline, whatever c-ares does. */
-static int open_channel(const struct fy_resolver_conf *rc, ares_channel *ch, char *err,
-                        size_t errlen)
+int fy_resolver_channel_open(const struct fy_resolver_conf *rc, const struct ares_options *extra,
+                             int extra_mask, ares_channel *ch, char *err, size_t errlen)
 {
     static char hosts_then_dns[] = "fb", dns_only[] = "b";
     uint64_t per_try = rc->timeout_ms / 3;
@@ -236,38 +249,37 @@ static int open_channel(const struct fy_resolver_conf *rc, ares_channel *ch, cha
     if (per_try > 60000)
         per_try = 60000;
     struct ares_options o;
-    memset(&o, 0, sizeof(o));
+    if (extra)
+        o = *extra;
+    else
+        memset(&o, 0, sizeof(o));
     o.timeout = (int)per_try;
     o.tries = 2;
     /* Custom servers replace the system's resolution entirely, /etc/hosts included: what they
      * answer is what ferry uses (and tests see only their test server). */
     o.lookups = rc->servers ? dns_only : hosts_then_dns;
-    int mask = ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES | ARES_OPT_LOOKUPS;
-    int st = ares_library_init(ARES_LIB_INIT_ALL);
+    int mask = extra_mask | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES | ARES_OPT_LOOKUPS;
+    pthread_once(&library_once, library_init);
+    int st = library_status;
     if (st != ARES_SUCCESS)
         return fy_errf(err, errlen, "cannot start the resolver: %s", ares_strerror(st));
     st = ares_init_options(ch, &o, mask);
-    if (st != ARES_SUCCESS) {
-        ares_library_cleanup();
+    if (st != ARES_SUCCESS)
         return fy_errf(err, errlen, "cannot start the resolver: %s", ares_strerror(st));
-    }
     if (rc->servers && (st = ares_set_servers_ports_csv(*ch, rc->servers)) != ARES_SUCCESS) {
         ares_destroy(*ch);
-        ares_library_cleanup();
         return fy_errf(err, errlen, "resolvers '%s': %s", rc->servers, ares_strerror(st));
     }
     return 0;
 }
 
-static void close_channel(ares_channel ch)
+static int open_channel(const struct fy_resolver_conf *rc, ares_channel *ch, char *err,
+                        size_t errlen)
 {
-    ares_destroy(ch);
-    ares_library_cleanup();
+    return fy_resolver_channel_open(rc, NULL, 0, ch, err, errlen);
 }
 
-/* "127.0.0.1:5353, [::1]:53" (with "/etc/hosts, " first for the system resolver): who was
- * asked, for error messages. */
-static void describe_servers(ares_channel ch, bool custom, char *buf, size_t size)
+void fy_resolver_describe_servers(ares_channel ch, bool custom, char *buf, size_t size)
 {
     size_t len = (size_t)snprintf(buf, size, "%s", custom ? "" : "/etc/hosts, ");
     struct ares_addr_port_node *list = NULL;
@@ -291,8 +303,7 @@ static void describe_servers(ares_channel ch, bool custom, char *buf, size_t siz
         snprintf(buf, size, "%s", custom ? "no DNS server" : "/etc/hosts, no DNS server");
 }
 
-/* What a failed lookup's status means, in the words of ferry's messages. */
-static const char *why(int status, uint64_t timeout_ms, char *buf, size_t size)
+const char *fy_resolver_why(int status, uint64_t timeout_ms, char *buf, size_t size)
 {
     char d[32];
     switch (status) {
@@ -370,8 +381,7 @@ static void channel_process(ares_channel ch, const struct pollfd *fds, int n)
         ares_process_fd(ch, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
 }
 
-static const struct ares_addrinfo_hints lookup_hints = {
-    /* We sort ourselves; c-ares' RFC 6724 sort would connect() a UDP socket per address. */
+const struct ares_addrinfo_hints fy_resolver_hints = {
     .ai_flags = ARES_AI_NOSORT,
     .ai_family = AF_UNSPEC,
     .ai_socktype = SOCK_STREAM,
@@ -394,7 +404,7 @@ static void lookup_done(void *arg, int status, int timeouts, struct ares_addrinf
     lk->done = true;
     lk->status = status;
     if (status == ARES_SUCCESS)
-        lk->n = from_ares(res, lk->port, &lk->addrs, &lk->oom);
+        lk->n = fy_resolver_from_ares(res, lk->port, &lk->addrs, &lk->oom);
     if (res)
         ares_freeaddrinfo(res);
 }
@@ -405,25 +415,25 @@ int fy_resolve(const struct fy_resolver_conf *rc, const char *host, uint16_t por
     *addrs = NULL;
     *naddrs = 0;
     char buf[256];
-    const char *h = bare_host(host, buf, sizeof(buf));
+    const char *h = fy_resolver_bare_host(host, buf, sizeof(buf));
     if (!h)
         return fy_errf(err, errlen, "cannot resolve '%s': %s", host,
                        *host ? "name too long" : "empty name");
     struct fy_addr one;
-    if (parse_literal(h, port, &one) == 0) {
+    if (fy_resolver_parse_literal(h, port, &one) == 0) {
         if (!(*addrs = malloc(sizeof(one))))
             return fy_errf(err, errlen, "out of memory");
         **addrs = one;
         *naddrs = 1;
         return 0;
     }
-    if (is_localhost(h))
+    if (fy_resolver_is_localhost(h))
         return localhost_addrs(port, addrs, naddrs) < 0 ? fy_errf(err, errlen, "out of memory") : 0;
     ares_channel ch;
     if (open_channel(rc, &ch, err, errlen) < 0)
         return -1;
     struct lookup lk = {.port = port};
-    ares_getaddrinfo(ch, h, NULL, &lookup_hints, lookup_done, &lk);
+    ares_getaddrinfo(ch, h, NULL, &fy_resolver_hints, lookup_done, &lk);
     uint64_t deadline = now_ms() + rc->timeout_ms;
     while (!lk.done) {
         uint64_t now = now_ms();
@@ -437,24 +447,25 @@ int fy_resolve(const struct fy_resolver_conf *rc, const char *host, uint16_t por
         if (rc_poll < 0 && errno != EINTR) {
             int e = errno;
             ares_cancel(ch);
-            close_channel(ch);
+            ares_destroy(ch);
             free(lk.addrs);
             return fy_errf(err, errlen, "cannot resolve %s: poll: %s", h, strerror(e));
         }
         channel_process(ch, fds, rc_poll > 0 ? n : 0);
     }
     if (lk.status == ARES_SUCCESS && lk.n > 0) {
-        close_channel(ch);
+        ares_destroy(ch);
         *addrs = lk.addrs;
         *naddrs = lk.n;
         return 0;
     }
     char servers[256], tmp[64];
-    describe_servers(ch, rc->servers != NULL, servers, sizeof(servers));
-    close_channel(ch);
+    fy_resolver_describe_servers(ch, rc->servers != NULL, servers, sizeof(servers));
+    ares_destroy(ch);
     free(lk.addrs);
     return fy_errf(err, errlen, "cannot resolve %s: %s (asked %s)", h,
-                   lk.oom ? "out of memory" : why(lk.status, rc->timeout_ms, tmp, sizeof(tmp)),
+                   lk.oom ? "out of memory"
+                          : fy_resolver_why(lk.status, rc->timeout_ms, tmp, sizeof(tmp)),
                    servers);
 }
 
@@ -501,7 +512,7 @@ struct fy_reresolver *fy_reresolver_new(const struct fy_resolver_conf *rc, char 
         free(r);
         return NULL;
     }
-    close_channel(probe);
+    ares_destroy(probe);
     r->next_round = now_ms() + r->rc.interval_ms;
     return r;
 }
@@ -512,7 +523,6 @@ static void end_round(struct fy_reresolver *r)
         return;
     r->quiet = true;
     ares_destroy(r->ch); /* runs every pending callback (ARES_EDESTRUCTION) */
-    ares_library_cleanup();
     r->quiet = false;
     r->in_round = false;
     r->pending = 0;
@@ -571,7 +581,7 @@ void fy_reresolver_add(struct fy_reresolver *r, const char *host, uint16_t port,
     }
     if (ncurrent)
         memcpy(w->cur, current, ncurrent * sizeof(*w->cur));
-    w->ncur = normalize(w->cur, ncurrent);
+    w->ncur = fy_resolver_normalize(w->cur, ncurrent);
     r->w[r->nw++] = w;
     return;
 oom:
@@ -586,7 +596,7 @@ static void watch_done(void *arg, int status, int timeouts, struct ares_addrinfo
     r->pending--;
     struct fy_addr *a = NULL;
     bool oom = false;
-    uint32_t n = status == ARES_SUCCESS ? from_ares(res, w->port, &a, &oom) : 0;
+    uint32_t n = status == ARES_SUCCESS ? fy_resolver_from_ares(res, w->port, &a, &oom) : 0;
     if (res)
         ares_freeaddrinfo(res);
     if (r->quiet && (status == ARES_EDESTRUCTION || status == ARES_ECANCELLED)) {
@@ -599,10 +609,10 @@ static void watch_done(void *arg, int status, int timeouts, struct ares_addrinfo
         /* Serving the last good addresses beats serving none: a DNS outage must not take the
          * upstream away. */
         char servers[256];
-        describe_servers(r->ch, r->rc.servers != NULL, servers, sizeof(servers));
+        fy_resolver_describe_servers(r->ch, r->rc.servers != NULL, servers, sizeof(servers));
         fy_warn("re-resolving %s: %s (asked %s); still using %s", w->host,
-                oom ? "out of memory" : why(status, r->rc.timeout_ms, tmp, sizeof(tmp)), servers,
-                w->ncur ? now : "no address");
+                oom ? "out of memory" : fy_resolver_why(status, r->rc.timeout_ms, tmp, sizeof(tmp)),
+                servers, w->ncur ? now : "no address");
         free(a);
         return;
     }
@@ -633,7 +643,7 @@ static void start_round(struct fy_reresolver *r, uint64_t now)
     /* A callback may run before ares_getaddrinfo() returns (an /etc/hosts answer): pending
      * counts the whole round first so it cannot reach 0 early. */
     for (size_t i = 0; i < r->nw; i++)
-        ares_getaddrinfo(r->ch, r->w[i]->host, NULL, &lookup_hints, watch_done, r->w[i]);
+        ares_getaddrinfo(r->ch, r->w[i]->host, NULL, &fy_resolver_hints, watch_done, r->w[i]);
 }
 
 int fy_reresolver_pollfds(struct fy_reresolver *r, struct pollfd *out, int max, int *timeout_ms)
