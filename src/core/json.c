@@ -28,6 +28,13 @@ void fy_json_writer_reset(struct fy_json_writer *w)
     w->after_key = false;
 }
 
+void fy_json_writer_truncate(struct fy_json_writer *w, size_t len)
+{
+    size_t keep = len < w->len ? len : w->len;
+    fy_json_writer_reset(w);
+    w->len = keep;
+}
+
 void fy_json_writer_free(struct fy_json_writer *w)
 {
     free(w->p);

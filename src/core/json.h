@@ -33,6 +33,10 @@ void fy_json_writer_init(struct fy_json_writer *w, size_t max);
 /* Empties the text (and clears `failed`) but keeps the storage for the next document. */
 void fy_json_writer_reset(struct fy_json_writer *w);
 
+/* Cuts the text back to `len` bytes, a length taken between two top-level documents, and clears
+ * `failed`: drops a document that did not fit while keeping the ones before it. */
+void fy_json_writer_truncate(struct fy_json_writer *w, size_t len);
+
 /* Frees the storage; the writer may be initialised again. */
 void fy_json_writer_free(struct fy_json_writer *w);
 
