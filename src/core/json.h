@@ -17,6 +17,8 @@
 
 #define FY_JSON_MAX_DEPTH 64 /* nesting the writer tracks (its comma state is one bit a level) */
 
+/* A caller that streams may write p[0, len) out and set len to 0 between any two calls: the
+ * comma state is kept, so one document can be produced in pieces. */
 struct fy_json_writer {
     char *p; /* malloc'd text, not NUL-terminated; owned by the writer */
     size_t len, cap;
