@@ -206,3 +206,159 @@ def test_har_of_an_empty_capture_is_valid(tmp_path):
     (tmp_path / "e.har").write_bytes(p.stdout)
     validate_har(tmp_path / "e.har")
     assert json.loads(p.stdout)["log"]["entries"] == []
+
+
+# ---- ferry replay -------------------------------------------------------------------------
+
+def counting_origin(tls=None):
+    """An origin that answers /count with how many requests it has seen, and the rest with
+    the harness's routes (/echo echoes the body; anything else "ok METHOD PATH")."""
+    u = UpstreamServer(tls=tls)
+
+    def count(h, req):
+        h.send_simple(200, b"count %d\n" % len(u.requests))
+
+    u.route("/count", count)
+    return u.start()
+
+
+@pytest.fixture
+def origin():
+    u = counting_origin()
+    try:
+        yield u
+    finally:
+        u.stop()
+
+
+def replay_records():
+    return [
+        record("1", "GET", "http://shop.test/a",
+               req_headers=[("Host", "shop.test"), ("Accept", "*/*"), ("Connection", "keep-alive"),
+                            ("Keep-Alive", "timeout=5"), ("Proxy-Authorization", "Basic x"),
+                            ("TE", "trailers"), ("Upgrade", "h2c"), ("X-Trace", "t1")],
+               resp_body=b"ok GET /a\n"),
+        record("2", "POST", "http://shop.test/echo",
+               req_headers=[("Host", "shop.test"), ("Content-Type", "text/plain"),
+                            ("Transfer-Encoding", "chunked")],
+               req_body=b"hello there", resp_body=b"hello there"),
+        record("3", "GET", "http://shop.test/count", resp_body=b"count 0\n"),
+        record("4", "PUT", "http://shop.test/big", req_body=b"x" * 10, req_size=5000,
+               req_captured=10, resp_body=b""),
+        record("5", "DELETE", "http://shop.test/items/7", status=204, reason="No Content"),
+    ]
+
+
+def lines_of(p):
+    return p.stdout.decode().splitlines()
+
+
+def test_replay_to_another_origin_strips_hop_by_hop_and_reports_changes(tmp_path, origin):
+    src = write_jsonl(tmp_path / "flows.jsonl", replay_records())
+    p = run_ferry("replay", src, "--to", origin.url)
+    assert p.returncode == 0, p.stdout + p.stderr
+    out = lines_of(p)
+    assert len(out) == 6, out
+    assert re.match(r"^GET +http://shop\.test/a +captured 200 +now 200 +body same$", out[0]), out
+    assert re.match(r"^POST +http://shop\.test/echo +captured 200 +now 200 +body same$", out[1])
+    # /count answers "count 3" now (the third request the origin saw): 8 -> 8 bytes, other text
+    assert re.search(r"captured 200 +now 200 +body differs \(8 -> 8 bytes\)$", out[2]), out[2]
+    assert "skipped: the request body was not captured whole (10 of 5000 bytes)" in out[3]
+    assert re.search(r"DELETE +http://shop\.test/items/7 +captured 204 +now 200 +body differs"
+                     r" \(0 -> \d+ bytes\)$", out[4]), out[4]
+    assert out[5] == ("4 sent: 2 same, 1 with another status, 2 with another body; 1 skipped, "
+                      "0 failed")
+    # columns line up: every "captured" starts at the same place
+    assert len({line.index("captured") for line in out[:5]}) == 1
+
+    reqs = origin.wait_requests(4)
+    assert [(r.method, r.path) for r in reqs] == [
+        ("GET", "/a"), ("POST", "/echo"), ("GET", "/count"), ("DELETE", "/items/7")]
+    a = reqs[0]
+    assert a.header("Host") == origin.authority, "Host names --to's authority"
+    assert a.header("X-Trace") == "t1" and a.header("Accept") == "*/*"
+    for hop in ("Keep-Alive", "Proxy-Authorization", "TE", "Upgrade", "Transfer-Encoding"):
+        assert a.header(hop) is None, hop
+    e = reqs[1]
+    assert e.body == b"hello there"
+    assert e.header("Content-Length") == "11" and e.header("Transfer-Encoding") is None
+    assert e.header("Content-Type") == "text/plain"
+
+
+def test_replay_filter_by_method_and_by_regex(tmp_path, origin):
+    src = write_jsonl(tmp_path / "flows.jsonl", replay_records())
+    p = run_ferry("replay", src, "--to", origin.url, "--filter", "POST")
+    assert p.returncode == 0, p.stderr
+    assert [r.method for r in origin.wait_requests(1)] == ["POST"]
+    assert lines_of(p)[-1].startswith("1 sent: 1 same")
+
+    p = run_ferry("replay", src, "--to", origin.url, "--filter", r"/(a|items/\d+)$")
+    assert p.returncode == 0, p.stderr
+    reqs = origin.wait_requests(3)
+    assert [(r.method, r.path) for r in reqs[1:]] == [("GET", "/a"), ("DELETE", "/items/7")]
+    assert len(lines_of(p)) == 3
+
+    p = run_ferry("replay", src, "--filter", "([")
+    assert p.returncode == 1
+    assert b"--filter ([: " in p.stderr
+
+
+def test_replay_to_its_own_url_and_a_failed_send_exits_2(tmp_path, origin):
+    recs = [record("1", "GET", origin.url + "/own", resp_body=b"ok GET /own\n"),
+            record("2", "GET", "http://127.0.0.1:9/closed", resp_body=b"")]
+    src = write_jsonl(tmp_path / "flows.jsonl", recs, extra_lines=["{oops"])
+    p = run_ferry("replay", src, "--timeout", "3s")
+    assert p.returncode == 2, p.stdout + p.stderr
+    out = lines_of(p)
+    assert re.search(r"/own +captured 200 +now 200 +body same$", out[0]), out
+    assert re.search(r"now - +failed: cannot connect to 127\.0\.0\.1:9: Connection refused",
+                     out[1]), out
+    assert out[2].endswith("1 failed")
+    assert ("%s:3:2: expected a string (the name of a member) (line skipped)" % src).encode() \
+        in p.stderr
+    assert origin.wait_requests(1)[0].header("Host") == origin.authority
+
+
+def test_replay_https_verified_with_upstream_ca(tmp_path):
+    ca = CA(str(tmp_path))
+    pem = ca.issue("localhost", "127.0.0.1")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(pem.cert, pem.key)
+    u = counting_origin(tls=ctx)
+    try:
+        https = "https://localhost:%d" % u.port
+        recs = [record("1", "POST", https + "/echo", req_body=b"secret", resp_body=b"secret"),
+                record("2", "GET", "http://shop.test/x", resp_body=b"ok GET /x\n")]
+        src = write_jsonl(tmp_path / "flows.jsonl", recs)
+        # the first goes to its own https URL; --to moves the second there too
+        p = run_ferry("replay", src, "--upstream-ca", ca.pem, "--filter", "POST")
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert re.search(r"captured 200 +now 200 +body same$", lines_of(p)[0])
+        p = run_ferry("replay", src, "--upstream-ca", ca.pem, "--to", https, "--filter", "GET")
+        assert p.returncode == 0, p.stdout + p.stderr
+        reqs = u.wait_requests(2)
+        assert reqs[0].body == b"secret"
+        assert reqs[1].header("Host") == "localhost:%d" % u.port
+
+        # without the CA, the system store does not know the test CA: verification fails
+        p = run_ferry("replay", src, "--filter", "POST", "--timeout", "3s")
+        assert p.returncode == 2
+        assert b"failed: TLS to localhost:" in p.stdout and b"certificate verify failed" \
+            in p.stdout, p.stdout
+        p = run_ferry("replay", src, "--filter", "POST", "--insecure-skip-verify")
+        assert p.returncode == 0, p.stdout
+    finally:
+        u.stop()
+
+
+def test_replay_usage_errors(tmp_path):
+    assert run_ferry("replay").returncode == 1
+    assert run_ferry("replay", str(tmp_path / "missing.jsonl")).returncode == 1
+    src = write_jsonl(tmp_path / "f.jsonl", [])
+    p = run_ferry("replay", src, "--to", "ftp://x")
+    assert p.returncode == 1 and b"--to: not an http:// or https:// URL" in p.stderr
+    p = run_ferry("replay", src, "--timeout", "soon")
+    assert p.returncode == 1 and b"--timeout expects a duration" in p.stderr
+    p = run_ferry("replay", src)
+    assert p.returncode == 0 and lines_of(p) == [
+        "0 sent: 0 same, 0 with another status, 0 with another body; 0 skipped, 0 failed"]
