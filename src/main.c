@@ -35,6 +35,7 @@
 #include "proxy/router.h"
 #include "proxy/session.h"
 #include "proxy/worker.h"
+#include "tools/ca_cmd.h"
 
 /* How long a SIGUSR1 waits for the workers to write out their buffered lines before the file is
  * switched anyway (a worker answers within one loop iteration; this only bounds a stuck one). */
@@ -404,6 +405,8 @@ static int write_pid_file(const char *path)
 
 int main(int argc, char **argv)
 {
+    if (argc > 1 && !strcmp(argv[1], "ca"))
+        return fy_cmd_ca(argc - 1, argv + 1);
     struct ferry f = {.alog_fd = -1, .sig_fd = -1, .done_fd = -1};
     char tls_err[256];
     if (fy_tls_init(tls_err, sizeof(tls_err)) < 0) {
