@@ -1,8 +1,9 @@
 /*
- * TLS over a struct fy_sock, with OpenSSL 3. This header and net/tls.c are the only places that
+ * TLS over a struct fy_sock, with OpenSSL 3. This header and net/tls*.c are the only places that
  * know about OpenSSL: everything above sees a transport (net/sock.h) plus the queries below.
  *
- * Two kinds of context, built at configuration load (main thread) and then only read:
+ * Two kinds of context (and interception's, below), built at configuration load (main thread)
+ * and then only read:
  *  - struct fy_tls_server: what a TLS listener serves (certificates chosen by SNI, versions,
  *    ciphers, client certificates, ALPN, session tickets and cache). Shared by every worker.
  *  - struct fy_tls_client: how ferry speaks TLS to an upstream group (trust store, client

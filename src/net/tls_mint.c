@@ -34,7 +34,7 @@
 #include "net/tls_priv.h"
 #include "net/tls_sniff.h"
 
-#define LEAF_DAYS 397          /* the CA/Browser Forum's ceiling for a TLS server certificate */
+#define LEAF_DAYS 397          /* from now; with the day before: 398 days, the CA/B Forum's cap */
 #define RENEW_BEFORE_S 86400   /* a cached leaf this close to its notAfter is minted again */
 #define MAX_BUCKETS (1u << 20) /* beyond this a bigger cache has longer chains, not more memory */
 #define CN_MAX 64              /* ub-common-name (RFC 5280) */
