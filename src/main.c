@@ -35,6 +35,7 @@
 #include "proxy/router.h"
 #include "proxy/session.h"
 #include "proxy/worker.h"
+#include "tools/ca_cmd.h"
 #include "tools/tools.h"
 
 /* How long a SIGUSR1 waits for the workers to write out their buffered lines before the file is
@@ -405,6 +406,8 @@ static int write_pid_file(const char *path)
 
 int main(int argc, char **argv)
 {
+    if (argc > 1 && !strcmp(argv[1], "ca"))
+        return fy_cmd_ca(argc - 1, argv + 1);
     if (argc > 1 && !strcmp(argv[1], "har"))
         return fy_cmd_har(argc - 1, argv + 1);
     if (argc > 1 && !strcmp(argv[1], "replay"))

@@ -28,6 +28,8 @@ static __thread unsigned char gather[COALESCE];
 static void set_error(struct tls_conn *t, int ssl_err, const char *during)
 {
     t->failed = true;
+    if (t->err[0])
+        return; /* a callback already said why (interception: the certificate) */
     if (ssl_err == SSL_ERROR_SYSCALL) {
         if (errno && errno != EAGAIN)
             snprintf(t->err, sizeof(t->err), "%s: %s", during, strerror(errno));
@@ -225,6 +227,8 @@ static void tls_close(struct fy_sock *s)
         SSL_free(t->ssl); /* no close_notify: see sock.h */
         fy_tls_server_unref(t->server);
         fy_tls_client_unref(t->client);
+        fy_tls_intercept_unref(t->intercept);
+        free(t->fallback_name);
         free(t);
     }
     close(s->fd);
@@ -263,6 +267,27 @@ int fy_tls_accept(struct fy_sock *s, struct fy_tls_server *srv)
     if (!t)
         return -ENOMEM;
     t->server = fy_tls_server_ref(srv);
+    SSL_set_accept_state(t->ssl);
+    s->ctx = t;
+    s->tp = &tls_transport;
+    return 0;
+}
+
+int fy_tls_accept_intercept(struct fy_sock *s, struct fy_tls_intercept *icpt, struct fy_tls_mint *m,
+                            const char *fallback_name)
+{
+    FY_ASSERT(m);
+    struct tls_conn *t = conn_new(s, fy_tls_intercept_ssl_ctx(icpt));
+    if (!t)
+        return -ENOMEM;
+    if (fallback_name && !(t->fallback_name = strdup(fallback_name))) {
+        SSL_free(t->ssl);
+        free(t);
+        return -ENOMEM;
+    }
+    t->intercept = fy_tls_intercept_ref(icpt);
+    t->mint = m;
+    SSL_set_app_data(t->ssl, t); /* for the client-hello callback (tls_mint.c) */
     SSL_set_accept_state(t->ssl);
     s->ctx = t;
     s->tp = &tls_transport;

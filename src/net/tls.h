@@ -1,8 +1,9 @@
 /*
- * TLS over a struct fy_sock, with OpenSSL 3. This header and net/tls.c are the only places that
+ * TLS over a struct fy_sock, with OpenSSL 3. This header and net/tls*.c are the only places that
  * know about OpenSSL: everything above sees a transport (net/sock.h) plus the queries below.
  *
- * Two kinds of context, built at configuration load (main thread) and then only read:
+ * Two kinds of context (and interception's, below), built at configuration load (main thread)
+ * and then only read:
  *  - struct fy_tls_server: what a TLS listener serves (certificates chosen by SNI, versions,
  *    ciphers, client certificates, ALPN, session tickets and cache). Shared by every worker.
  *  - struct fy_tls_client: how ferry speaks TLS to an upstream group (trust store, client
@@ -136,6 +137,75 @@ size_t fy_tls_peer_subject(const struct fy_sock *s, char *buf, size_t len);
 size_t fy_tls_peer_fingerprint(const struct fy_sock *s, char *buf, size_t len);
 /* "SUCCESS" (a verified certificate), "NONE" (none sent), or "FAILED: reason". */
 const char *fy_tls_peer_verify(const struct fy_sock *s, char *buf, size_t len);
+
+/* ---- HTTPS interception (tls_ca.c, tls_mint.c) ---- */
+
+/*
+ * A forward proxy that intercepts a CONNECT tunnel terminates the client's TLS itself, with a
+ * leaf certificate minted on the fly for the name the client asked for and signed by a CA the
+ * client was told to trust: the user's (ca_cert/ca_key) or ferry's own, generated on first use
+ * in a state directory.
+ */
+
+/* The state directory's default: $XDG_STATE_HOME/ferry when that is set (absolute), else
+ * /var/lib/ferry for root, else $HOME/.local/state/ferry. Writes it to buf; 0, or -1 with err
+ * filled (no usable variable, or longer than len). */
+int fy_tls_state_dir_default(char *buf, size_t len, char *err, size_t errlen);
+
+/* The generated CA's files in the state directory (the key is mode 0600). */
+#define FY_TLS_CA_CERT_FILE "ferry-ca.pem"
+#define FY_TLS_CA_KEY_FILE "ferry-ca-key.pem"
+
+/* Borrowed for the duration of fy_tls_intercept_new only. */
+struct fy_tls_intercept_opts {
+    const char *ca_cert, *ca_key; /* PEM; both or neither (then the state directory's CA) */
+    const char *state_dir;        /* NULL = fy_tls_state_dir_default() */
+};
+
+/* The CA, the leaf key every minted certificate shares (ECDSA P-256, made here, one per
+ * context as mitmproxy does) and the client-facing SSL_CTX (the listeners' TLS defaults, ALPN
+ * http/1.1). Reference-counted like fy_tls_server: the caller holds one reference, and each
+ * intercepted connection one until it is closed. */
+struct fy_tls_intercept;
+
+/* Loads and checks the given CA (readable, key matches, a CA allowed to sign certificates, not
+ * expired), or opens the state directory's, generating it when there is none (the directory is
+ * created 0700; concurrent starts end with one pair). Needs fy_tls_init(). NULL on error, with
+ * err one sentence naming the file and the reason. Main thread (it may block on disk and on a
+ * lock another ferry holds while it generates the CA). */
+struct fy_tls_intercept *fy_tls_intercept_new(const struct fy_tls_intercept_opts *o, char *err,
+                                              size_t errlen);
+struct fy_tls_intercept *fy_tls_intercept_ref(struct fy_tls_intercept *t);
+void fy_tls_intercept_unref(struct fy_tls_intercept *t); /* NULL is fine */
+
+/* The CA certificate's path (for messages and `ferry ca`); storage of the context. */
+const char *fy_tls_intercept_ca_path(const struct fy_tls_intercept *t);
+
+/* A cache of minted certificates, name -> certificate, for one worker: used by one thread only
+ * (no lock), bounded to max_entries (0 is taken as 1), least recently used out first. A
+ * connection keeps its own reference to its certificate, so eviction never pulls one from under
+ * a handshake. Filled for one intercept context at a time: used with another (a reload with a
+ * new CA), it starts over. Owned by its creator; NULL when out of memory. */
+struct fy_tls_mint;
+struct fy_tls_mint *fy_tls_mint_new(uint32_t max_entries);
+void fy_tls_mint_free(struct fy_tls_mint *m); /* NULL is fine */
+
+struct fy_tls_mint_stats {
+    uint64_t minted;  /* certificates signed (misses, and entries near their expiry) */
+    uint64_t hits;    /* certificates served from the cache */
+    uint64_t evicted; /* entries dropped to stay within the bound */
+    uint32_t entries; /* held now */
+};
+void fy_tls_mint_stats(const struct fy_tls_mint *m, struct fy_tls_mint_stats *out);
+
+/* Switches an accepted (or tunnelled) socket to TLS as the server, with a certificate minted for
+ * the SNI the client sends or, when it sends none, for fallback_name (the CONNECT host; copied;
+ * NULL: a client without SNI fails the handshake). Names: a host name, or an IPv4/IPv6 literal
+ * (also "[::1]"), which gets an IP SAN. m must stay valid until the handshake ends. Then
+ * fy_sock_handshake() as usual; a certificate that cannot be minted fails it with
+ * fy_tls_error() "cannot mint a certificate for NAME: reason". Returns 0 or -ENOMEM. */
+int fy_tls_accept_intercept(struct fy_sock *s, struct fy_tls_intercept *t, struct fy_tls_mint *m,
+                            const char *fallback_name);
 
 /* ---- session tickets ---- */
 

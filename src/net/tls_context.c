@@ -371,28 +371,42 @@ static int on_servername(SSL *s, int *alert, void *arg)
     return SSL_TLSEXT_ERR_OK;
 }
 
-static SSL_CTX *server_ctx(struct fy_tls_server *t, const struct fy_tls_server_opts *o, char *err,
-                           size_t errlen)
+/* What every server context has, a listener's and the interception one alike (tls_mint.c). */
+static SSL_CTX *server_ctx_common(const char *min_version, const char *ciphers,
+                                  const char *ciphersuites, const char *groups,
+                                  uint64_t session_timeout_s, uint32_t session_cache_size,
+                                  char *err, size_t errlen)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     if (!ctx) {
         fail(err, errlen, "cannot create a TLS context (out of memory)");
         return NULL;
     }
-    if (apply_protocol(ctx, o->min_version, o->ciphers, o->ciphersuites, o->groups, err, errlen) <
-        0)
-        goto fail;
+    if (apply_protocol(ctx, min_version, ciphers, ciphersuites, groups, err, errlen) < 0) {
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
     /* Our cipher order (all AEAD, forward secret), ChaCha20 first for clients that prefer it
      * (no AES hardware). A client closing without close_notify ends its request stream; that
      * is not an attack on what the client sends us. */
     SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_PRIORITIZE_CHACHA |
                                  SSL_OP_IGNORE_UNEXPECTED_EOF);
     SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"ferry", 5);
-    SSL_CTX_set_timeout(ctx, (long)(o->session_timeout_s ? o->session_timeout_s : 3600));
+    SSL_CTX_set_timeout(ctx, (long)(session_timeout_s ? session_timeout_s : 3600));
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
-    SSL_CTX_sess_set_cache_size(ctx, o->session_cache_size ? o->session_cache_size : 20480);
+    SSL_CTX_sess_set_cache_size(ctx, session_cache_size ? session_cache_size : 20480);
     SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, fy_tls_ticket_cb);
     SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
+    return ctx;
+}
+
+static SSL_CTX *server_ctx(struct fy_tls_server *t, const struct fy_tls_server_opts *o, char *err,
+                           size_t errlen)
+{
+    SSL_CTX *ctx = server_ctx_common(o->min_version, o->ciphers, o->ciphersuites, o->groups,
+                                     o->session_timeout_s, o->session_cache_size, err, errlen);
+    if (!ctx)
+        return NULL;
     SSL_CTX_set_tlsext_servername_callback(ctx, on_servername);
     SSL_CTX_set_tlsext_servername_arg(ctx, t);
     if (o->client_auth != FY_TLS_CLIENT_AUTH_NONE) {
@@ -708,4 +722,21 @@ void fy_tls_session_slot_free(struct fy_tls_session_slot *slot)
         return;
     SSL_SESSION_free(slot->sess);
     free(slot);
+}
+
+/* ---- shared with tls_ca.c and tls_mint.c (tls_priv.h) ---- */
+
+int fy_tls_read_cert(const char *path, X509 **out, char *err, size_t errlen)
+{
+    return read_cert(path, out, err, errlen);
+}
+
+int fy_tls_read_key(const char *path, EVP_PKEY **out, char *err, size_t errlen)
+{
+    return read_key(path, out, err, errlen);
+}
+
+SSL_CTX *fy_tls_server_ctx_default(uint32_t session_cache_size, char *err, size_t errlen)
+{
+    return server_ctx_common(NULL, NULL, NULL, NULL, 0, session_cache_size, err, errlen);
 }
