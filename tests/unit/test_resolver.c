@@ -19,171 +19,20 @@
 #include <unistd.h>
 
 #include "conf/conf.h"
+#include "dns_responder.h"
 #include "net/resolver.h"
 
-/* ---- the test DNS server: A/AAAA answers from a table the test changes at run time ---- */
-
-#define MAX_NAMES 8
-#define MAX_RECS 4
-
-struct record {
-    char name[64];
-    int nv4, nv6;
-    struct in_addr v4[MAX_RECS];
-    struct in6_addr v6[MAX_RECS];
-};
-
-static struct {
-    int fd;
-    uint16_t port;
-    pthread_t thread;
-    pthread_mutex_t mu;
-    struct record names[MAX_NAMES];
-    int nnames;
-    atomic_bool silent; /* drop every query: a server that never answers */
-    atomic_bool stop;
-    atomic_int queries;
-    char servers[32]; /* "127.0.0.1:PORT" */
-} D = {.mu = PTHREAD_MUTEX_INITIALIZER};
-
-/* Sets (or, with no address, clears to "exists but has no address") name's records. */
-static void dns_set(const char *name, const char *a1, const char *a2, const char *a3)
-{
-    pthread_mutex_lock(&D.mu);
-    struct record *r = NULL;
-    for (int i = 0; i < D.nnames; i++)
-        if (!strcasecmp(D.names[i].name, name))
-            r = &D.names[i];
-    if (!r) {
-        cr_assert_lt(D.nnames, MAX_NAMES);
-        r = &D.names[D.nnames++];
-        snprintf(r->name, sizeof(r->name), "%s", name);
-    }
-    r->nv4 = r->nv6 = 0;
-    const char *as[] = {a1, a2, a3};
-    for (int i = 0; i < 3; i++) {
-        if (!as[i])
-            continue;
-        if (strchr(as[i], ':'))
-            cr_assert_eq(inet_pton(AF_INET6, as[i], &r->v6[r->nv6++]), 1);
-        else
-            cr_assert_eq(inet_pton(AF_INET, as[i], &r->v4[r->nv4++]), 1);
-    }
-    pthread_mutex_unlock(&D.mu);
-}
-
-static void put16(unsigned char *p, unsigned v)
-{
-    p[0] = (unsigned char)(v >> 8);
-    p[1] = (unsigned char)v;
-}
-
-/* One answer to one query (RFC 1035 4.1): the question copied back, then the records; an
- * unknown name is NXDOMAIN. Returns the length, or 0 to drop a malformed query. */
-static size_t answer(const unsigned char *q, size_t n, unsigned char *out)
-{
-    if (n < 12 || (q[2] & 0x80) || q[4] != 0 || q[5] != 1)
-        return 0;
-    char name[256];
-    size_t nl = 0, p = 12;
-    while (p < n && q[p]) {
-        size_t len = q[p++];
-        if (len > 63 || p + len > n || nl + len + 2 > sizeof(name))
-            return 0;
-        if (nl)
-            name[nl++] = '.';
-        memcpy(name + nl, q + p, len);
-        nl += len;
-        p += len;
-    }
-    name[nl] = 0;
-    if (p + 5 > n)
-        return 0;
-    size_t qend = p + 5; /* the root label, QTYPE, QCLASS */
-    unsigned qtype = (unsigned)q[p + 1] << 8 | q[p + 2];
-    memcpy(out, q, qend);
-    out[2] = 0x80 | (q[2] & 0x01); /* QR, RD copied */
-    out[3] = 0x80;                 /* RA, NOERROR */
-    memset(out + 6, 0, 6);
-    size_t len = qend;
-    pthread_mutex_lock(&D.mu);
-    const struct record *r = NULL;
-    for (int i = 0; i < D.nnames; i++)
-        if (!strcasecmp(D.names[i].name, name))
-            r = &D.names[i];
-    unsigned an = 0;
-    if (!r) {
-        out[3] |= 3; /* NXDOMAIN */
-    } else {
-        int count = qtype == 1 ? r->nv4 : qtype == 28 ? r->nv6 : 0;
-        for (int i = 0; i < count; i++, an++) {
-            unsigned char *rr = out + len;
-            put16(rr, 0xc00c); /* the name: a pointer to the question's */
-            put16(rr + 2, qtype);
-            put16(rr + 4, 1);
-            memset(rr + 6, 0, 4); /* TTL 0 */
-            size_t dl = qtype == 1 ? 4 : 16;
-            put16(rr + 10, (unsigned)dl);
-            memcpy(rr + 12, qtype == 1 ? (const void *)&r->v4[i] : (const void *)&r->v6[i], dl);
-            len += 12 + dl;
-        }
-    }
-    pthread_mutex_unlock(&D.mu);
-    put16(out + 6, an);
-    return len;
-}
-
-static void *dns_main(void *arg)
-{
-    (void)arg;
-    while (!atomic_load(&D.stop)) {
-        struct pollfd pfd = {.fd = D.fd, .events = POLLIN};
-        if (poll(&pfd, 1, 20) <= 0)
-            continue;
-        unsigned char q[512], out[1024];
-        struct sockaddr_storage from;
-        socklen_t fl = sizeof(from);
-        ssize_t n = recvfrom(D.fd, q, sizeof(q), 0, (struct sockaddr *)&from, &fl);
-        if (n <= 0)
-            continue;
-        atomic_fetch_add(&D.queries, 1);
-        if (atomic_load(&D.silent))
-            continue;
-        size_t len = answer(q, (size_t)n, out);
-        if (len)
-            sendto(D.fd, out, len, 0, (struct sockaddr *)&from, fl);
-    }
-    return NULL;
-}
+/* ---- the test DNS server (dns_responder.h) ---- */
 
 static struct fy_resolver_conf RC;
 
-static void dns_start(void)
+static void resolver_start(void)
 {
-    D.fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    cr_assert_geq(D.fd, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    cr_assert_eq(bind(D.fd, (struct sockaddr *)&a, sizeof(a)), 0);
-    socklen_t al = sizeof(a);
-    getsockname(D.fd, (struct sockaddr *)&a, &al);
-    D.port = ntohs(a.sin_port);
-    snprintf(D.servers, sizeof(D.servers), "127.0.0.1:%u", D.port);
-    D.nnames = 0;
-    atomic_store(&D.silent, false);
-    atomic_store(&D.stop, false);
-    atomic_store(&D.queries, 0);
-    cr_assert_eq(pthread_create(&D.thread, NULL, dns_main, NULL), 0);
+    dns_start();
     RC = (struct fy_resolver_conf){.servers = D.servers, .timeout_ms = 2000, .interval_ms = 100};
 }
 
-static void dns_stop(void)
-{
-    atomic_store(&D.stop, true);
-    pthread_join(D.thread, NULL);
-    close(D.fd);
-}
-
-TestSuite(resolver, .init = dns_start, .fini = dns_stop, .timeout = 60);
+TestSuite(resolver, .init = resolver_start, .fini = dns_stop, .timeout = 60);
 
 static uint64_t mono_ms(void)
 {
