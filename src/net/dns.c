@@ -188,9 +188,10 @@ static uint32_t cap_addrs(struct fy_addr *a, uint32_t n)
 
 /* ---- requests ---- */
 
-static void req_fail(struct fy_dns_req *req, int status, const char *fmt, ...)
+/* Answers req with a failure; returns -1. */
+static int req_fail(struct fy_dns_req *req, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-static void req_fail(struct fy_dns_req *req, int status, const char *fmt, ...)
+static int req_fail(struct fy_dns_req *req, int status, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -199,11 +200,12 @@ static void req_fail(struct fy_dns_req *req, int status, const char *fmt, ...)
     req->status = status;
     req->addrs = NULL;
     req->naddrs = 0;
+    return -1;
 }
 
-static void req_hold(struct fy_dns_req *req, struct fy_dns_answer *ans)
+/* Answers req with ans, taking over one reference the caller had. */
+static void req_take(struct fy_dns_req *req, struct fy_dns_answer *ans)
 {
-    ans->refs++;
     req->held = ans;
     req->addrs = ans->a;
     req->naddrs = ans->n;
@@ -225,7 +227,8 @@ static void req_fill(struct fy_dns *d, struct fy_dns_req *req, struct fy_dns_ent
         req_fail(req, -ENOMEM, "out of memory");
         return;
     }
-    req_hold(req, ans);
+    ans->refs++;
+    req_take(req, ans);
 }
 
 static void waiter_add(struct fy_dns_entry *e, struct fy_dns_req *req)
@@ -598,15 +601,15 @@ static int check_name(struct fy_dns_req *req, const char *h, size_t n, char *key
 {
     size_t bare = n && h[n - 1] == '.' ? n - 1 : n;
     if (bare == 0)
-        return req_fail(req, -EINVAL, "empty host name"), -1;
+        return req_fail(req, -EINVAL, "empty host name");
     if (bare > FY_DNS_NAME_MAX)
-        return req_fail(req, -EINVAL, "host name longer than %d bytes", FY_DNS_NAME_MAX), -1;
+        return req_fail(req, -EINVAL, "host name longer than %d bytes", FY_DNS_NAME_MAX);
     size_t label = 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)h[i];
         if (c == '.') {
             if (label == 0)
-                return req_fail(req, -EINVAL, "empty label in the host name"), -1;
+                return req_fail(req, -EINVAL, "empty label in the host name");
             label = 0;
         } else if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_') {
             label++;
@@ -615,11 +618,10 @@ static int check_name(struct fy_dns_req *req, const char *h, size_t n, char *key
             label++;
         } else {
             return req_fail(req, -EINVAL,
-                            "the host name may only hold letters, digits, '-', '_' and dots"),
-                   -1;
+                            "the host name may only hold letters, digits, '-', '_' and dots");
         }
         if (label > 63)
-            return req_fail(req, -EINVAL, "a label of the host name is longer than 63 bytes"), -1;
+            return req_fail(req, -EINVAL, "a label of the host name is longer than 63 bytes");
         key[i] = (char)c;
     }
     key[n] = 0;
@@ -672,8 +674,7 @@ static int answer_without_dns(struct fy_dns_req *req, const char *host, uint32_t
         req_fail(req, -ENOMEM, "out of memory");
         return 1;
     }
-    req_hold(req, ans);
-    ans->refs--; /* the req's is the only reference */
+    req_take(req, ans);
     return 1;
 }
 
