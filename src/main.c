@@ -34,6 +34,7 @@
 #include "proxy/reload.h"
 #include "proxy/router.h"
 #include "proxy/session.h"
+#include "proxy/capture.h"
 #include "proxy/worker.h"
 #include "tools/ca_cmd.h"
 #include "tools/tools.h"
@@ -592,6 +593,7 @@ int main(int argc, char **argv)
     fy_reresolver_free(f.rr);
     fy_conf_unref(f.conf);
     fy_config_free(&f.cfg);
+    fy_capture_shutdown(); /* every captured exchange is in its file */
     fy_tls_shutdown();
     return 0;
 
@@ -607,5 +609,6 @@ fail_fds:
         close(f.sig_fd);
     fy_conf_unref(f.conf);
     fy_config_free(&f.cfg);
+    fy_capture_shutdown();
     return 1;
 }

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "conf/conf.h"
+#include "conf/forward.h"
 #include "conf/schema.h"
 #include "conf/yaml.h"
 
@@ -25,6 +26,7 @@
 
 static const char usage_text[] =
     "usage: ferry --upstream http[s]://HOST:PORT [options]\n"
+    "       ferry --forward [--intercept] [options]  a forward proxy\n"
     "       ferry -c FILE [options]      run with a YAML configuration file\n"
     "       ferry -t -c FILE             check it (each error as FILE:LINE:COLUMN; exit 1)\n"
     "       ferry --print-config [options]  print the command line as a configuration file\n"
@@ -53,6 +55,21 @@ static const char usage_text[] =
     "  --insecure-skip-verify on|off do not verify the https:// upstream's certificate at all\n"
     "                                (default off; for tests only: logged as a warning)\n"
     "\n"
+    "Forward proxy (ferry --forward --listen 127.0.0.1:3128; docs/forward-proxy.md):\n"
+    "  --forward                     each request goes to its own destination (GET http://h/p,\n"
+    "                                CONNECT h:443); no --upstream\n"
+    "  --connect-ports 443,8443      ports CONNECT may reach (default 443)\n"
+    "  --allow-clients CIDR,...      clients served (default loopback and private ranges)\n"
+    "  --htpasswd FILE               ask for Proxy-Authorization (Basic) against FILE (407)\n"
+    "  --intercept                   HTTPS interception: CONNECT tunnels are terminated with\n"
+    "                                certificates signed by ferry's CA (ferry ca: where it is,\n"
+    "                                how to trust it); destinations verified (--upstream-ca)\n"
+    "  --ca-cert FILE --ca-key FILE  the interception CA (default: made in --state-dir)\n"
+    "  --state-dir DIR               where ferry keeps its CA (default $XDG_STATE_HOME/ferry,\n"
+    "                                /var/lib/ferry for root)\n"
+    "  --pass-through PATTERN        a host interception leaves alone (repeatable)\n"
+    "  --capture FILE                record every exchange as JSON lines (docs/capture.md)\n"
+    "\n"
     "  --request-header 'Name: v'    set a field on requests sent upstream (repeatable)\n"
     "  --response-header 'Name: v'   set a field on responses sent to clients (repeatable)\n"
     "  --remove-request-header NAME  remove a request field (repeatable)\n"
@@ -76,7 +93,9 @@ static const char usage_text[] =
     "                                splice(2), not through ferry's buffers (default on)\n"
     "  --splice-min-size 64k         the smallest Content-Length body spliced\n"
     "  --access-log stdout|off|PATH  one line per exchange (default stdout)\n"
-    "  --access-log-format combined|json\n"
+    "  --access-log-format combined|json|pretty  (--log-format): pretty is one aligned,\n"
+    "                                coloured line per exchange for people; -v adds the\n"
+    "                                heads, -vv the bodies (up to 4k each)\n"
     "  --log-level debug|info|warn|error   diagnostics on stderr (default info)\n"
     "\n"
     "timeouts (500ms, 3s, 2m; plain numbers are seconds):\n"
@@ -173,6 +192,16 @@ void fy_config_free(struct fy_config *c)
     free(c->upgrade_protocols);
     free(c->access_log_path);
     free(c->pid_file);
+    fy_forward_conf_free(c->quick_forward);
+    c->quick_forward = NULL;
+    free(c->connect_ports);
+    free(c->allow_clients);
+    free(c->htpasswd);
+    free(c->ca_cert);
+    free(c->ca_key);
+    free(c->state_dir);
+    free(c->pass_through);
+    free(c->capture);
     free(c->resolver.servers);
     c->resolver.servers = NULL;
     free_rules(&c->request_rules);
@@ -764,7 +793,19 @@ const struct fy_option fy_options[] = {
     {"pid-file", FY_OPT_PATH, CFG_OFF(pid_file), 0, 0, 0},
     {"access-log", FY_OPT_ACCESS_LOG, 0, 0, 0, 0},
     {"access-log-format", FY_OPT_LOG_FORMAT, 0, 0, 0, 0},
+    {"verbose", FY_OPT_SIZE, CFG_OFF(verbose), 0, 2, FY_OPTF_COUNT},
     {"log-level", FY_OPT_LOG_LEVEL, 0, 0, 0, 0},
+    /* The forward proxy's shorthand (a file says it in a listener's forward: block). */
+    {"forward", FY_OPT_ONOFF, CFG_OFF(forward), 0, 0, FY_OPTF_QUICK | FY_OPTF_BARE},
+    {"connect-ports", FY_OPT_LIST, CFG_OFF(connect_ports), 0, 0, FY_OPTF_QUICK},
+    {"allow-clients", FY_OPT_LIST, CFG_OFF(allow_clients), 0, 0, FY_OPTF_QUICK},
+    {"htpasswd", FY_OPT_FILE, CFG_OFF(htpasswd), 0, 0, FY_OPTF_QUICK},
+    {"intercept", FY_OPT_ONOFF, CFG_OFF(intercept), 0, 0, FY_OPTF_QUICK | FY_OPTF_BARE},
+    {"ca-cert", FY_OPT_FILE, CFG_OFF(ca_cert), 0, 0, FY_OPTF_QUICK},
+    {"ca-key", FY_OPT_FILE, CFG_OFF(ca_key), 0, 0, FY_OPTF_QUICK},
+    {"state-dir", FY_OPT_PATH, CFG_OFF(state_dir), 0, 0, 0},
+    {"pass-through", FY_OPT_LIST, CFG_OFF(pass_through), 0, 0, FY_OPTF_QUICK},
+    {"capture", FY_OPT_PATH, CFG_OFF(capture), 0, 0, FY_OPTF_QUICK},
     {"header-timeout", FY_OPT_DURATION, CFG_OFF(header_timeout), 0, 0, 0},
     {"idle-timeout", FY_OPT_DURATION, CFG_OFF(idle_timeout), 0, 0, 0},
     {"body-timeout", FY_OPT_DURATION, CFG_OFF(body_timeout), 0, 0, 0},
@@ -786,6 +827,8 @@ _Static_assert(FY_OPT_SLOTS <= 64, "early_given is a 64-bit mask");
 
 const struct fy_option *fy_option_find(const char *key)
 {
+    if (!strcmp(key, "log-format")) /* the short name the forward proxy's users type */
+        key = "access-log-format";
     for (size_t k = 0; k < fy_options_count; k++)
         if (!strcmp(key, fy_options[k].key))
             return &fy_options[k];
@@ -836,8 +879,10 @@ static int apply_value(struct fy_config *c, const struct fy_option *o, const cha
             c->access_log_format = FY_ALOG_COMBINED;
         else if (!strcmp(v, "json"))
             c->access_log_format = FY_ALOG_JSON;
+        else if (!strcmp(v, "pretty"))
+            c->access_log_format = FY_ALOG_PRETTY;
         else
-            return fy_errf(err, errlen, "%s expects combined or json, got '%s'", opt, raw);
+            return fy_errf(err, errlen, "%s expects combined, json or pretty, got '%s'", opt, raw);
         return 0;
     case FY_OPT_LOG_LEVEL:
         if (fy_log_parse_level(v, &c->log_level) < 0)
@@ -872,6 +917,17 @@ static int apply_value(struct fy_config *c, const struct fy_option *o, const cha
         return 0;
     case FY_OPT_RESOLVERS:
         return parse_resolvers(c, opt, v, err, errlen);
+    case FY_OPT_LIST: {
+        char **list = (char **)field;
+        if (!*v)
+            return 0;
+        char *joined = NULL;
+        if (asprintf(&joined, "%s%s%s", *list ? *list : "", *list ? "," : "", v) < 0)
+            return fy_errf(err, errlen, "out of memory");
+        free(*list);
+        *list = joined;
+        return 0;
+    }
     case FY_OPT_RULE:
         break;
     }
@@ -1035,7 +1091,10 @@ void fy_config_print_yaml(const struct fy_config *c, void *out_stream)
                                                               : "stdout");
             break;
         case FY_OPT_LOG_FORMAT:
-            fputs(c->access_log_format == FY_ALOG_JSON ? "json" : "combined", out);
+            fputs(c->access_log_format == FY_ALOG_JSON     ? "json"
+                  : c->access_log_format == FY_ALOG_PRETTY ? "pretty"
+                                                           : "combined",
+                  out);
             break;
         case FY_OPT_LOG_LEVEL:
             fputs(levels[c->log_level], out);
@@ -1054,6 +1113,7 @@ void fy_config_print_yaml(const struct fy_config *c, void *out_stream)
         }
         case FY_OPT_PATH:
         case FY_OPT_FILE:
+        case FY_OPT_LIST:
             print_scalar(out, *(char *const *)field ? *(char *const *)field : "");
             break;
         case FY_OPT_RESOLVERS:
@@ -1097,6 +1157,15 @@ static const char *split_inline(const char *arg, char *buf, size_t buflen, const
     return arg;
 }
 
+/* A flag that may stand alone (--forward): true when argv[i] has no value after it, so "on" is
+ * meant and nothing is consumed. */
+static bool bare_flag(const struct fy_option *o, int argc, char **argv, int i)
+{
+    if (!(o->flags & FY_OPTF_BARE))
+        return false;
+    return i + 1 >= argc || (strcmp(argv[i + 1], "on") && strcmp(argv[i + 1], "off"));
+}
+
 /* First pass: -c FILE, the first option of the one-listener shorthand (--listen, --upstream,
  * --tls-cert, --tls-key) on the command line, whether --upstream is one of them, and
  * --help/--version (which win over the file). Values of known options are skipped, as the second
@@ -1129,7 +1198,7 @@ static void prescan(int argc, char **argv, const char **config, const struct fy_
             *upstream = true;
         if ((o->flags & FY_OPTF_QUICK) && !*quick)
             *quick = o;
-        if (!iv)
+        if (!iv && !bare_flag(o, argc, argv, i))
             i++;
     }
 }
@@ -1153,6 +1222,8 @@ static int apply_early(struct fy_config *c, int argc, char **argv, char *err, si
         if (!o)
             continue;
         const char *v = iv;
+        if (!v && bare_flag(o, argc, argv, i))
+            v = "on";
         if (!v) {
             if (i + 1 >= argc)
                 break;
@@ -1171,8 +1242,30 @@ static int apply_early(struct fy_config *c, int argc, char **argv, char *err, si
 static int finish(struct fy_config *c, char *err, size_t errlen)
 {
     /* With listeners: the file says where to listen and where to forward. */
-    if (!c->upstream_text && !c->nlisteners)
-        return fy_errf(err, errlen, "--upstream http://HOST:PORT is required (see ferry --help)");
+    if (!c->upstream_text && !c->nlisteners && !c->forward)
+        return fy_errf(err, errlen,
+                       "--upstream http://HOST:PORT is required, or --forward for a forward "
+                       "proxy (see ferry --help)");
+    if (c->forward && c->upstream_text && !c->nlisteners)
+        return fy_errf(err, errlen,
+                       "--forward sends each request to its own destination: it takes no "
+                       "--upstream");
+    if (!c->forward && !c->nlisteners) {
+        const struct {
+            const char *key;
+            bool given;
+        } fwd_only[] = {{"connect-ports", c->connect_ports},
+                        {"allow-clients", c->allow_clients},
+                        {"htpasswd", c->htpasswd},
+                        {"intercept", c->intercept},
+                        {"ca-cert", c->ca_cert},
+                        {"ca-key", c->ca_key},
+                        {"pass-through", c->pass_through}};
+        for (size_t k = 0; k < sizeof(fwd_only) / sizeof(fwd_only[0]); k++)
+            if (fwd_only[k].given)
+                return fy_errf(err, errlen, "--%s is a forward proxy setting: add --forward",
+                               fwd_only[k].key);
+    }
     if (!c->listen_text && !c->nlisteners) {
         char why[200];
         c->listen_text = strdup("127.0.0.1:8080");
@@ -1235,6 +1328,13 @@ enum fy_args_result fy_args_parse(struct fy_config *c, int argc, char **argv, ch
             c->print_config = true;
             continue;
         }
+        if (!strcmp(opt, "-v") || !strcmp(opt, "-vv")) {
+            /* The pretty log's detail: -v heads, -vv bodies too. */
+            c->verbose += opt[2] ? 2 : 1;
+            if (c->verbose > 2)
+                c->verbose = 2;
+            continue;
+        }
         if (is_config_opt(opt)) {
             if (!inline_val && i + 1 >= argc) {
                 fy_errf(err, errlen, "%s needs a file path (see ferry --help)", opt);
@@ -1254,6 +1354,8 @@ enum fy_args_result fy_args_parse(struct fy_config *c, int argc, char **argv, ch
             return FY_ARGS_ERROR;
         }
         const char *v = inline_val;
+        if (!v && bare_flag(o, argc, argv, i))
+            v = "on";
         if (!v) {
             if (i + 1 >= argc) {
                 fy_errf(err, errlen, "%s needs a value (see ferry --help)", opt);
@@ -1269,6 +1371,8 @@ enum fy_args_result fy_args_parse(struct fy_config *c, int argc, char **argv, ch
     /* Quick mode's certificates: now that the file and the command line are both applied. */
     if (!c->nlisteners && !c->print_config) {
         enum fy_args_result r = fy_conf_quick_tls(c, err, errlen);
+        if (r == FY_ARGS_OK && c->forward)
+            r = fy_conf_quick_forward(c, err, errlen);
         if (r != FY_ARGS_OK)
             return r;
     }

@@ -8,8 +8,10 @@
 #include <string.h>
 #include <time.h>
 
+#include "conf/forward.h"
 #include "conf/schema.h"
 #include "conf/template.h"
+#include "core/log.h"
 #include "net/addr.h"
 #include "net/tls.h"
 #include "proxy/lb.h"
@@ -132,8 +134,58 @@ static int quick_rules(struct fy_hrules *out, const struct fy_header_rules *in)
  * taking the only server out would turn a hiccup into 503s for everyone. The TLS contexts were
  * built by fy_args_parse() (so -t checks the certificates) and move to the listener and group.
  */
+/* Quick mode's forward proxy: one listener, its forward settings (compiled by fy_args_parse()),
+ * and the forwarding route with the command line's header rules. */
+static int build_quick_forward(struct fy_config *s)
+{
+    struct fy_listener_conf *l = calloc(1, sizeof(*l));
+    s->listeners = l;
+    if (!l)
+        return -1;
+    s->nlisteners = 1;
+    l->forward = s->quick_forward;
+    s->quick_forward = NULL;
+    if (!l->forward) { /* settings made without fy_args_parse() */
+        char err[256];
+        if (fy_conf_quick_forward(s, err, sizeof(err)) != FY_ARGS_OK)
+            return -1;
+        l->forward = s->quick_forward;
+        s->quick_forward = NULL;
+    }
+    l->addrs = calloc(1, sizeof(*l->addrs));
+    l->addr_texts = calloc(1, sizeof(*l->addr_texts));
+    l->where = strdup("command line");
+    if (!l->addrs || !l->addr_texts || !l->where)
+        return -1;
+    l->naddrs = 1;
+    l->tls = s->quick_tls;
+    s->quick_tls = NULL;
+    l->addrs[0] = s->listen;
+    if (!(l->addr_texts[0] = strdup(s->listen_text)) || fy_forward_add_route(l) < 0)
+        return -1;
+    struct fy_route *r = &l->routes[0];
+    return quick_rules(&r->request_rules, &s->request_rules) < 0 ||
+                   quick_rules(&r->response_rules, &s->response_rules) < 0
+               ? -1
+               : 0;
+}
+
+/* --capture FILE: every exchange, bodies up to 1 MiB, nothing redacted. */
+static int quick_capture(struct fy_config *s, struct fy_listener_conf *l)
+{
+    if (!s->capture)
+        return 0;
+    char err[512];
+    l->capture = fy_conf_capture_open(s->capture, 1024 * 1024, NULL, 0, err, sizeof(err));
+    if (!l->capture)
+        fy_error("%s", err);
+    return l->capture ? 0 : -1;
+}
+
 static int build_quick(struct fy_config *s)
 {
+    if (s->forward)
+        return build_quick_forward(s) < 0 ? -1 : quick_capture(s, s->listeners);
     struct fy_listener_conf *l = calloc(1, sizeof(*l));
     struct fy_group *g = calloc(1, sizeof(*g));
     s->listeners = l;
@@ -215,7 +267,7 @@ static int build_quick(struct fy_config *s)
     if (quick_rules(&r->request_rules, &s->request_rules) < 0 ||
         quick_rules(&r->response_rules, &s->response_rules) < 0)
         return -1;
-    return 0;
+    return quick_capture(s, l);
 }
 
 /* The state of the server with the same group name and URL in `prev`, or NULL. */

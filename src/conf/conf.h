@@ -129,7 +129,9 @@ struct fy_match {
     uint32_t nquery;
 };
 
-enum fy_route_action { FY_ACT_PROXY, FY_ACT_REDIRECT, FY_ACT_RESPOND };
+/* FY_ACT_FORWARD: to the request's own destination (a forward listener's last route, added by
+ * the configuration; never written in a file). */
+enum fy_route_action { FY_ACT_PROXY, FY_ACT_REDIRECT, FY_ACT_RESPOND, FY_ACT_FORWARD };
 
 enum fy_rewrite_kind { FY_RW_NONE, FY_RW_STRIP_PREFIX, FY_RW_REPLACE_PREFIX, FY_RW_REGEX };
 
@@ -166,6 +168,41 @@ struct fy_route {
     char *content_type;          /* respond; NULL = text/plain; charset=utf-8 */
     struct fy_route_limits limits;
     struct fy_hrules respond_headers; /* respond: its headers: (FY_RULE_SET each, file order) */
+    struct fy_capture *capture;       /* capture: its exchanges (one reference); NULL = the
+                                       * listener's */
+};
+
+/* ---- forward proxy (a listener's forward: and intercept: blocks) ---- */
+
+struct fy_cidr_list;     /* filters/acl.h */
+struct fy_ports;         /* filters/acl.h */
+struct fy_dest_policy;   /* filters/acl.h */
+struct fy_dest_rules;    /* filters/acl.h */
+struct fy_htpasswd;      /* filters/htpasswd.h */
+struct fy_tls_intercept; /* net/tls.h */
+struct fy_capture;       /* proxy/capture.h */
+
+/* HTTPS interception of CONNECT tunnels: ferry answers the tunnel itself, terminates the
+ * client's TLS with a certificate minted for the name asked for, and proxies the requests inside
+ * like any other (docs/forward-proxy.md). */
+struct fy_intercept_conf {
+    struct fy_tls_intercept *tls;       /* the CA and the client-facing context (one reference) */
+    struct fy_dest_rules *pass_through; /* host patterns tunnelled untouched; NULL = none */
+    uint32_t cert_cache_size;           /* minted certificates kept per worker */
+};
+
+struct fy_forward_conf {
+    struct fy_cidr_list *allow_clients; /* who may use the proxy (default: loopback, private) */
+    struct fy_ports *connect_ports;     /* the ports CONNECT may reach (default: 443) */
+    struct fy_dest_policy *dests;       /* allow:/deny: destinations; NULL = any */
+    struct fy_htpasswd *auth;           /* Proxy-Authorization users; NULL = none asked */
+    char *realm;                        /* Proxy-Authenticate's realm */
+    char *auth_header;                  /* the whole Proxy-Authenticate value, made once */
+    /* How https destinations are reached (an absolute https:// URL, an intercepted tunnel): the
+     * system store or upstream-ca, or insecure-skip-verify. One reference. */
+    struct fy_tls_client *tls;
+    struct fy_intercept_conf *intercept; /* NULL: CONNECT makes a plain tunnel */
+    char *where;                         /* "ferry.yaml:3" of the forward: block */
 };
 
 struct fy_listener_conf {
@@ -179,6 +216,10 @@ struct fy_listener_conf {
     /* tls: terminate TLS with these certificates (one reference, dropped by
      * fy_listeners_free); NULL = plain HTTP. */
     struct fy_tls_server *tls;
+    /* forward: this listener is a forward proxy (its routes, then forwarding); NULL = a reverse
+     * proxy listener. Owned (fy_listeners_free). */
+    struct fy_forward_conf *forward;
+    struct fy_capture *capture; /* capture: every exchange (one reference); NULL = none */
 };
 
 /* ---- upstream groups ---- */

@@ -28,14 +28,14 @@ struct fy_header_rules {
 
 enum fy_host_mode { FY_HOST_UPSTREAM, FY_HOST_PRESERVE, FY_HOST_VALUE };
 enum fy_log_target { FY_ALOG_STDOUT, FY_ALOG_OFF, FY_ALOG_FILE };
-enum fy_log_format { FY_ALOG_COMBINED, FY_ALOG_JSON };
+enum fy_log_format { FY_ALOG_COMBINED, FY_ALOG_JSON, FY_ALOG_PRETTY };
 
 struct fy_listener_conf; /* conf/conf.h */
 struct fy_group;
 struct fy_tls_server; /* net/tls.h */
 struct fy_tls_client;
 
-#define FY_OPT_SLOTS 48 /* >= the number of entries of fy_options; <= 64 (early_given) */
+#define FY_OPT_SLOTS 64 /* >= the number of entries of fy_options; <= 64 (early_given) */
 
 struct fy_config {
     char *listen_text;
@@ -61,6 +61,9 @@ struct fy_config {
      * group, fy_config_free() drops what is still here). NULL = plain HTTP. */
     struct fy_tls_server *quick_tls;
     struct fy_tls_client *quick_upstream_tls;
+    /* Quick mode with --forward: the forward listener's settings, compiled by fy_args_parse()
+     * (conf/forward.h); moved to the listener by fy_conf_build(). */
+    struct fy_forward_conf *quick_forward;
 
     struct fy_header_rules request_rules; /* applied in order: set or remove */
     struct fy_header_rules response_rules;
@@ -77,9 +80,22 @@ struct fy_config {
     bool splice;
     uint64_t splice_min_size;
 
+    /* Forward proxy, quick mode (ferry --forward --listen ...); with listeners: each listener's
+     * forward: and intercept: blocks say the same (docs/forward-proxy.md). The lists are
+     * comma-separated as given (repeating an option appends). NULL/false = not given. */
+    bool forward, intercept;
+    char *connect_ports; /* "443,8443"; NULL = 443 */
+    char *allow_clients; /* CIDRs; NULL = loopback and private ranges */
+    char *htpasswd;      /* Proxy-Authorization users */
+    char *ca_cert, *ca_key, *state_dir;
+    char *pass_through; /* host patterns tunnelled without interception */
+    /* Quick mode: capture every exchange to this file (docs/capture.md). */
+    char *capture;
+
     enum fy_log_target access_log;
     char *access_log_path;
     enum fy_log_format access_log_format;
+    uint32_t verbose; /* the pretty log: 1 (-v) adds heads, 2 (-vv) bodies */
     enum fy_log_level log_level;
 
     /* milliseconds */
@@ -155,6 +171,8 @@ enum fy_opt_kind {
     /* A file ferry reads at load (char * field): a relative path from a configuration file is
      * joined to the file's directory, as ${file:PATH} is. */
     FY_OPT_FILE,
+    /* A comma-separated list (char * field): each value given appends; a sequence in the file. */
+    FY_OPT_LIST,
 };
 
 struct fy_option {
@@ -175,6 +193,8 @@ struct fy_option {
 /* Part of the one-listener shorthand (listen, upstream, tls-cert, tls-key): refused in a file
  * with listeners: and on a command line with such a file, left out of --print-config there. */
 #define FY_OPTF_QUICK 32u
+/* FY_OPT_ONOFF: on the command line the flag alone means on (--forward). */
+#define FY_OPTF_BARE 64u
 
 extern const struct fy_option fy_options[];
 extern const size_t fy_options_count;

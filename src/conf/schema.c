@@ -17,6 +17,8 @@
 #include "conf/template.h"
 #include "core/log.h"
 #include "http/tokens.h"
+#include "conf/forward.h"
+#include "proxy/capture.h"
 #include "net/tls.h"
 
 /* ---- node readers ---- */
@@ -373,12 +375,16 @@ static void load_addr(struct fy_yaml_loader *l, struct fy_listener_conf *lc, con
     seen[l->nseen++] = (struct fy_seen_addr){.addr = lc->addrs[i], .line = v->start_mark.line + 1};
 }
 
-static const char *const listener_keys[] = {"listen", "routes", "tls"};
+static const char *const listener_keys[] = {"listen",  "routes",    "tls",
+                                            "forward", "intercept", "capture"};
+
+static void load_routes(struct fy_yaml_loader *l, struct fy_listener_conf *lc,
+                        const yaml_node_t *routes);
 
 static void load_listener(struct fy_yaml_loader *l, struct fy_listener_conf *lc,
                           const yaml_node_t *v)
 {
-    if (!fy_sc_keys(l, v, "a listener", listener_keys, 3))
+    if (!fy_sc_keys(l, v, "a listener", listener_keys, 6))
         return;
     lc->where = fy_sc_where(l, v);
     const yaml_node_t *listen = fy_sc_get(l, v, "listen");
@@ -402,7 +408,20 @@ static void load_listener(struct fy_yaml_loader *l, struct fy_listener_conf *lc,
     const yaml_node_t *tls = fy_sc_get(l, v, "tls");
     if (tls)
         fy_schema_load_listener_tls(l, lc, fy_sc_key(l, v, "tls"), tls);
-    const yaml_node_t *routes = fy_sc_get(l, v, "routes");
+    const yaml_node_t *cap = fy_sc_get(l, v, "capture");
+    if (cap)
+        lc->capture = fy_schema_load_capture(l, cap);
+    load_routes(l, lc, fy_sc_get(l, v, "routes"));
+    const yaml_node_t *fwd = fy_sc_get(l, v, "forward");
+    const yaml_node_t *icp = fy_sc_get(l, v, "intercept");
+    if (fwd || icp)
+        fy_schema_load_forward(l, lc, fwd ? fy_sc_key(l, v, "forward") : NULL, fwd,
+                               icp ? fy_sc_key(l, v, "intercept") : NULL, icp);
+}
+
+static void load_routes(struct fy_yaml_loader *l, struct fy_listener_conf *lc,
+                        const yaml_node_t *routes)
+{
     if (!routes || fy_sc_is_null(routes))
         return; /* no routes: every request gets 404 (the runtime's "no route") */
     if (routes->type != YAML_SEQUENCE_NODE) {
@@ -457,6 +476,7 @@ void fy_schema_resolve(struct fy_yaml_loader *l)
 {
     struct fy_config *c = l->c;
     fy_schema_resolve_servers(l);
+    fy_schema_finish_forward(l);
     for (uint32_t g = 0; g < c->ngroups; g++)
         for (uint32_t s = 0; s < c->groups[g].nservers; s++)
             c->groups[g].servers[s].group = &c->groups[g];
@@ -513,6 +533,8 @@ void fy_schema_loader_done(struct fy_yaml_loader *l)
         free(l->gtls[i].ciphersuites);
     }
     free(l->gtls);
+    if (l->nfwds)
+        fy_schema_finish_forward(l); /* frees them; builds nothing after an error */
     l->refs = NULL;
     l->seen = NULL;
     l->servers = NULL;
@@ -533,6 +555,8 @@ void fy_listeners_free(struct fy_listener_conf *ls, uint32_t n)
         free(lc->routes);
         free(lc->where);
         fy_tls_server_unref(lc->tls);
+        fy_forward_conf_free(lc->forward);
+        fy_capture_unref(lc->capture);
     }
     free(ls);
 }

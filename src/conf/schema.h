@@ -63,6 +63,10 @@ const yaml_node_t *fy_sc_item(struct fy_yaml_loader *l, const yaml_node_t *v, si
 /* A scalar's text with ${env:}/${file:} expanded (malloc'd), or NULL (reported). */
 char *fy_sc_string(struct fy_yaml_loader *l, const yaml_node_t *v, const char *what);
 
+/* A file path, joined to the configuration file's directory when relative (malloc'd), or NULL
+ * (reported). */
+char *fy_sc_path(struct fy_yaml_loader *l, const yaml_node_t *v, const char *what);
+
 /* A scalar's text as written (points into the document), or NULL (reported). */
 const char *fy_sc_raw(struct fy_yaml_loader *l, const yaml_node_t *v, const char *what);
 
@@ -116,6 +120,31 @@ bool fy_sc_header_value_ok(const struct fy_template *t);
 void fy_route_free(struct fy_route *rt);
 void fy_hrules_free(struct fy_hrules *r);
 
+/* ---- capture (schema_capture.c) ---- */
+
+struct fy_capture;
+/* A listener's or route's capture: (a file name, or { file, max-body, redact }), opened; NULL
+ * when it cannot be (reported). */
+struct fy_capture *fy_schema_load_capture(struct fy_yaml_loader *l, const yaml_node_t *v);
+
+/* Opens a capture file with these options (quick mode's --capture too). NULL with err set. */
+struct fy_capture *fy_conf_capture_open(const char *path, uint64_t max_body,
+                                        const char *const *redact, uint32_t nredact, char *err,
+                                        size_t errlen);
+
+/* ---- forward proxy (schema_forward.c) ---- */
+
+/* A listener's forward: and intercept: blocks (key/value nodes; either pair may be NULL) into
+ * lc->forward, with the forwarding route appended to its routes. */
+void fy_schema_load_forward(struct fy_yaml_loader *l, struct fy_listener_conf *lc,
+                            const yaml_node_t *fkey, const yaml_node_t *fwd,
+                            const yaml_node_t *ikey, const yaml_node_t *icp);
+
+/* After the whole file (called by fy_schema_resolve): builds each forward listener's contexts
+ * with the top-level upstream-ca and insecure-skip-verify as defaults, and frees what the
+ * loader kept for it. */
+void fy_schema_finish_forward(struct fy_yaml_loader *l);
+
 /* ---- TLS (schema_tls.c) ---- */
 
 /* fy_tls_init() once per process (main thread); later calls return 0 at once. Returns 0, or -1
@@ -151,5 +180,11 @@ bool fy_sc_is_https(const char *url);
  * c->file_errors when the value at fault came from the file (FILE:LINE:COL); FY_ARGS_ERROR with
  * one line in `err` when it came from the command line. */
 enum fy_args_result fy_conf_quick_tls(struct fy_config *c, char *err, size_t errlen);
+
+/* The quick-mode error conventions above for option `key`: " needs ..." is appended to the
+ * option's name (--key from the command line, FILE:LINE:COL: key from the file). */
+enum fy_args_result fy_conf_quick_error(struct fy_config *c, const char *key, char *err,
+                                        size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
 
 #endif

@@ -13,6 +13,8 @@
 #include <pcre2.h>
 
 #include "conf/schema.h"
+
+#include "proxy/capture.h"
 #include "conf/template.h"
 
 #define NKEYS(a) (sizeof(a) / sizeof(a[0]))
@@ -415,7 +417,8 @@ static const char *const route_keys[] = {"match",           "upstream",
                                          "path-rewrite",    "host",
                                          "request-headers", "response-headers",
                                          "connect-timeout", "upstream-timeout",
-                                         "max-body-size",   "abort-on-client-close"};
+                                         "max-body-size",   "abort-on-client-close",
+                                         "capture"};
 
 /* Keys that only mean something for a request sent upstream. */
 static const char *const proxy_only_keys[] = {"path-rewrite",     "host",
@@ -477,6 +480,8 @@ void fy_schema_load_route(struct fy_yaml_loader *l, struct fy_route *rt, const y
     if ((n = fy_sc_get(l, v, "response-headers")))
         fy_schema_load_hrules(l, &rt->response_rules, n, "response-headers", true, caps);
     load_limits(l, &rt->limits, v);
+    if ((n = fy_sc_get(l, v, "capture")))
+        rt->capture = fy_schema_load_capture(l, n);
 }
 
 static void free_kv(struct fy_kv_match *kv, uint32_t n)
@@ -509,6 +514,8 @@ void fy_route_free(struct fy_route *rt)
     pcre2_code_free(rt->rewrite.re);
     fy_template_free(&rt->rewrite.replacement);
     fy_template_free(&rt->host_value);
+    fy_capture_unref(rt->capture);
+    rt->capture = NULL;
     fy_hrules_free(&rt->request_rules);
     fy_hrules_free(&rt->response_rules);
     fy_hrules_free(&rt->respond_headers);

@@ -39,9 +39,7 @@ bool fy_sc_is_https(const char *url)
 
 /* ---- readers ---- */
 
-/* A file path, joined to the configuration file's directory when relative (malloc'd), or NULL
- * (reported). */
-static char *load_path(struct fy_yaml_loader *l, const yaml_node_t *v, const char *what)
+char *fy_sc_path(struct fy_yaml_loader *l, const yaml_node_t *v, const char *what)
 {
     char *s = fy_sc_string(l, v, what);
     if (!s)
@@ -165,7 +163,7 @@ static void load_certificates(struct fy_yaml_loader *l, const yaml_node_t *v,
                            "site.pem, key: site.key })");
             continue;
         }
-        char *c = load_path(l, cert, "cert"), *k = load_path(l, key, "key");
+        char *c = fy_sc_path(l, cert, "cert"), *k = fy_sc_path(l, key, "key");
         if (!c || !k) {
             free(c);
             free(k);
@@ -228,7 +226,7 @@ void fy_schema_load_listener_tls(struct fy_yaml_loader *l, struct fy_listener_co
     if ((n = fy_sc_get(l, v, "groups")))
         o.groups = groups = load_list(l, n, "groups");
     if (ca)
-        o.client_ca = client_ca = load_path(l, ca, "client-ca");
+        o.client_ca = client_ca = fy_sc_path(l, ca, "client-ca");
     bool auth_bad = false;
     if (auth) {
         const char *s = fy_sc_raw(l, auth, "client-auth");
@@ -336,15 +334,15 @@ static void load_group_block(struct fy_yaml_loader *l, struct fy_group_tls *t, c
     }
     const yaml_node_t *n, *cert = fy_sc_get(l, v, "cert"), *key = fy_sc_get(l, v, "key");
     if ((n = fy_sc_get(l, v, "ca"))) {
-        t->ca = load_path(l, n, "ca");
+        t->ca = fy_sc_path(l, n, "ca");
         t->ca_mark = n->start_mark;
     }
     if (cert) {
-        t->cert = load_path(l, cert, "cert");
+        t->cert = fy_sc_path(l, cert, "cert");
         t->cert_mark = cert->start_mark;
     }
     if (key) {
-        t->key = load_path(l, key, "key");
+        t->key = fy_sc_path(l, key, "key");
         t->key_mark = key->start_mark;
     }
     if (!cert != !key)
@@ -475,12 +473,8 @@ void fy_schema_build_group_tls(struct fy_yaml_loader *l)
 
 /* One error about option `key`: at its place in the file when the value came from there, else
  * as a command-line error. */
-static enum fy_args_result quick_error(struct fy_config *c, const char *key, char *err,
-                                       size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 5, 6)));
-
-static enum fy_args_result quick_error(struct fy_config *c, const char *key, char *err,
-                                       size_t errlen, const char *fmt, ...)
+enum fy_args_result fy_conf_quick_error(struct fy_config *c, const char *key, char *err,
+                                        size_t errlen, const char *fmt, ...)
 {
     const struct fy_option *o = fy_option_find(key);
     const char *where = o ? c->opt_where[o - fy_options] : NULL;
@@ -511,18 +505,20 @@ enum fy_args_result fy_conf_quick_tls(struct fy_config *c, char *err, size_t err
     char tls_err[512];
     if (!c->tls_cert != !c->tls_key) {
         const char *given = c->tls_cert ? "tls-cert" : "tls-key";
-        return quick_error(c, given, err, errlen, " needs %s%s too: %s",
-                           from_file(c, given) ? "" : "--", c->tls_cert ? "tls-key" : "tls-cert",
-                           c->tls_cert ? "the certificate's private key"
-                                       : "the certificate that goes with the key");
+        return fy_conf_quick_error(c, given, err, errlen, " needs %s%s too: %s",
+                                   from_file(c, given) ? "" : "--",
+                                   c->tls_cert ? "tls-key" : "tls-cert",
+                                   c->tls_cert ? "the certificate's private key"
+                                               : "the certificate that goes with the key");
     }
     bool https = fy_sc_is_https(c->upstream_text);
-    if (!https && (c->upstream_ca || c->insecure_skip_verify))
-        return quick_error(c, c->upstream_ca ? "upstream-ca" : "insecure-skip-verify", err, errlen,
-                           " applies to an https:// upstream, and %s is not one",
-                           c->upstream_text ? c->upstream_text : "the upstream");
+    if (!https && !c->forward && (c->upstream_ca || c->insecure_skip_verify))
+        return fy_conf_quick_error(c, c->upstream_ca ? "upstream-ca" : "insecure-skip-verify", err,
+                                   errlen, " applies to an https:// upstream, and %s is not one",
+                                   c->upstream_text ? c->upstream_text : "the upstream");
     if (fy_conf_tls_init(tls_err, sizeof(tls_err)) < 0)
-        return quick_error(c, c->tls_cert ? "tls-cert" : "upstream", err, errlen, ": %s", tls_err);
+        return fy_conf_quick_error(c, c->tls_cert ? "tls-cert" : "upstream", err, errlen, ": %s",
+                                   tls_err);
     fy_tls_server_unref(c->quick_tls);
     fy_tls_client_unref(c->quick_upstream_tls);
     c->quick_tls = NULL;
@@ -533,7 +529,8 @@ enum fy_args_result fy_conf_quick_tls(struct fy_config *c, char *err, size_t err
         c->quick_tls = fy_tls_server_new(&o, tls_err, sizeof(tls_err));
         if (!c->quick_tls) {
             bool key = names_file(tls_err, c->tls_key) && !names_file(tls_err, c->tls_cert);
-            return quick_error(c, key ? "tls-key" : "tls-cert", err, errlen, ": %s", tls_err);
+            return fy_conf_quick_error(c, key ? "tls-key" : "tls-cert", err, errlen, ": %s",
+                                       tls_err);
         }
     }
     if (https) {
@@ -541,8 +538,8 @@ enum fy_args_result fy_conf_quick_tls(struct fy_config *c, char *err, size_t err
                                        .insecure_skip_verify = c->insecure_skip_verify};
         c->quick_upstream_tls = fy_tls_client_new(&o, tls_err, sizeof(tls_err));
         if (!c->quick_upstream_tls)
-            return quick_error(c, c->upstream_ca ? "upstream-ca" : "upstream", err, errlen, ": %s",
-                               tls_err);
+            return fy_conf_quick_error(c, c->upstream_ca ? "upstream-ca" : "upstream", err, errlen,
+                                       ": %s", tls_err);
         if (c->insecure_skip_verify)
             fy_warn("TLS verification of the upstream is disabled (insecure-skip-verify): the "
                     "certificate of %s is not checked, so anyone between ferry and it can read "

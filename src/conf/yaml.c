@@ -146,7 +146,7 @@ static void apply_scalar(struct fy_yaml_loader *l, const struct fy_option *o, co
 
 static void load_key(struct fy_yaml_loader *l, const struct fy_option *o, const yaml_node_t *v)
 {
-    if (o->kind != FY_OPT_RULE) {
+    if (o->kind != FY_OPT_RULE && o->kind != FY_OPT_LIST) {
         if (v->type != YAML_SCALAR_NODE)
             fy_yaml_report(l, v->start_mark, "%s expects a single value, got %s", o->key,
                            fy_yaml_node_kind(v));
@@ -163,7 +163,9 @@ static void load_key(struct fy_yaml_loader *l, const struct fy_option *o, const 
     }
     if (v->type != YAML_SEQUENCE_NODE) {
         fy_yaml_report(l, v->start_mark, "%s expects a list of %s, got %s", o->key,
-                       (o->flags & FY_OPTF_REMOVE) ? "field names" : "'Name: value' strings",
+                       o->kind == FY_OPT_LIST        ? "values"
+                       : (o->flags & FY_OPTF_REMOVE) ? "field names"
+                                                     : "'Name: value' strings",
                        fy_yaml_node_kind(v));
         return;
     }
@@ -172,7 +174,9 @@ static void load_key(struct fy_yaml_loader *l, const struct fy_option *o, const 
         const yaml_node_t *item = yaml_document_get_node(&l->doc, *it);
         if (item->type != YAML_SCALAR_NODE)
             fy_yaml_report(l, item->start_mark, "%s: each item is one %s, got %s", o->key,
-                           (o->flags & FY_OPTF_REMOVE) ? "field name" : "'Name: value' string",
+                           o->kind == FY_OPT_LIST        ? "value"
+                           : (o->flags & FY_OPTF_REMOVE) ? "field name"
+                                                         : "'Name: value' string",
                            fy_yaml_node_kind(item));
         else
             apply_scalar(l, o, item);

@@ -68,6 +68,8 @@ struct fy_yaml_loader {
     size_t nservers;
     struct fy_group_tls *gtls;
     size_t ngtls;
+    struct fy_forward_pending *fwds; /* schema_forward.c: finished once the file is read */
+    size_t nfwds;
 };
 
 /* Reports one error at mark as "PATH:LINE:COLUMN: message" and counts it. */

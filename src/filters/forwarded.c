@@ -60,6 +60,10 @@ static int add_via(struct fy_exchange *x, struct fy_msg *m)
 static enum fy_hook_result on_upstream_request(struct fy_exchange *x, struct fy_msg *m)
 {
     const struct fy_config *cfg = x->cfg;
+    if (x->forward) /* a forward proxy tells the world nothing about its clients but Via */
+        return cfg->via && !request_rules_own(x, FY_TOK_VIA) && add_via(x, m) < 0
+                   ? FY_HOOK_ERROR
+                   : FY_HOOK_CONTINUE;
     if (cfg->x_forwarded_for && !request_rules_own(x, FY_TOK_X_FORWARDED_FOR) &&
         append_to_list(x, m, FY_TOK_X_FORWARDED_FOR, "X-Forwarded-For", 15, x->client_ip,
                        x->client_ip_len) < 0)
@@ -81,8 +85,8 @@ static enum fy_hook_result on_upstream_request(struct fy_exchange *x, struct fy_
 static enum fy_hook_result on_upstream_select(struct fy_exchange *x, struct fy_msg *m)
 {
     const struct fy_route *r = x->route;
-    if (request_rules_own(x, FY_TOK_HOST))
-        return FY_HOOK_CONTINUE;
+    if (x->forward || request_rules_own(x, FY_TOK_HOST))
+        return FY_HOOK_CONTINUE; /* forwarding: the Host of the URL asked for */
     const char *h = x->server->authority;
     uint32_t hl = (uint32_t)strlen(h);
     if (r->host_mode == FY_HOST_VALUE) {
@@ -109,7 +113,7 @@ static enum fy_hook_result on_upstream_select(struct fy_exchange *x, struct fy_m
 static enum fy_hook_result on_response(struct fy_exchange *x, struct fy_msg *m)
 {
     /* Via names the proxies a message passed; ferry's own responses did not pass it. */
-    if (!x->route || !x->server || !x->cfg->via ||
+    if (!x->route || (!x->server && !x->forward) || !x->cfg->via ||
         rules_own(&x->route->response_rules, &x->conf->global_response_rules, FY_TOK_VIA))
         return FY_HOOK_CONTINUE;
     return add_via(x, m) < 0 ? FY_HOOK_ERROR : FY_HOOK_CONTINUE;

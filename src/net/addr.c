@@ -173,6 +173,40 @@ bool fy_addr_is_any(const struct sockaddr *sa)
     return false;
 }
 
+/* The IPv4 address of an AF_INET or IPv4-mapped AF_INET6 address (network order). */
+static bool v4_of(const struct sockaddr *sa, uint32_t *out)
+{
+    if (sa->sa_family == AF_INET) {
+        *out = ((const struct sockaddr_in *)sa)->sin_addr.s_addr;
+        return true;
+    }
+    if (is_v4_mapped(sa)) {
+        memcpy(out, ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr + 12, 4);
+        return true;
+    }
+    return false;
+}
+
+bool fy_addr_is_loopback(const struct sockaddr *sa)
+{
+    uint32_t v4;
+    if (v4_of(sa, &v4))
+        return (ntohl(v4) >> 24) == 127;
+    return sa->sa_family == AF_INET6 &&
+           IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)sa)->sin6_addr);
+}
+
+bool fy_addr_same_host(const struct sockaddr *a, const struct sockaddr *b)
+{
+    uint32_t x = 0, y = 0;
+    bool xa = v4_of(a, &x), yb = v4_of(b, &y);
+    if (xa || yb)
+        return xa && yb && x == y;
+    return a->sa_family == AF_INET6 && b->sa_family == AF_INET6 &&
+           !memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
+                   &((const struct sockaddr_in6 *)b)->sin6_addr, sizeof(struct in6_addr));
+}
+
 size_t fy_addr_format(const struct sockaddr *sa, char *buf, size_t size)
 {
     char host[INET6_ADDRSTRLEN];

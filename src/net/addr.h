@@ -34,4 +34,10 @@ unsigned fy_addr_port(const struct sockaddr *sa);
 /* True for 0.0.0.0 and [::]. */
 bool fy_addr_is_any(const struct sockaddr *sa);
 
+/* True for 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104. */
+bool fy_addr_is_loopback(const struct sockaddr *sa);
+
+/* The same host address (ports ignored); an IPv4-mapped IPv6 address equals its IPv4 one. */
+bool fy_addr_same_host(const struct sockaddr *a, const struct sockaddr *b);
+
 #endif

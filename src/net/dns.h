@@ -16,6 +16,7 @@
 #ifndef FY_DNS_H
 #define FY_DNS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -73,6 +74,13 @@ void fy_dns_free(struct fy_dns *d);
  * answered, never called inline and never queued after fy_dns_req_release. Never blocks. */
 int fy_dns_lookup(struct fy_dns *d, struct fy_dns_req *req, const char *host, uint32_t host_len,
                   uint16_t port, struct fy_task *wake);
+
+/* After FY_AGAIN: the lookup has not been answered yet (the task it wakes may run for other
+ * reasons, such as a timer, before then). */
+static inline bool fy_dns_req_pending(const struct fy_dns_req *req)
+{
+    return req->entry != NULL;
+}
 
 /* The caller is done with req, answered or still pending (a pending one is withdrawn: its query
  * goes on and fills the cache). Always call it, also on teardown; a wake task queued by the

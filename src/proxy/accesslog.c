@@ -16,6 +16,7 @@
 
 #define LOG_BUF_SIZE (64 * 1024)
 #define LINE_MAX_LEN (8 * 1024)
+#define PRETTY_MAX_LEN (48 * 1024) /* -vv: two heads and two bodies' beginnings */
 
 static void on_flush_timer(struct fy_timer *t)
 {
@@ -25,11 +26,12 @@ static void on_flush_timer(struct fy_timer *t)
 }
 
 int fy_accesslog_init(struct fy_accesslog *l, struct fy_loop *loop, int fd,
-                      enum fy_log_format format)
+                      enum fy_log_format format, unsigned verbose)
 {
     memset(l, 0, sizeof(*l));
     l->fd = fd;
     l->format = format;
+    l->verbose = format == FY_ALOG_PRETTY ? verbose : 0;
     l->loop = loop;
     fy_timer_init(&l->flush_timer, on_flush_timer);
     if (fd < 0)
@@ -37,6 +39,8 @@ int fy_accesslog_init(struct fy_accesslog *l, struct fy_loop *loop, int fd,
     l->cap = LOG_BUF_SIZE;
     l->buf = malloc(l->cap);
     l->immediate = isatty(fd);
+    const char *no_color = getenv("NO_COLOR"); /* https://no-color.org */
+    l->color = l->immediate && (!no_color || !*no_color);
     return l->buf ? 0 : -1;
 }
 
@@ -150,6 +154,13 @@ void fy_accesslog_write(struct fy_accesslog *l, const struct fy_log_entry *e)
 {
     if (l->fd < 0)
         return;
+    if (l->format == FY_ALOG_PRETTY) {
+        size_t max = l->verbose ? PRETTY_MAX_LEN : LINE_MAX_LEN;
+        if (l->cap - l->len < max)
+            fy_accesslog_flush(l);
+        l->len += (uint32_t)fy_accesslog_pretty(l->buf + l->len, max, e, l->color, l->verbose);
+        goto written;
+    }
     if (l->cap - l->len < LINE_MAX_LEN)
         fy_accesslog_flush(l);
     refresh_time();
@@ -265,6 +276,7 @@ void fy_accesslog_write(struct fy_accesslog *l, const struct fy_log_entry *e)
     if (o.p == o.end)
         o.p[-1] = '\n';
     l->len = (uint32_t)(o.p - l->buf);
+written:
     if (l->immediate)
         fy_accesslog_flush(l);
     else if (l->flush_timer.deadline == 0)

@@ -31,10 +31,17 @@
 #include "http/h1_reader.h"
 #include "http/h1_writer.h"
 #include "net/sock.h"
+#include "filters/acl.h"
+#include "filters/htpasswd.h"
+#include "net/tls.h"
+#include "net/tls_sniff.h"
+#include "proxy/handshake.h"
 #include "proxy/session.h"
 #include "proxy/worker.h"
 
-enum phase { P_IDLE, P_HEAD, P_ACTIVE, P_CLOSING };
+/* P_SNIFF: an intercepted CONNECT was answered 200; the first bytes the client sends into the
+ * tunnel decide what it is (TLS to intercept or pass through, plain HTTP, anything else). */
+enum phase { P_IDLE, P_HEAD, P_ACTIVE, P_CLOSING, P_SNIFF };
 
 /* Per-request state, attached while a request is in progress. */
 struct client_io {
@@ -75,6 +82,13 @@ struct fy_client {
     bool shut_after_flush; /* tunnel: send FIN once the queued bytes are out */
     bool cut;              /* the response was cut short: end without TLS close_notify */
     bool head_sent;        /* the session gave us the final response head */
+    bool req_is_connect;   /* the request in progress is a CONNECT */
+    /* Inside an intercepted CONNECT tunnel: where its requests go (origin-form requests are
+     * sent to the tunnel's destination). origin_host is owned; NULL = not a tunnel. */
+    char *origin_host;
+    char *origin_sni; /* the SNI the client asked the intercepted tunnel for; NULL = none */
+    uint16_t origin_port;
+    bool origin_tls;
 };
 
 static __thread struct client_io *io_free;
@@ -147,6 +161,8 @@ static void close_client(struct fy_client *c)
     fy_sock_close(&c->sock);
     io_put(c);
     fy_buf_put(c->in);
+    free(c->origin_host);
+    free(c->origin_sni);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -230,6 +246,30 @@ void fy_client_adopt(struct fy_worker *w, struct fy_wlistener *l, struct fy_sock
     }
     client_link(c);
     /* Bytes may have come with the handshake's last flight (and sit decrypted in TLS). */
+    fy_loop_queue(&w->loop, &c->task);
+}
+
+void fy_client_adopt_tunnel(struct fy_worker *w, struct fy_wlistener *l, struct fy_sock *s,
+                            const struct sockaddr *peer, socklen_t len, const char *host,
+                            uint16_t port, const char *sni)
+{
+    struct fy_client *c = client_new(w, l, peer, len);
+    if (!c || !(c->origin_host = strdup(host)) || (sni && !(c->origin_sni = strdup(sni)))) {
+        if (c)
+            free(c->origin_host);
+        free(c);
+        fy_sock_close(s);
+        return;
+    }
+    c->origin_port = port;
+    c->origin_tls = true;
+    if (fy_sock_move(&c->sock, s, &c->task) < 0) {
+        free(c->origin_host);
+        free(c->origin_sni);
+        free(c);
+        return;
+    }
+    client_link(c);
     fy_loop_queue(&w->loop, &c->task);
 }
 
@@ -593,6 +633,25 @@ static int ds_send_head(void *ds, struct fy_msg *m)
     struct fy_client *c = ds;
     struct fy_h1_writer *wr = &c->io->wr;
     enum fy_framing framing;
+    if (c->req_is_connect && m->status / 100 == 2) {
+        /* The tunnel is open: a status line, no framing fields, then the destination's bytes
+         * (RFC 9110 9.3.6). */
+        struct fy_buf *b = fy_h1w_head_begin(wr, 64);
+        if (!b)
+            return -1;
+        size_t from = b->end;
+        if (put_status_line(b, m) < 0 || !fy_h1w_put(b, "\r\n", 2)) {
+            b->end = (uint32_t)from;
+            return -ENOSPC;
+        }
+        fy_h1w_head_done(wr, b, from);
+        wr->framing = FY_FRAME_TUNNEL;
+        c->close_after = true;
+        c->head_sent = true;
+        c->tunnel = true;
+        fy_loop_queue(&c->w->loop, &c->task);
+        return 0;
+    }
     if (m->status == 101) {
         framing = FY_FRAME_TUNNEL;
         c->close_after = true;
@@ -881,6 +940,312 @@ static int max_forwards(struct fy_client *c, struct fy_msg *m)
     return 1;
 }
 
+/* ---- forward proxy intake ---- */
+
+/* "host:port", "[v6]:port", or a host alone when def_port is not 0, into t (pointing into a).
+ * False when malformed. */
+static bool parse_authority(const char *a, uint32_t len, uint16_t def_port, struct fy_fwd_target *t)
+{
+    if (len == 0 || !fy_valid_host(a, len))
+        return false;
+    const char *host = a, *port = NULL;
+    uint32_t hl = len, pl = 0;
+    if (a[0] == '[') {
+        const char *rb = memchr(a, ']', len);
+        if (!rb)
+            return false;
+        host = a + 1;
+        hl = (uint32_t)(rb - a) - 1;
+        uint32_t used = (uint32_t)(rb - a) + 1;
+        if (used < len) {
+            port = rb + 2;
+            pl = len - used - 1;
+        }
+    } else {
+        const char *colon = memrchr(a, ':', len);
+        if (colon) {
+            hl = (uint32_t)(colon - a);
+            port = colon + 1;
+            pl = len - hl - 1;
+        }
+    }
+    if (hl == 0 || hl > 253)
+        return false;
+    uint32_t p = def_port;
+    if (port) {
+        if (pl == 0 || pl > 5)
+            return false;
+        p = 0;
+        for (uint32_t i = 0; i < pl; i++)
+            p = p * 10 + (uint32_t)(port[i] - '0'); /* digits: fy_valid_host checked them */
+        if (p == 0 || p > 65535)
+            return false;
+    } else if (!def_port) {
+        return false;
+    }
+    t->host = host;
+    t->host_len = hl;
+    t->port = (uint16_t)p;
+    return true;
+}
+
+/* A response ferry makes itself, after which the connection carries on (a 407 the client will
+ * answer with credentials, typically on the same connection). */
+static void answer_keepalive(struct fy_client *c, int status, const char *why,
+                             const struct fy_msg *extra)
+{
+    struct fy_msg *m = &c->io->rd.msg;
+    bool has_body = m->chunked || m->content_length > 0;
+    if (has_body) {
+        c->close_after = true;
+        c->linger = true;
+    }
+    client_log(c, FY_LOG_INFO, "answered %d: %s", status, why);
+    int body = queue_error(c, status, why, has_body, extra);
+    log_client_error(c, status, body);
+    if (body < 0) {
+        close_client(c);
+        return;
+    }
+    fy_loop_timer_set(&c->w->loop, &c->timer, c->w->cfg->send_timeout);
+    c->phase = P_ACTIVE;
+    c->session = NULL;
+    c->session_done = true;
+    fy_loop_queue(&c->w->loop, &c->task);
+}
+
+/*
+ * A forward listener's checks before anything else (Squid's order): the client's address
+ * (allow-clients), then its credentials (407 until they are right). Proxy-Authorization is for
+ * ferry alone and never goes further. Returns true to go on, false when answered.
+ */
+static bool forward_admit(struct fy_client *c, const struct fy_forward_conf *fc, struct fy_msg *m)
+{
+    if (!fy_cidr_list_match(fc->allow_clients, &c->peer.sa)) {
+        char addr[64], why[160];
+        fy_addr_format_host(&c->peer.sa, addr, sizeof(addr));
+        snprintf(why, sizeof(why), "this proxy does not serve clients from %s (allow-clients)",
+                 addr);
+        reject(c, 403, why);
+        return false;
+    }
+    if (fc->auth) {
+        struct fy_hdr *h = fy_msg_find(m, "Proxy-Authorization", 19);
+        char user[256];
+        enum fy_auth_result r = fy_htpasswd_check(fc->auth, c->w->auth_cache, h ? h->value : NULL,
+                                                  h ? h->value_len : 0, user, sizeof(user));
+        if (r != FY_AUTH_OK) {
+            struct fy_msg extra;
+            fy_msg_init(&extra);
+            fy_msg_add(&extra, "Proxy-Authenticate", 18, fc->auth_header,
+                       (uint32_t)strlen(fc->auth_header), FY_TOK_OTHER);
+            char why[200];
+            snprintf(why, sizeof(why), "proxy authentication required (%s)", fy_auth_result_str(r));
+            answer_keepalive(c, 407, why, &extra);
+            fy_msg_free(&extra);
+            return false;
+        }
+    }
+    for (uint32_t i = 0; i < m->nhdrs; i++)
+        if (fy_name_eq(m->hdrs[i].name, m->hdrs[i].name_len, "Proxy-Authorization", 19))
+            m->hdrs[i].removed = true;
+    return true;
+}
+
+/* Where a forward listener's request goes, from the owned head: CONNECT's authority, the
+ * tunnel's destination for a request inside an intercepted one, or the absolute-form URL's
+ * authority (now the Host field: absolute_form() put it there). False: none (origin-form). */
+static bool forward_target(struct fy_client *c, struct fy_msg *m, bool absolute, bool https,
+                           struct fy_fwd_target *t)
+{
+    memset(t, 0, sizeof(*t));
+    if (c->req_is_connect) {
+        t->connect = true;
+        return parse_authority(m->target, m->target_len, 0, t);
+    }
+    if (c->origin_host) {
+        t->host = c->origin_host;
+        t->host_len = (uint32_t)strlen(c->origin_host);
+        t->port = c->origin_port;
+        t->tls = c->origin_tls;
+        t->sni = c->origin_sni;
+        t->intercepted = true;
+        return true;
+    }
+    if (!absolute)
+        return false;
+    struct fy_hdr *h = fy_msg_find_tok(m, FY_TOK_HOST);
+    t->tls = https;
+    return h && parse_authority(h->value, h->value_len, https ? 443 : 80, t);
+}
+
+/* ---- intercepted CONNECT tunnels ---- */
+
+static void read_request(struct fy_client *c);
+
+/* Answers an intercepted CONNECT itself (200) and waits for the tunnel's first bytes. */
+static void intercept_answer(struct fy_client *c, const struct fy_fwd_target *t)
+{
+    struct client_io *io = c->io;
+    free(c->origin_host);
+    c->origin_host = strndup(t->host, t->host_len);
+    c->origin_port = t->port;
+    static const char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
+    if (!c->origin_host || fy_h1w_copy(&io->wr, ok, sizeof(ok) - 1) < 0) {
+        close_client(c);
+        return;
+    }
+    io->wr.framing = FY_FRAME_TUNNEL;
+    log_client_error(c, 200, 0);
+    c->phase = P_SNIFF;
+    c->close_after = true;
+    fy_loop_timer_set(&c->w->loop, &c->timer, c->w->cfg->header_timeout);
+    fy_loop_queue(&c->w->loop, &c->task);
+}
+
+/* The tunnel is relayed untouched: a CONNECT session whose 200 was already sent. */
+static void tunnel_untouched(struct fy_client *c, const char *why)
+{
+    struct fy_worker *w = c->w;
+    struct fy_msg *m = &c->io->rd.msg;
+    client_log(c, FY_LOG_DEBUG, "tunnel relayed untouched: %s", why);
+    struct fy_fwd_target t = {.host = c->origin_host,
+                              .host_len = (uint32_t)strlen(c->origin_host),
+                              .port = c->origin_port,
+                              .connect = true,
+                              .answered = true};
+    fy_loop_timer_stop(&c->timer);
+    c->timed_out = false;
+    c->phase = P_ACTIVE;
+    c->tunnel = true;
+    c->head_sent = true;
+    c->session_done = false;
+    c->session =
+        fy_session_start(w, &client_ops, c, m, &c->peer.sa, c->req_start_us, c->lsn->listener, &t);
+    if (!c->session)
+        close_client(c);
+}
+
+/* Frees a client whose socket went to another handler (fy_sock_move): like close_client(),
+ * without closing the socket. */
+static void client_release_moved(struct fy_client *c)
+{
+    struct fy_worker *w = c->w;
+    fy_loop_timer_del(&w->loop, &c->timer);
+    fy_loop_unqueue(&w->loop, &c->task);
+    io_put(c);
+    fy_buf_put(c->in);
+    free(c->origin_host);
+    free(c->origin_sni);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->clients = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    w->nclients--;
+    free(c);
+}
+
+/* An HTTP request line starts with a method: an upper-case token and a space. */
+static bool looks_like_http(const unsigned char *p, size_t n)
+{
+    size_t i = 0;
+    while (i < n && i < 16 && p[i] >= 'A' && p[i] <= 'Z')
+        i++;
+    return i > 0 && (i == n || p[i] == ' ');
+}
+
+static void sniff_tunnel(struct fy_client *c)
+{
+    int rc = flush(c);
+    if (rc < 0 && rc != FY_AGAIN) {
+        close_client(c);
+        return;
+    }
+    if (c->timed_out) {
+        client_log(c, FY_LOG_INFO, "sent nothing into the tunnel within %llu ms; closing",
+                   (unsigned long long)c->w->cfg->header_timeout);
+        close_client(c);
+        return;
+    }
+    if (rc == FY_AGAIN)
+        return;
+    const struct fy_forward_conf *fc = c->w->gen->conf->listeners[c->lsn->listener].forward;
+    if (!fc || !fc->intercept) { /* a reload turned interception off meanwhile */
+        tunnel_untouched(c, "interception is off");
+        return;
+    }
+    /* Bytes that came with the CONNECT were read already: TLS in them cannot be given to
+     * OpenSSL any more, so only plain HTTP is looked into. */
+    if (c->in && c->in->start < c->in->end) {
+        const unsigned char *p = (const unsigned char *)c->in->data + c->in->start;
+        if (!looks_like_http(p, c->in->end - c->in->start)) {
+            tunnel_untouched(c, "the client sent bytes before the tunnel was answered");
+            return;
+        }
+    } else {
+        if (!c->sock.rd_ready)
+            return;
+        unsigned char buf[FY_SNIFF_MAX];
+        ssize_t n = fy_sock_peek(&c->sock, buf, sizeof(buf));
+        if (n == FY_AGAIN)
+            return;
+        if (n <= 0) {
+            close_client(c);
+            return;
+        }
+        char sni[FY_SNIFF_SNI_CAP];
+        switch (fy_tls_sniff_client_hello(buf, (size_t)n, sni, sizeof(sni))) {
+        case FY_SNIFF_NEED_MORE:
+            c->sock.rd_ready = false; /* the rest of the ClientHello comes with a new edge */
+            return;
+        case FY_SNIFF_BAD:
+            client_log(c, FY_LOG_INFO, "sent a malformed TLS ClientHello into the tunnel; closing");
+            close_client(c);
+            return;
+        case FY_SNIFF_TLS: {
+            if (sni[0] && fc->intercept->pass_through &&
+                fy_dest_rules_check_name(fc->intercept->pass_through, sni, strlen(sni),
+                                         c->origin_port, NULL) == FY_ACL_MATCH) {
+                tunnel_untouched(c, "pass-through");
+                return;
+            }
+            struct fy_worker *w = c->w;
+            if (!w->mint && !(w->mint = fy_tls_mint_new(fc->intercept->cert_cache_size))) {
+                close_client(c);
+                return;
+            }
+            struct fy_tunnel_origin o = {.host = c->origin_host,
+                                         .port = c->origin_port,
+                                         .sni = sni[0] ? sni : NULL,
+                                         .tls = fc->intercept->tls};
+            socklen_t plen =
+                c->peer.sa.sa_family == AF_INET6 ? sizeof(c->peer.in6) : sizeof(c->peer.in4);
+            /* The TLS stage takes the socket (and copies o); this connection object goes. */
+            fy_handshake_intercept(w, c->lsn, &c->sock, &c->peer.sa, plen, &o);
+            client_release_moved(c);
+            return;
+        }
+        case FY_SNIFF_NOT_TLS:
+            if (!looks_like_http(buf, (size_t)n)) {
+                tunnel_untouched(c, "neither TLS nor HTTP");
+                return;
+            }
+            break;
+        }
+    }
+    /* Plain HTTP inside the tunnel: requests go to the tunnel's destination. */
+    c->origin_tls = false;
+    c->phase = P_IDLE;
+    c->close_after = c->w->draining;
+    c->req_is_connect = false;
+    fy_h1r_next(&c->io->rd);
+    fy_h1w_reset(&c->io->wr);
+    fy_loop_timer_set(&c->w->loop, &c->timer, c->w->cfg->idle_timeout);
+    read_request(c);
+}
+
 static void start_exchange(struct fy_client *c)
 {
     struct fy_worker *w = c->w;
@@ -888,11 +1253,34 @@ static void start_exchange(struct fy_client *c)
     c->req_minor = m->version_minor;
     c->req_is_head = m->method_len == 4 && !memcmp(m->method, "HEAD", 4);
     c->close_after = !m->keep_alive || w->draining;
-    if (m->method_len == 7 && !memcmp(m->method, "CONNECT", 7)) {
-        reject(c, 405, "CONNECT is not supported by this reverse proxy");
+    c->req_is_connect = m->method_len == 7 && !memcmp(m->method, "CONNECT", 7);
+    if (c->lsn->listener == FY_LSN_GONE) {
+        /* A reload removed the listener this connection came in on: its routes are gone. */
+        reject(c, 503, "this listener was removed by a configuration reload");
         return;
     }
-    if (!normalize_target(m)) {
+    const struct fy_forward_conf *fc = w->gen->conf->listeners[c->lsn->listener].forward;
+    bool absolute = m->target_len > 0 && m->target[0] != '/' && !c->req_is_connect;
+    bool https = m->target_len >= 8 && !strncasecmp(m->target, "https://", 8);
+    if (fc && !forward_admit(c, fc, m))
+        return;
+    if (c->req_is_connect) {
+        if (!fc) {
+            reject(c, 405, "CONNECT is not supported by this reverse proxy");
+            return;
+        }
+        struct fy_fwd_target t;
+        if (c->origin_host || !parse_authority(m->target, m->target_len, 0, &t)) {
+            reject(c, 400, "CONNECT needs a host:port target");
+            return;
+        }
+        if (!fy_ports_match(fc->connect_ports, t.port)) {
+            char why[120];
+            snprintf(why, sizeof(why), "CONNECT to port %u is not allowed (connect-ports)", t.port);
+            reject(c, 403, why);
+            return;
+        }
+    } else if (!normalize_target(m)) {
         reject(c, 400, "invalid request target");
         return;
     }
@@ -920,17 +1308,21 @@ static void start_exchange(struct fy_client *c)
         reject(c, 500, "out of memory");
         return;
     }
-    if (c->lsn->listener == FY_LSN_GONE) {
-        /* A reload removed the listener this connection came in on: its routes are gone. */
-        reject(c, 503, "this listener was removed by a configuration reload");
+    struct fy_fwd_target fwd;
+    bool has_fwd = fc && forward_target(c, m, absolute, https, &fwd);
+    if (c->req_is_connect && fc->intercept && fc->intercept->tls &&
+        !(fc->intercept->pass_through &&
+          fy_dest_rules_check_name(fc->intercept->pass_through, fwd.host, fwd.host_len, fwd.port,
+                                   NULL) == FY_ACL_MATCH)) {
+        intercept_answer(c, &fwd);
         return;
     }
     fy_loop_timer_stop(&c->timer);
     c->timed_out = false;
     c->phase = P_ACTIVE;
     c->session_done = false;
-    c->session =
-        fy_session_start(w, &client_ops, c, m, &c->peer.sa, c->req_start_us, c->lsn->listener);
+    c->session = fy_session_start(w, &client_ops, c, m, &c->peer.sa, c->req_start_us,
+                                  c->lsn->listener, has_fwd ? &fwd : NULL);
     if (!c->session)
         reject(c, 500, "out of memory");
 }
@@ -1080,6 +1472,9 @@ static void client_run(struct fy_task *t)
         return;
     case P_CLOSING:
         closing(c);
+        return;
+    case P_SNIFF:
+        sniff_tunnel(c);
         return;
     case P_ACTIVE:
         break;

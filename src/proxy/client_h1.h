@@ -6,6 +6,7 @@
 #ifndef FY_CLIENT_H1_H
 #define FY_CLIENT_H1_H
 
+#include <stdint.h>
 #include <sys/socket.h>
 
 struct fy_worker;
@@ -24,6 +25,12 @@ void fy_client_adopt(struct fy_worker *w, struct fy_wlistener *l, struct fy_sock
                      const struct sockaddr *peer, socklen_t len);
 
 /* Draining: closes the connection now if it is between requests, else after this response. */
+/* fy_client_adopt() for the TLS side of an intercepted tunnel: its requests go to host:port over
+ * TLS, verified for sni (else host). Strings are copied. */
+void fy_client_adopt_tunnel(struct fy_worker *w, struct fy_wlistener *l, struct fy_sock *s,
+                            const struct sockaddr *peer, socklen_t len, const char *host,
+                            uint16_t port, const char *sni);
+
 void fy_client_drain(struct fy_client *c);
 
 /* Closes the connection immediately (drain timeout, worker exit). */

@@ -2,6 +2,7 @@
 #include "proxy/connpool.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -171,12 +172,39 @@ void fy_connpool_put(struct fy_connpool *p, struct fy_upconn *c)
         fy_loop_queue(p->loop, &c->idle_task);
 }
 
-static void pool_free(struct fy_connpool *p)
+void fy_connpool_destroy(struct fy_connpool *p)
 {
     fy_connpool_close_all(p);
     fy_tls_session_slot_free(p->tls_slot);
     free(p->tls_key);
+    p->tls_slot = NULL;
+    p->tls_key = NULL;
+}
+
+static void pool_free(struct fy_connpool *p)
+{
+    fy_connpool_destroy(p);
     free(p);
+}
+
+void fy_pool_key_text(const struct fy_pool_key *key, char *out, size_t len)
+{
+    out[0] = '\0';
+    if (key->tls)
+        snprintf(out, len, "%s|%s", key->tls_name ? key->tls_name : "", fy_tls_client_id(key->tls));
+}
+
+int fy_connpool_init_key(struct fy_connpool *p, struct fy_loop *loop, const struct fy_pool_key *key,
+                         const char *key_text, const struct fy_h1r_limits *limits,
+                         uint32_t max_idle, uint64_t idle_ms)
+{
+    fy_connpool_init(p, loop, key->addr, limits, max_idle, idle_ms);
+    if (key->tls &&
+        (!(p->tls_key = strdup(key_text)) || !(p->tls_slot = fy_tls_session_slot_new()))) {
+        fy_connpool_destroy(p);
+        return -1;
+    }
+    return 0;
 }
 
 struct fy_connpool *fy_pools_get(struct fy_pools *ps, struct fy_loop *loop,
@@ -184,10 +212,8 @@ struct fy_connpool *fy_pools_get(struct fy_pools *ps, struct fy_loop *loop,
                                  uint32_t max_idle, uint64_t idle_ms)
 {
     const struct fy_addr *addr = key->addr;
-    char tls_key[1400] = "";
-    if (key->tls)
-        snprintf(tls_key, sizeof(tls_key), "%s|%s", key->tls_name ? key->tls_name : "",
-                 fy_tls_client_id(key->tls));
+    char tls_key[1400];
+    fy_pool_key_text(key, tls_key, sizeof(tls_key));
     for (uint32_t i = 0; i < ps->n; i++) {
         struct fy_connpool *p = ps->items[i];
         if (p->addr.len == addr->len && !memcmp(&p->addr.ss, &addr->ss, addr->len) &&
@@ -202,13 +228,9 @@ struct fy_connpool *fy_pools_get(struct fy_pools *ps, struct fy_loop *loop,
         ps->items = items;
         ps->cap = cap;
     }
-    struct fy_connpool *p = calloc(1, sizeof(*p));
-    if (!p)
-        return NULL;
-    fy_connpool_init(p, loop, addr, limits, max_idle, idle_ms);
-    if (key->tls &&
-        (!(p->tls_key = strdup(tls_key)) || !(p->tls_slot = fy_tls_session_slot_new()))) {
-        pool_free(p);
+    struct fy_connpool *p = malloc(sizeof(*p));
+    if (!p || fy_connpool_init_key(p, loop, key, tls_key, limits, max_idle, idle_ms) < 0) {
+        free(p);
         return NULL;
     }
     ps->items[ps->n++] = p;

@@ -65,6 +65,17 @@ struct fy_pool_key {
     const char *tls_name;
 };
 
+/* The TLS part of a pool's identity as text ("name|context id"; "" for http), into out. */
+void fy_pool_key_text(const struct fy_pool_key *key, char *out, size_t len);
+
+/* fy_connpool_init() for key, whose fy_pool_key_text() is key_text. 0, or -1 out of memory. */
+int fy_connpool_init_key(struct fy_connpool *p, struct fy_loop *loop, const struct fy_pool_key *key,
+                         const char *key_text, const struct fy_h1r_limits *limits,
+                         uint32_t max_idle, uint64_t idle_ms);
+
+/* Closes the idle connections and frees what init allocated (not p itself). */
+void fy_connpool_destroy(struct fy_connpool *p);
+
 /* A worker's pools, one per upstream address, kept across configuration generations (a server
  * that stays in a reload keeps its idle connections). Looked up when a generation is adopted,
  * never per request. */

@@ -32,6 +32,10 @@ struct fy_handshake {
     struct fy_tls_server *tls; /* one reference until the TLS transport holds its own */
     enum hs_phase phase;
     bool timed_out;
+    /* An intercepted tunnel (fy_handshake_intercept): where its requests go. NULL = a TLS
+     * listener's connection. Owned. */
+    char *origin_host, *origin_sni;
+    uint16_t origin_port;
 };
 
 /* The handlers, by the protocol ALPN selected; a client that offered no ALPN speaks
@@ -55,6 +59,8 @@ static void unlink_hs(struct fy_handshake *h)
     fy_loop_timer_del(&w->loop, &h->timer);
     fy_loop_unqueue(&w->loop, &h->task);
     fy_tls_server_unref(h->tls);
+    free(h->origin_host);
+    free(h->origin_sni);
     w->nclients--;
 }
 
@@ -88,8 +94,16 @@ static void dispatch(struct fy_handshake *h)
         return;
     }
     struct fy_worker *w = h->w;
+    char *host = h->origin_host, *sni = h->origin_sni;
+    h->origin_host = h->origin_sni = NULL;
     unlink_hs(h); /* the handler counts the connection from now on */
-    adopt(w, h->lsn, &h->sock, (const struct sockaddr *)&h->peer, h->peer_len);
+    if (host)
+        fy_client_adopt_tunnel(w, h->lsn, &h->sock, (const struct sockaddr *)&h->peer, h->peer_len,
+                               host, h->origin_port, sni);
+    else
+        adopt(w, h->lsn, &h->sock, (const struct sockaddr *)&h->peer, h->peer_len);
+    free(host);
+    free(sni);
     free(h);
 }
 
@@ -221,6 +235,47 @@ void fy_handshake_start(struct fy_worker *w, struct fy_wlistener *l, int fd,
     w->handshakes = h;
     w->nclients++;
     fy_loop_timer_set(&w->loop, &h->timer, w->cfg->header_timeout);
+}
+
+void fy_handshake_intercept(struct fy_worker *w, struct fy_wlistener *l, struct fy_sock *from,
+                            const struct sockaddr *peer, socklen_t len,
+                            const struct fy_tunnel_origin *o)
+{
+    struct fy_handshake *h = calloc(1, sizeof(*h));
+    if (!h || !(h->origin_host = strdup(o->host)) ||
+        (o->sni && !(h->origin_sni = strdup(o->sni)))) {
+        if (h)
+            free(h->origin_host);
+        free(h);
+        fy_sock_close(from);
+        return;
+    }
+    h->w = w;
+    h->lsn = l;
+    h->task.fn = hs_run;
+    h->origin_port = o->port;
+    fy_timer_init(&h->timer, on_timer);
+    h->peer_len = len < sizeof(h->peer) ? len : sizeof(h->peer);
+    memcpy(&h->peer, peer, h->peer_len);
+    if (fy_sock_move(&h->sock, from, &h->task) < 0) {
+        free(h->origin_host);
+        free(h->origin_sni);
+        free(h);
+        return;
+    }
+    h->next = w->handshakes;
+    if (w->handshakes)
+        w->handshakes->prev = h;
+    w->handshakes = h;
+    w->nclients++;
+    h->phase = HS_TLS;
+    if (fy_tls_accept_intercept(&h->sock, o->tls, w->mint, o->host) < 0) {
+        hs_log(h, FY_LOG_WARN, "out of memory for an intercepted TLS connection; closing");
+        hs_close(h);
+        return;
+    }
+    fy_loop_timer_set(&w->loop, &h->timer, w->cfg->header_timeout);
+    fy_loop_queue(&w->loop, &h->task);
 }
 
 void fy_handshake_close_all(struct fy_worker *w)

@@ -45,6 +45,10 @@ struct fy_exchange {
     uint32_t orig_host_len;
     const char *request_id;
     bool tls; /* the client came over TLS */
+    /* A forward proxy's exchange: to the request's own destination, not to a group's server
+     * (no X-Forwarded-* fields: a forward proxy does not tell the world its clients'
+     * addresses). */
+    bool forward;
     /* The client connection's transport, for fy_tls_* queries; NULL once the client is gone. */
     const struct fy_sock *client_sock;
 };

@@ -17,6 +17,8 @@
  */
 #include "proxy/session_priv.h"
 
+#include "proxy/flow.h"
+
 #include "net/tls.h"
 
 #include <arpa/inet.h>
@@ -85,12 +87,15 @@ void sess_slog(struct fy_session *s, enum fy_log_level level, const char *fmt, .
     const char *target = s->orig_target ? s->orig_target : m->target;
     uint32_t target_len = s->orig_target ? s->orig_target_len : m->target_len;
     tlen = target_len > 200 ? 200 : (int)target_len;
+    char dest[300] = "-";
+    if (s->last_server)
+        snprintf(dest, sizeof(dest), "%s", s->last_server->url);
+    else if (s->group)
+        snprintf(dest, sizeof(dest), "%s", s->group->name);
+    else if (s->has_fwd)
+        sess_forward_describe(s, dest, sizeof(dest));
     fy_log(level, "client %s \"%.*s %.*s%s HTTP/1.%d\" upstream %s: %s", client, (int)m->method_len,
-           m->method, tlen, target, target_len > 200 ? "..." : "", m->version_minor,
-           s->last_server ? s->last_server->url
-           : s->group     ? s->group->name
-                          : "-",
-           what);
+           m->method, tlen, target, target_len > 200 ? "..." : "", m->version_minor, dest, what);
 }
 
 /* fy_scratch_fn for header rules. */
@@ -161,11 +166,24 @@ void fy_session_freelist_release(void)
 
 struct fy_session *fy_session_start(struct fy_worker *w, const struct fy_downstream_ops *ops,
                                     void *ds, struct fy_msg *req, const struct sockaddr *client,
-                                    uint64_t start_us, uint32_t listener)
+                                    uint64_t start_us, uint32_t listener,
+                                    const struct fy_fwd_target *fwd)
 {
     struct fy_session *s = session_alloc();
     if (!s)
         return NULL;
+    if (fwd && fwd->host_len < sizeof(s->fwd_host)) {
+        s->fwd = *fwd;
+        memcpy(s->fwd_host, fwd->host, fwd->host_len);
+        s->fwd_host[fwd->host_len] = '\0';
+        s->fwd.host = s->fwd_host;
+        s->fwd.sni = NULL;
+        if (fwd->sni && strlen(fwd->sni) < sizeof(s->fwd_sni)) {
+            strcpy(s->fwd_sni, fwd->sni);
+            s->fwd.sni = s->fwd_sni;
+        }
+        s->has_fwd = true;
+    }
     s->w = w;
     s->ops = ops;
     s->ds = ds;
@@ -216,11 +234,29 @@ static void log_exchange(struct fy_session *s)
     e.target = s->orig_target ? s->orig_target : s->req.target;
     e.target_len = s->orig_target ? s->orig_target_len : s->req.target_len;
     e.version_minor = (int8_t)s->req.version_minor;
+    if (s->has_fwd && !s->fwd.connect) {
+        /* A forward proxy logs the whole URL asked for, as Squid does. */
+        size_t n = s->fwd.host_len + e.target_len + 40;
+        char *url = sess_scratch_alloc(s, n);
+        if (url) {
+            bool v6 = memchr(s->fwd.host, ':', s->fwd.host_len) != NULL;
+            char port[8] = "";
+            if (s->fwd.port != (s->fwd.tls ? 443 : 80))
+                snprintf(port, sizeof(port), ":%u", s->fwd.port);
+            int len = snprintf(url, n, "%s://%s%.*s%s%s%.*s", s->fwd.tls ? "https" : "http",
+                               v6 ? "[" : "", (int)s->fwd.host_len, s->fwd.host, v6 ? "]" : "",
+                               port, (int)e.target_len, e.target);
+            if (len > 0 && (size_t)len < n) {
+                e.target = url;
+                e.target_len = (uint32_t)len;
+            }
+        }
+    }
     e.status = s->status;
     e.bytes_in = s->bytes_in;
     e.bytes_out = s->bytes_out;
-    e.upstream = s->up_start_us && s->last_server
-                     ? (const struct sockaddr *)&s->last_server->addrs[s->addr_i].ss
+    e.upstream = s->up_start_us && s->addrs && s->addr_i < s->naddrs
+                     ? (const struct sockaddr *)&s->addrs[s->addr_i].ss
                      : NULL;
     e.request_id = s->request_id[0] ? s->request_id : NULL;
     e.tls_version = s->tls_version;
@@ -239,6 +275,9 @@ static void log_exchange(struct fy_session *s)
     uint64_t now = s->w->loop.now_us;
     e.upstream_us = s->up_start_us ? (s->up_head_us ? s->up_head_us : now) - s->up_start_us : 0;
     e.total_us = now - s->start_us;
+    e.content_type = s->resp_ctype;
+    e.content_type_len = (uint32_t)strlen(s->resp_ctype);
+    e.flow = s->flow;
     fy_accesslog_write(&s->w->alog, &e);
 }
 
@@ -281,6 +320,7 @@ void sess_finish(struct fy_session *s, bool upstream_reusable, bool client_clean
     sess_release_upstream(s, upstream_reusable);
     sess_release_server(s);
     log_exchange(s);
+    sess_capture_end(s);
     s->state = S_DONE;
 }
 
@@ -310,6 +350,7 @@ void sess_fail_exchange(struct fy_session *s, int status, const char *text)
         return;
     if (!s->head_sent && s->ds) {
         s->status = status;
+        sess_capture_error(s, status, text);
         struct fy_msg extra;
         fy_msg_init(&extra);
         bool any = error_fields(s, status, &extra);
@@ -419,6 +460,7 @@ static int pump_request(struct fy_session *s)
                 s->req_body_started = true;
                 for (int i = 0; i < n; i++)
                     s->bytes_in += iov[i].iov_len;
+                sess_capture_req_body(s, iov, n);
                 fy_uh1_send_body(up, iov, n, last);
                 s->req_spans_out = n > 0;
                 s->req_last_queued = last;
@@ -435,6 +477,7 @@ static int pump_request(struct fy_session *s)
                      * write error may have eaten the reset's report, so from here on the
                      * connection's end no longer proves a close-delimited body complete. */
                     s->req_done = true;
+                    sess_capture_mark(s, FY_FLOW_SENT);
                     s->req_last_queued = false;
                     s->up_write_failed = true;
                     return 1;
@@ -452,6 +495,7 @@ static int pump_request(struct fy_session *s)
         }
         if (s->req_last_queued) {
             s->req_done = true;
+            sess_capture_mark(s, FY_FLOW_SENT);
             return 1;
         }
         if (starved) {
@@ -513,6 +557,7 @@ static int on_response_head(struct fy_session *s)
     }
     s->status = m->status;
     s->up_head_us = s->w->loop.now_us;
+    sess_capture_mark(s, FY_FLOW_FIRST_BYTE);
     if (m->status == 101 && !s->req.upgrade) {
         sess_fail_exchange(s, 502, "the upstream server sent an invalid response");
         return -1;
@@ -521,6 +566,7 @@ static int on_response_head(struct fy_session *s)
         sess_fail_exchange(s, 500, "out of memory");
         return -1;
     }
+    sess_capture_response(s, m);
     int rc = s->ops->send_head(s->ds, m);
     if (rc == -ENOSPC) {
         sess_slog(s, FY_LOG_WARN,
@@ -552,6 +598,7 @@ static int relay_body(struct fy_session *s)
     bool last = fy_uh1_done(s->up);
     for (int i = 0; i < rd->nspans; i++)
         s->bytes_out += rd->spans[i].iov_len;
+    sess_capture_resp_body(s, rd->spans, rd->nspans);
     int rc = s->ops->send_body(s->ds, rd->spans, rd->nspans, last);
     if (rc < 0 && rc != FY_AGAIN) {
         sess_client_failed(s, 0);
@@ -778,6 +825,8 @@ static void session_free(struct fy_session *s)
         s->scratch = n;
     }
     sess_queue_remove(s);
+    sess_forward_release(s);
+    sess_capture_drop(s); /* a session freed before it ended (never, but never leak) */
     fy_msg_free(&s->resp);
     fy_worker_gen_release(w, s->gen);
     session_release(s);

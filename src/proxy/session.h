@@ -90,13 +90,33 @@ struct fy_downstream_ops {
     fy_ds_done_fn *done;
 };
 
+/*
+ * Where a forward proxy's request goes, as the downstream learnt it: the absolute-form URL's
+ * scheme and authority (GET http://host:port/...), a CONNECT's authority, or, inside an
+ * intercepted CONNECT tunnel, the tunnel's destination. Copied by fy_session_start(); only used
+ * by a route that forwards (a forward listener's), which answers 400 when there is none.
+ */
+struct fy_fwd_target {
+    const char *host; /* a name or an IP literal (IPv6 without brackets) */
+    uint32_t host_len;
+    uint16_t port;
+    bool tls;         /* https: TLS to the destination, its certificate verified for `host` */
+    const char *sni;  /* tls: the name to send and verify instead of host (an intercepted
+                       * tunnel's SNI); NULL = host */
+    bool connect;     /* a CONNECT: a tunnel to the destination */
+    bool answered;    /* CONNECT: the client was already told 200 (an interception's sniff) */
+    bool intercepted; /* the request came through an intercepted tunnel (its URL is https) */
+};
+
 /* Creates a session for a parsed request that came in on listener `listener` (its index in the
  * worker's current generation) and queues it to run. `req` is moved into the session
  * (fy_msg_move: the caller's msg is left empty, holding storage to reuse for its next message).
+ * `fwd` (may be NULL; read during the call only) is the forward proxy's destination.
  * Returns NULL when out of memory (the caller answers 500). */
 struct fy_session *fy_session_start(struct fy_worker *w, const struct fy_downstream_ops *ops,
                                     void *ds, struct fy_msg *req, const struct sockaddr *client,
-                                    uint64_t start_us, uint32_t listener);
+                                    uint64_t start_us, uint32_t listener,
+                                    const struct fy_fwd_target *fwd);
 
 /* Does a client hang-up while the upstream thinks abandon this exchange (the route's
  * abort-on-client-close, else the global one)? */

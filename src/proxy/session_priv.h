@@ -23,6 +23,7 @@
 #include "http/date.h"
 #include "http/path.h"
 #include "net/addr.h"
+#include "net/dns.h"
 #include "proxy/connpool.h"
 #include "proxy/hooks.h"
 #include "proxy/lb.h"
@@ -46,6 +47,9 @@ enum session_state {
 #undef X
 };
 
+struct fy_flow;
+struct fy_capture;
+
 struct scratch {
     struct scratch *next;
     char data[];
@@ -65,6 +69,27 @@ struct fy_session {
     struct fy_server *server; /* picked for the current attempt (counted by the balancer) */
     const struct fy_server *last_server; /* the one used last: for the log */
     struct fy_connpool *pool;            /* the worker's pool for server */
+    /* The current attempt's addresses and TLS: the server's (select_server), or the forward
+     * destination's (session_forward.c). addr_i indexes addrs. */
+    const struct fy_addr *addrs;
+    uint32_t naddrs;
+    struct fy_tls_client *up_tls; /* NULL: plain TCP */
+    const char *up_tls_name;      /* the name sent as SNI and verified */
+    /* forward proxy (session_forward.c) */
+    struct fy_fwd_target fwd; /* host points into fwd_host */
+    bool has_fwd;
+    bool fwd_resolved;
+    bool dns_started;
+    uint8_t fwd_verdict; /* enum fy_dest_verdict of the name (filters/acl.h) */
+    bool fwd_pool_held;  /* s->pool is a reference on a destination pool (fy_fwd_pools) */
+    char fwd_host[256];
+    char fwd_sni[256];
+    char tls_fail[160]; /* why the last TLS handshake with the upstream failed ("" = none) */
+    struct fy_dns_req dns;
+    /* capture (session_capture.c): the record being filled, and where it goes */
+    struct fy_flow *flow;
+    struct fy_capture *capture; /* NULL: the flow is for the pretty log only */
+    char resp_ctype[64];        /* the pretty log: the response's Content-Type */
     uint32_t tried[FY_LB_MAX_TRIED];
     uint32_t ntried;
     uint32_t addr_i;                  /* which of the server's addresses the attempt uses */
@@ -159,6 +184,32 @@ enum fy_hook_result sess_run_hooks(struct fy_session *s, enum hook_point p, stru
 bool sess_has_request_body(const struct fy_msg *m);
 void sess_step_route(struct fy_session *s);
 void sess_step_respond(struct fy_session *s);
+
+/* session_capture.c: each does nothing without a capture (or the pretty log's -v) */
+#define FY_PRETTY_BODY_MAX 4096 /* -vv shows this much of each body */
+void sess_capture_begin(struct fy_session *s);
+void sess_capture_mark(struct fy_session *s, int point); /* enum fy_flow_point */
+void sess_capture_req_body(struct fy_session *s, const struct iovec *iov, int n);
+void sess_capture_response(struct fy_session *s, const struct fy_msg *m);
+void sess_capture_resp_body(struct fy_session *s, const struct iovec *iov, int n);
+void sess_capture_error(struct fy_session *s, int status, const char *text);
+bool sess_capture_wants_body(const struct fy_session *s); /* the response body is still wanted */
+void sess_capture_end(struct fy_session *s);              /* submits it */
+void sess_capture_drop(struct fy_session *s);
+
+/* session_forward.c */
+/* "http://host:port", "https://host:port" or "host:port" (CONNECT), for log lines. */
+void sess_forward_describe(const struct fy_session *s, char *out, size_t len);
+/* FY_ACT_FORWARD's part of ROUTE: the destination's name checks; false when refused (answered). */
+bool sess_forward_route(struct fy_session *s);
+/* The forward destination's addresses and pool for the next attempt. Returns 1 when ready
+ * (s->pool, s->addrs set), 0 while resolving (the task is woken), -1 when failed (answered). */
+int sess_forward_select(struct fy_session *s);
+/* The next address of the destination was picked: check it, and switch pools. */
+bool sess_forward_next_addr(struct fy_session *s);
+/* CONNECT's tunnel is up: answer 200 (unless answered) and relay. */
+void sess_forward_tunnel(struct fy_session *s);
+void sess_forward_release(struct fy_session *s);
 
 /* session_select.c */
 void sess_step_connect(struct fy_session *s);

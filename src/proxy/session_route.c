@@ -395,6 +395,7 @@ static void send_own_response(struct fy_session *s, int status, const char *body
     if (fy_msg_add(resp, "Content-Length", 14, s->clen, (uint32_t)dl, FY_TOK_CONTENT_LENGTH) < 0)
         goto oom;
     s->status = status;
+    sess_capture_response(s, resp);
     int rc = s->ops->send_head(s->ds, resp);
     if (rc < 0) {
         if (rc == -ENOSPC) {
@@ -407,6 +408,7 @@ static void send_own_response(struct fy_session *s, int status, const char *body
     s->head_sent = true;
     struct iovec iov = {(void *)body, s->is_head ? 0 : blen};
     s->bytes_out += iov.iov_len;
+    sess_capture_resp_body(s, &iov, 1);
     rc = s->ops->send_body(s->ds, &iov, iov.iov_len ? 1 : 0, true);
     if (rc < 0 && rc != FY_AGAIN) {
         sess_client_failed(s, 0);
@@ -518,6 +520,7 @@ static bool route_request(struct fy_session *s)
         return false;
     }
     s->route = s->match.route;
+    sess_capture_begin(s);
     apply_route_limits(s);
     uint64_t limit = body_limit(s);
     if (limit && s->req.content_length > 0 && (uint64_t)s->req.content_length > limit) {
@@ -526,7 +529,12 @@ static bool route_request(struct fy_session *s)
     }
     if (sess_has_request_body(&s->req))
         s->ops->limit_body(s->ds, limit);
-    if (s->route->action != FY_ACT_PROXY) {
+    if (s->route->action == FY_ACT_FORWARD) {
+        if (!sess_forward_route(s))
+            return false;
+        if (s->fwd.connect)
+            return true; /* no request goes to the destination: a tunnel does */
+    } else if (s->route->action != FY_ACT_PROXY) {
         start_respond(s);
         return false;
     }

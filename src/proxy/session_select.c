@@ -7,6 +7,8 @@
  */
 #include "proxy/session_priv.h"
 
+#include "proxy/flow.h"
+
 #include <stdio.h>
 #include <string.h>
 
@@ -104,14 +106,19 @@ bool sess_retry_elsewhere(struct fy_session *s, const char *why)
  * handshake (a certificate that does not verify, say) counts the same: no request was sent. */
 static void connect_failed_as(struct fy_session *s, const char *why, const char *answer)
 {
-    if (s->server && s->addr_i + 1 < s->server->naddrs) {
+    if (s->addrs && s->addr_i + 1 < s->naddrs) {
         char addr[80];
-        fy_addr_format((const struct sockaddr *)&s->server->addrs[s->addr_i].ss, addr,
-                       sizeof(addr));
-        sess_slog(s, FY_LOG_INFO, "%s (%s); trying the server's next address", why, addr);
+        fy_addr_format((const struct sockaddr *)&s->addrs[s->addr_i].ss, addr, sizeof(addr));
+        sess_slog(s, FY_LOG_INFO, "%s (%s); trying the %s's next address", why, addr,
+                  s->x.forward ? "destination" : "server");
         sess_release_upstream(s, false);
         s->addr_i++;
-        s->pool = s->gen->pools[s->group->index][s->server->pool_slot + s->addr_i];
+        if (s->x.forward) {
+            if (!sess_forward_next_addr(s))
+                return; /* no address left that may be used: answered */
+        } else {
+            s->pool = s->gen->pools[s->group->index][s->server->pool_slot + s->addr_i];
+        }
         s->attempts = 0;
         s->timed_out = false;
         fy_loop_timer_stop(&s->timer);
@@ -122,6 +129,16 @@ static void connect_failed_as(struct fy_session *s, const char *why, const char 
     if (sess_retry_elsewhere(s, why))
         return;
     sess_slog(s, FY_LOG_WARN, "%s", why);
+    if (s->x.forward && s->tls_fail[0]) {
+        /* A forward proxy's client is the one who needs the reason (an intercepting proxy's
+         * user sees it in the page); a reverse proxy keeps its upstreams' details to itself. An
+         * address that refused the connection does not hide a certificate that failed. */
+        char text[300];
+        snprintf(text, sizeof(text), "the TLS handshake with the destination failed: %s",
+                 s->tls_fail);
+        sess_fail_exchange(s, 502, text);
+        return;
+    }
     sess_fail_exchange(s, 502, answer);
 }
 
@@ -134,15 +151,14 @@ static void connect_failed(struct fy_session *s, const char *why)
  * handled). The connect timer bounds the handshake too. */
 static int upstream_tls(struct fy_session *s, struct fy_upconn *up)
 {
-    const struct fy_server *sv = s->server;
     if (!up->tls_started) {
-        int rc = fy_tls_connect(&up->sock, sv->tls, sv->tls_name, s->pool->tls_slot);
+        int rc = fy_tls_connect(&up->sock, s->up_tls, s->up_tls_name, s->pool->tls_slot);
         if (rc < 0) {
             connect_failed(s, "cannot start TLS: out of memory");
             return -1;
         }
         up->tls_started = true;
-        if (fy_tls_client_insecure(sv->tls))
+        if (fy_tls_client_insecure(s->up_tls))
             sess_slog(s, FY_LOG_WARN,
                       "the upstream's TLS certificate is not verified (insecure-skip-verify): "
                       "anyone on the path can read and change this connection");
@@ -160,8 +176,9 @@ static int upstream_tls(struct fy_session *s, struct fy_upconn *up)
         return FY_AGAIN;
     if (rc < 0) {
         char why[256];
-        snprintf(why, sizeof(why), "TLS handshake with %s failed: %s", sv->tls_name,
+        snprintf(why, sizeof(why), "TLS handshake with %s failed: %s", s->up_tls_name,
                  fy_tls_error(&up->sock));
+        snprintf(s->tls_fail, sizeof(s->tls_fail), "%s", fy_tls_error(&up->sock));
         connect_failed_as(s, why, "the TLS handshake with the upstream server failed");
         return -1;
     }
@@ -322,6 +339,10 @@ static bool select_server(struct fy_session *s)
     s->last_server = sv;
     s->timed_out = false; /* a queue wait's poll is not a connect timeout */
     s->addr_i = 0;
+    s->addrs = sv->addrs;
+    s->naddrs = sv->naddrs;
+    s->up_tls = sv->tls;
+    s->up_tls_name = sv->tls_name;
     s->pool = s->gen->pools[s->group->index][sv->pool_slot];
     s->tried[s->ntried++] = sv->index;
     s->set_sticky = s->group->balance == FY_LB_STICKY && lr.prefer != sv;
@@ -337,8 +358,12 @@ static bool select_server(struct fy_session *s)
 void sess_step_connect(struct fy_session *s)
 {
     struct fy_worker *w = s->w;
-    if (!s->server && !select_server(s))
+    if (s->x.forward) {
+        if (!s->pool && sess_forward_select(s) <= 0)
+            return;
+    } else if (!s->server && !select_server(s)) {
         return;
+    }
     if (!s->up) {
         s->attempts++;
         s->up = s->attempts == 1 ? fy_connpool_get(s->pool, &s->task) : NULL;
@@ -353,6 +378,7 @@ void sess_step_connect(struct fy_session *s)
                 return;
             }
             fy_loop_timer_set(&w->loop, &s->timer, s->connect_timeout);
+            sess_capture_mark(s, FY_FLOW_CONNECT_START);
         }
         if (!s->up_start_us)
             s->up_start_us = w->loop.now_us;
@@ -377,12 +403,20 @@ void sess_step_connect(struct fy_session *s)
             return;
         }
         up->connected = true;
+        sess_capture_mark(s, FY_FLOW_CONNECTED);
+    }
+    if (s->fwd.connect) {
+        sess_forward_tunnel(s); /* a tunnel carries the client's own TLS, if any */
+        return;
     }
     if (!up->secure) {
-        if (s->server->tls && upstream_tls(s, up) != 0)
+        if (s->up_tls && upstream_tls(s, up) != 0)
             return;
         up->secure = true;
+        if (s->up_tls)
+            sess_capture_mark(s, FY_FLOW_TLS_DONE);
     }
+    sess_capture_mark(s, FY_FLOW_SEND_START);
     if (sess_queue_request_head(s) < 0) {
         sess_fail_exchange(s, 500, "out of memory");
         return;

@@ -16,13 +16,11 @@
 
 #include "net/pipe.h"
 
-/* A response body filter needs the bytes in user space. There is none yet: the body filter chain
- * makes this true when a filter attaches to the exchange (header hooks act on heads only and do
- * not count). */
+/* A response body filter needs the bytes in user space: capture, until it has max-body bytes
+ * (the body filter chain will add its own; header hooks act on heads only and do not count). */
 static bool response_body_filtered(const struct fy_session *s)
 {
-    (void)s;
-    return false;
+    return sess_capture_wants_body(s); /* capture takes bytes until max-body: then a pipe may */
 }
 
 /* Everything that must hold for the bytes to bypass user space. */

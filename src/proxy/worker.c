@@ -1,6 +1,11 @@
 /* Worker threads: accept, drain on shutdown; see worker.h. */
 #include "proxy/worker.h"
 
+#include "filters/htpasswd.h"
+#include "net/dns.h"
+#include "net/tls.h"
+#include "proxy/fwd_pools.h"
+
 #include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -524,6 +529,12 @@ static void close_fds(const int *fds, uint32_t from, uint32_t n)
             close(fds[i]);
 }
 
+/* The auth cache's clock: the loop's (refreshed every wakeup). */
+static uint64_t loop_now_ms(void *loop)
+{
+    return ((struct fy_loop *)loop)->now_ms;
+}
+
 int fy_worker_init(struct fy_worker *w, struct fy_conf *conf, int id, const int *fds, uint32_t nfds,
                    int alog_fd)
 {
@@ -556,12 +567,26 @@ int fy_worker_init(struct fy_worker *w, struct fy_conf *conf, int id, const int 
     w->resp_limits = (struct fy_h1r_limits){
         .max_line = FY_BUF_SIZE, .max_head = FY_BUF_SIZE - 1, .max_fields = 1000, .max_body = 0};
     fy_timer_init(&w->drain_timer, on_drain_timeout);
+    /* The forward proxy's resolver and destination pools (cheap until used). A resolver that
+     * cannot start is reported when a forward request needs it. */
+    char why[200];
+    w->dns = fy_dns_new(&w->loop, &cfg->resolver, why, sizeof(why));
+    if (!w->dns)
+        fy_debug("worker %d: no resolver for forward proxying: %s", id, why);
+    w->fwd_pools =
+        fy_fwd_pools_new(&w->loop, &w->resp_limits, cfg->pool_max_idle, cfg->pool_idle_timeout);
+    w->auth_cache =
+        fy_auth_cache_new(FY_AUTH_CACHE_ENTRIES, FY_AUTH_CACHE_TTL_MS, loop_now_ms, &w->loop);
+    if (!w->fwd_pools || !w->auth_cache) {
+        rc = -ENOMEM;
+        goto fail_loop;
+    }
     w->gen = wgen_create(w, conf);
     if (!w->gen) {
         rc = -ENOMEM;
         goto fail_loop;
     }
-    if (fy_accesslog_init(&w->alog, &w->loop, alog_fd, cfg->access_log_format) < 0) {
+    if (fy_accesslog_init(&w->alog, &w->loop, alog_fd, cfg->access_log_format, cfg->verbose) < 0) {
         rc = -ENOMEM;
         goto fail_gen;
     }
@@ -596,6 +621,12 @@ fail_gen:
     w->gen = NULL;
     fy_pools_free(&w->pools);
 fail_loop:
+    fy_auth_cache_free(w->auth_cache);
+    w->auth_cache = NULL;
+    fy_fwd_pools_free(w->fwd_pools);
+    w->fwd_pools = NULL;
+    fy_dns_free(w->dns);
+    w->dns = NULL;
     fy_loop_destroy(&w->loop);
 fail_fds:
     close_fds(fds, opened, nfds);
@@ -625,6 +656,14 @@ void *fy_worker_main(void *arg)
     FY_ASSERT(w->nclients == 0 && w->nsessions == 0);
     FY_ASSERT(!w->retired); /* every session ended, so did their generations */
     fy_pools_free(&w->pools);
+    fy_fwd_pools_free(w->fwd_pools);
+    w->fwd_pools = NULL;
+    fy_dns_free(w->dns);
+    w->dns = NULL;
+    fy_tls_mint_free(w->mint); /* after the connections that hold its certificates */
+    w->mint = NULL;
+    fy_auth_cache_free(w->auth_cache);
+    w->auth_cache = NULL;
     fy_accesslog_flush(&w->alog);
     /* The free lists are per thread: give their memory back before the thread ends. */
     fy_buf_freelist_release();
@@ -654,6 +693,14 @@ void fy_worker_destroy(struct fy_worker *w)
     if (r) /* handed over but never adopted */
         reload_free(r);
     fy_pools_free(&w->pools); /* a thread that never ran still has its pools */
+    fy_fwd_pools_free(w->fwd_pools);
+    w->fwd_pools = NULL;
+    fy_dns_free(w->dns);
+    w->dns = NULL;
+    fy_tls_mint_free(w->mint);
+    w->mint = NULL;
+    fy_auth_cache_free(w->auth_cache);
+    w->auth_cache = NULL;
     wgen_free(w->gen);
     w->gen = NULL;
     fy_loop_destroy(&w->loop);

@@ -25,6 +25,10 @@
 #include "proxy/connpool.h"
 
 struct fy_client;
+struct fy_dns;
+struct fy_fwd_pools;
+struct fy_auth_cache;
+struct fy_tls_mint;
 struct fy_handshake;
 struct fy_health_checker;
 struct fy_lb;
@@ -79,6 +83,12 @@ struct fy_worker {
     uint32_t nlsn;
     struct fy_wlistener *gone_lsn; /* removed by reloads */
     struct fy_pools pools;
+    /* The forward proxy: the resolver of destinations (NULL when c-ares could not start) and
+     * the destinations' pools. */
+    struct fy_dns *dns;
+    struct fy_fwd_pools *fwd_pools;
+    struct fy_auth_cache *auth_cache; /* Proxy-Authorization checks that passed */
+    struct fy_tls_mint *mint; /* interception's certificates, made on first use (net/tls.h) */
     struct fy_h1r_limits req_limits, resp_limits;
     uint32_t client_in_size; /* capacity of a client connection's input buffer */
     uint64_t rng;            /* request ids, balancer seeds */
