@@ -1,0 +1,217 @@
+"""The forward proxy (ferry --forward, a listener's forward: block): absolute-form requests to
+any destination with curl -x and python requests, CONNECT tunnels and their port list, the
+client ACL, Proxy-Authorization against an htpasswd file (407, then 200), destination deny and
+allow rules by name and by address, forwarding loops, names resolved by the workers' resolver,
+and what never leaves ferry (Proxy-Authorization, Proxy-Connection, X-Forwarded-*)."""
+
+import socket
+import ssl
+import subprocess
+
+import pytest
+import requests
+
+from certs import CA
+from dns_server import DnsServer
+from harness import ResponseReader, UpstreamServer, free_port, wait_for, write_config
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    d = str(tmp_path_factory.mktemp("pki"))
+    ca = CA(d)
+    return {"ca": ca, "dir": d,
+            "good": ca.issue("localhost", "127.0.0.1", "a.test", "b.test", "c.test",
+                             file="good")}
+
+
+@pytest.fixture
+def origin():
+    u = UpstreamServer().start()
+    yield u
+    u.stop()
+
+
+@pytest.fixture
+def tls_origin(pki):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(pki["good"].cert, pki["good"].key)
+    u = UpstreamServer(tls=ctx).start()
+    yield u
+    u.stop()
+
+
+def proxy_get(proxy_port, url, headers=None, extra=b""):
+    """A raw absolute-form GET through the proxy; the parsed response."""
+    host = url.split("/")[2]
+    lines = ["GET %s HTTP/1.1" % url, "Host: %s" % host]
+    for k, v in (headers or {}).items():
+        lines.append("%s: %s" % (k, v))
+    with socket.create_connection(("127.0.0.1", proxy_port), timeout=10) as s:
+        s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + extra)
+        return ResponseReader(s, timeout=10).read_response()
+
+
+def connect(proxy_port, authority, headers=None):
+    """Opens a CONNECT tunnel; returns (socket, status, head bytes)."""
+    s = socket.create_connection(("127.0.0.1", proxy_port), timeout=10)
+    lines = ["CONNECT %s HTTP/1.1" % authority, "Host: %s" % authority]
+    for k, v in (headers or {}).items():
+        lines.append("%s: %s" % (k, v))
+    s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        b = s.recv(1)
+        if not b:
+            break
+        head += b
+    status = int(head.split(b" ", 2)[1]) if head else 0
+    return s, status, head
+
+
+def curl(*args, timeout=20):
+    return subprocess.run(["curl", "-sS", "--max-time", "10", *args], capture_output=True,
+                          timeout=timeout)
+
+
+def test_absolute_form_with_curl_and_what_never_leaves(ferry_factory, origin):
+    f = ferry_factory(None, "--forward")
+    r = curl("-x", "http://127.0.0.1:%d" % f.port, "-H", "Proxy-Connection: keep-alive",
+             "http://127.0.0.1:%d/a/b?c=1" % origin.port)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == b"ok GET /a/b?c=1\n"
+    req = origin.requests[-1]
+    assert req.path == "/a/b?c=1"  # origin-form towards the destination
+    assert req.header("Host") == "127.0.0.1:%d" % origin.port
+    names = req.header_names()
+    assert "proxy-connection" not in names
+    assert "x-forwarded-for" not in names and "x-forwarded-proto" not in names
+    assert "1.1 ferry" in req.header("Via")
+    line = f.wait_access_log(1)[-1]
+    assert "http://127.0.0.1:%d/a/b?c=1" % origin.port in line
+
+
+def test_python_requests_with_proxies_and_keepalive(ferry_factory, origin):
+    f = ferry_factory(None, "--forward")
+    proxies = {"http": "http://127.0.0.1:%d" % f.port}
+    with requests.Session() as s:
+        for i in range(3):
+            r = s.get("http://127.0.0.1:%d/n%d" % (origin.port, i), proxies=proxies, timeout=10)
+            assert r.status_code == 200 and r.text == "ok GET /n%d\n" % i
+            assert "1.1 ferry" in r.headers["Via"]
+    assert origin.conn_count == 1  # one pooled connection to the destination
+
+
+def test_origin_form_is_400(ferry_factory):
+    f = ferry_factory(None, "--forward")
+    with socket.create_connection(("127.0.0.1", f.port), timeout=10) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: example.test\r\n\r\n")
+        r = ResponseReader(s, timeout=10).read_response()
+    assert r.status == 400
+    assert b"absolute URL" in r.body
+
+
+def test_request_to_itself_is_not_looped(ferry_factory):
+    f = ferry_factory(None, "--forward")
+    r = proxy_get(f.port, "http://127.0.0.1:%d/" % f.port)
+    assert r.status == 403
+    assert b"loop" in r.body
+    assert len(f.wait_access_log(1)) == 1  # one exchange, not a chain of them
+
+
+def test_connect_tunnel_allowed_and_refused_ports(ferry_factory, tls_origin, pki):
+    f = ferry_factory(None, "--forward", "--connect-ports", "443,%d" % tls_origin.port)
+    r = curl("-x", "http://127.0.0.1:%d" % f.port, "--cacert", pki["ca"].pem,
+             "https://localhost:%d/t" % tls_origin.port)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == b"ok GET /t\n"
+    s, status, _ = connect(f.port, "localhost:%d" % (tls_origin.port + 1 if tls_origin.port
+                                                      < 65535 else 1))
+    s.close()
+    assert status == 403
+    f2 = ferry_factory(None, "--forward")  # the default: 443 only
+    s, status, head = connect(f2.port, "localhost:%d" % tls_origin.port)
+    s.close()
+    assert status == 403
+    assert tls_origin.requests == [] or len(tls_origin.requests) == 1
+
+
+def test_connect_tunnel_carries_the_origins_own_certificate(ferry_factory, tls_origin, pki):
+    f = ferry_factory(None, "--forward", "--connect-ports", str(tls_origin.port))
+    s, status, head = connect(f.port, "localhost:%d" % tls_origin.port)
+    assert status == 200, head
+    ctx = ssl.create_default_context(cafile=pki["ca"].pem)
+    with ctx.wrap_socket(s, server_hostname="localhost") as t:
+        t.sendall(b"GET /x HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        r = ResponseReader(t, timeout=10).read_response()
+        assert r.status == 200 and r.body == b"ok GET /x\n"
+
+
+def test_client_acl(ferry_factory, origin):
+    f = ferry_factory(None, "--forward", "--allow-clients", "10.0.0.0/8,192.168.0.0/16")
+    r = proxy_get(f.port, "http://127.0.0.1:%d/" % origin.port)
+    assert r.status == 403
+    assert b"allow-clients" in r.body
+    assert origin.requests == []
+
+
+def test_proxy_auth_407_then_200(ferry_factory, origin, tmp_path):
+    h = subprocess.run(["openssl", "passwd", "-6", "s3cret"], capture_output=True, check=True)
+    pw = tmp_path / "users"
+    pw.write_text("alice:%s\n" % h.stdout.decode().strip())
+    f = ferry_factory(None, "--forward", "--htpasswd", str(pw))
+    url = "http://127.0.0.1:%d/p" % origin.port
+    r = proxy_get(f.port, url)
+    assert r.status == 407
+    assert r.header("Proxy-Authenticate").startswith("Basic realm=")
+    r = curl("-x", "http://127.0.0.1:%d" % f.port, "--proxy-user", "alice:wrong", "-o",
+             "/dev/null", "-w", "%{http_code}", url)
+    assert r.stdout == b"407"
+    r = curl("-x", "http://127.0.0.1:%d" % f.port, "--proxy-user", "alice:s3cret", url)
+    assert r.returncode == 0 and r.stdout == b"ok GET /p\n", r.stderr
+    assert "proxy-authorization" not in origin.requests[-1].header_names()
+    proxies = {"http": "http://alice:s3cret@127.0.0.1:%d" % f.port}
+    assert requests.get(url, proxies=proxies, timeout=10).status_code == 200
+
+
+def test_destination_rules_by_name_and_address(ferry_factory, origin):
+    dns = DnsServer({"app.test": ["127.0.0.1"], "inner.test": ["127.0.0.1"]}).start()
+    try:
+        port = free_port()
+        cfg = write_config("""
+resolvers: %s
+listeners:
+  - listen: 127.0.0.1:%d
+    forward:
+      deny: ["*.corp.test", "127.0.0.2"]
+      allow: ["app.test", "inner.test:%d"]
+""" % (dns.servers, port, origin.port))
+        f = ferry_factory(None, "-c", cfg, listen=None)
+        assert proxy_get(f.port, "http://app.test:%d/ok" % origin.port).status == 200
+        assert proxy_get(f.port, "http://inner.test:%d/ok" % origin.port).status == 200
+        r = proxy_get(f.port, "http://x.corp.test/")
+        assert r.status == 403 and b"corp.test" in r.body
+        r = proxy_get(f.port, "http://other.test:%d/" % origin.port)
+        assert r.status == 403
+        r = proxy_get(f.port, "http://127.0.0.2:%d/" % origin.port)
+        assert r.status == 403
+        # denied before resolving: no query for the refused names
+        assert not any(q[0] in ("x.corp.test", "other.test") for q in dns.queries)
+    finally:
+        dns.stop()
+
+
+def test_name_errors_are_502_and_cached(ferry_factory, origin):
+    dns = DnsServer({"app.test": ["127.0.0.1"]}).start()
+    try:
+        f = ferry_factory(None, "--forward", "--resolvers", dns.servers,
+                          allowed_errors=[r"cannot resolve nothing\.test"])
+        assert proxy_get(f.port, "http://app.test:%d/" % origin.port).status == 200
+        for _ in range(3):
+            r = proxy_get(f.port, "http://nothing.test/")
+            assert r.status == 502
+            assert b"cannot resolve" in r.body
+        # one lookup answered the three requests (negative cache), per type asked
+        assert len([q for q in dns.queries if q[0] == "nothing.test"]) <= 2
+    finally:
+        dns.stop()
