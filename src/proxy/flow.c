@@ -164,7 +164,7 @@ static void body_add(struct fy_flow_body *b, uint64_t max, const struct iovec *i
     for (int i = 0; i < n; i++) {
         size_t len = iov[i].iov_len;
         b->size += len;
-        uint64_t room = max - b->captured;
+        uint64_t room = b->stopped ? 0 : max - b->captured;
         if (!room || !len)
             continue;
         size_t copy = len < room ? len : (size_t)room;
@@ -185,6 +185,18 @@ static void body_add(struct fy_flow_body *b, uint64_t max, const struct iovec *i
         memcpy(b->data + b->captured, iov[i].iov_base, copy);
         b->captured += copy;
     }
+}
+
+void fy_flow_req_body_skipped(struct fy_flow *f, uint64_t n)
+{
+    f->req_body.size += n;
+    f->req_body.stopped = true;
+}
+
+void fy_flow_resp_body_skipped(struct fy_flow *f, uint64_t n)
+{
+    f->resp_body.size += n;
+    f->resp_body.stopped = true;
 }
 
 void fy_flow_req_body(struct fy_flow *f, const struct iovec *iov, int n)

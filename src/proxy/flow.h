@@ -51,6 +51,7 @@ struct fy_flow_body {
     uint64_t captured; /* bytes in data: min(size, the flow's max_body) */
     uint64_t cap;      /* allocated size of data */
     char *data;        /* owned by the flow; NULL while nothing was captured */
+    bool stopped;      /* bytes went by unseen (spliced): data stays a prefix, the rest counted */
 };
 
 /* Timing points: absolute monotonic microseconds (the loop's now_us), 0 = not reached. */
@@ -110,6 +111,11 @@ int fy_flow_set_response(struct fy_flow *f, const struct fy_msg *m);
  * counts all. Never fails loudly: out of memory stops the copy, the count goes on. */
 void fy_flow_req_body(struct fy_flow *f, const struct iovec *iov, int n);
 void fy_flow_resp_body(struct fy_flow *f, const struct iovec *iov, int n);
+
+/* n body bytes that went by without passing through ferry's memory (spliced socket to socket):
+ * counted in size, and the capture of that body stops there, so data stays an exact prefix. */
+void fy_flow_req_body_skipped(struct fy_flow *f, uint64_t n);
+void fy_flow_resp_body_skipped(struct fy_flow *f, uint64_t n);
 
 /* Addresses: the client's (the peer of the accepted connection) and the upstream server's
  * (copied). */

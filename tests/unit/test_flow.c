@@ -319,3 +319,19 @@ Test(flow, pooled_connection_timings_use_send_start)
     cr_assert_float_eq(num_of(t, "total"), 2.3, 1e-9);
     fy_flow_free(f);
 }
+
+Test(flow, spliced_bytes_are_counted_and_stop_the_capture)
+{
+    struct fy_flow *f = fy_flow_new(100);
+    struct iovec a = {"head", 4}, b = {"tail", 4};
+    fy_flow_resp_body(f, &a, 1);
+    fy_flow_resp_body_skipped(f, 1000);
+    fy_flow_resp_body(f, &b, 1);
+    cr_assert_eq(f->resp_body.size, 1008);
+    cr_assert_eq(f->resp_body.captured, 4, "data stays a prefix of the body");
+    cr_assert(!memcmp(f->resp_body.data, "head", 4));
+    fy_flow_req_body_skipped(f, 7);
+    cr_assert_eq(f->req_body.size, 7);
+    cr_assert_eq(f->req_body.captured, 0);
+    fy_flow_free(f);
+}
