@@ -106,9 +106,6 @@ void sess_capture_end(struct fy_session *s)
     fy_flow_mark(f, FY_FLOW_END, s->w->loop.now_us);
     if (s->up_start_us && s->addrs && s->addr_i < s->naddrs)
         fy_flow_set_server(f, (const struct sockaddr *)&s->addrs[s->addr_i].ss);
-    /* A body that went through a pipe once the capture was full was counted there. */
-    if (f->resp.set && s->bytes_out > f->resp_body.size)
-        f->resp_body.size = s->bytes_out;
     if (s->capture)
         fy_capture_submit(s->capture, (unsigned)s->w->id, f);
     else

@@ -14,6 +14,8 @@
  */
 #include "proxy/session_priv.h"
 
+#include "proxy/flow.h"
+
 #include "net/pipe.h"
 
 /* A response body filter needs the bytes in user space: capture, until it has max-body bytes
@@ -81,6 +83,8 @@ int sess_pump_splice(struct fy_session *s)
             } else {
                 p->held -= (uint32_t)n;
                 s->bytes_out += (uint64_t)n;
+                if (s->flow) /* the capture had all it keeps: count what went past */
+                    fy_flow_resp_body_skipped(s->flow, (uint64_t)n);
                 moved = true;
             }
         }
