@@ -166,3 +166,46 @@ def test_https(ferry_factory, upstreams, tmp_path):
         assert got.header("X-Client-Cert-Sha256") == alice.sha256
     finally:
         api.stop()
+
+
+def test_forward(ferry_factory, tmp_path):
+    """examples/forward.yaml from a scratch directory: the CA is made in its state-dir, an
+    https request through the proxy is intercepted and captured with its secrets redacted, the
+    mock route answers, the metadata address is refused."""
+    import json
+    import shutil
+    import ssl as _ssl
+    import requests
+    from certs import CA
+    from harness import UpstreamServer
+    ca = CA(str(tmp_path))
+    pem = ca.issue("localhost", "127.0.0.1")
+    ctx = _ssl.SSLContext(_ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(pem.cert, pem.key)
+    origin = UpstreamServer(tls=ctx).start()
+    try:
+        shutil.copy(os.path.join(EXAMPLES, "forward.yaml"), tmp_path / "forward.yaml")
+        port = free_port()
+        text = (tmp_path / "forward.yaml").read_text()
+        text = text.replace("127.0.0.1:3128", "127.0.0.1:%d" % port)
+        text = text.replace("connect-ports: [443, 8443]",
+                            "connect-ports: [443, 8443, %d]\n      upstream-ca: %s"
+                            % (origin.port, ca.pem))
+        (tmp_path / "forward.yaml").write_text(text)
+        f = ferry_factory(None, "-c", str(tmp_path / "forward.yaml"), listen=None)
+        proxies = {"http": "http://127.0.0.1:%d" % port, "https": "http://127.0.0.1:%d" % port}
+        r = requests.get("https://localhost:%d/x" % origin.port, proxies=proxies,
+                         verify=str(tmp_path / "ferry-state" / "ferry-ca.pem"),
+                         headers={"Authorization": "Bearer t0ken"}, timeout=10)
+        assert r.status_code == 200 and r.text == "ok GET /x\n"
+        r = requests.get("http://mock.example/anything", proxies=proxies, timeout=10)
+        assert r.json() == {"ok": True}
+        r = requests.get("http://169.254.169.254/latest/meta-data", proxies=proxies, timeout=10)
+        assert r.status_code == 403
+        f.stop()
+        assert "GET https://localhost:%d/x" % origin.port in f.stdout_text()
+        flows = [json.loads(l) for l in open(tmp_path / "flows.jsonl")]
+        hdrs = dict((k.lower(), v) for k, v in flows[0]["request"]["headers"])
+        assert hdrs["authorization"] == "[redacted]"
+    finally:
+        origin.stop()
