@@ -1021,6 +1021,8 @@ static void answer_keepalive(struct fy_client *c, int status, const char *why,
  */
 static bool forward_admit(struct fy_client *c, const struct fy_forward_conf *fc, struct fy_msg *m)
 {
+    if (c->origin_host)
+        goto strip; /* inside a tunnel its CONNECT opened: that request was admitted */
     if (!fy_cidr_list_match(fc->allow_clients, &c->peer.sa)) {
         char addr[64], why[160];
         fy_addr_format_host(&c->peer.sa, addr, sizeof(addr));
@@ -1046,6 +1048,7 @@ static bool forward_admit(struct fy_client *c, const struct fy_forward_conf *fc,
             return false;
         }
     }
+strip:
     for (uint32_t i = 0; i < m->nhdrs; i++)
         if (fy_name_eq(m->hdrs[i].name, m->hdrs[i].name_len, "Proxy-Authorization", 19))
             m->hdrs[i].removed = true;

@@ -354,3 +354,25 @@ listeners:
     assert e["tls"]["sni"] == "localhost" and e["tls"]["version"].startswith("TLSv1.")
     assert e["server"]["port"] == origin.port
     assert len(e["id"]) == 32
+
+
+def test_credentials_are_asked_once_per_tunnel(ferry_factory, pki, state, origin, tmp_path):
+    """The CONNECT carries Proxy-Authorization; the requests inside the intercepted tunnel do
+    not (clients never send it there), and are served."""
+    h = subprocess.run(["openssl", "passwd", "-6", "pw"], capture_output=True, check=True)
+    users = tmp_path / "users"
+    users.write_text("bob:%s\n" % h.stdout.decode().strip())
+    f = start(ferry_factory, pki, state, origin.port, "--htpasswd", str(users))
+    proxy = "http://127.0.0.1:%d" % f.port
+    url = "https://localhost:%d/auth" % origin.port
+    with requests.Session() as s:
+        for _ in range(2):
+            r = s.get(url, proxies={"https": "http://bob:pw@127.0.0.1:%d" % f.port},
+                      verify=ferry_ca(state), timeout=10)
+            assert r.status_code == 200 and r.text == "ok GET /auth\n"
+    r = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-x", proxy,
+                        "--proxy-anyauth", "--proxy-user", "bob:pw", "--cacert", ferry_ca(state),
+                        url], capture_output=True, timeout=20)
+    assert r.stdout == b"200", r.stderr
+    with pytest.raises(requests.exceptions.ProxyError):
+        requests.get(url, proxies={"https": proxy}, verify=ferry_ca(state), timeout=10)
