@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the Debian 12 packages ferry needs to build and test, and har-validator (npm) into
-# .cache/node for the HAR tests. Idempotent: when everything is already installed it only runs
-# one dpkg-query and one file check, and exits.
+# .cache/node for the HAR tests (chromium and libnss3-tools, for certutil, are for the browser
+# through interception in tests/integration/test_chromium.py). Idempotent: when everything is
+# already installed it only runs one dpkg-query and one file check, and exits.
 set -euo pipefail
 
 PACKAGES=(
@@ -11,6 +12,7 @@ PACKAGES=(
     libpcre2-dev libc-ares-dev libcrypt-dev
     python3-pytest python3-requests python3-h2 python3-trustme python3-websockets
     curl wrk nginx haproxy procps iproute2
+    chromium libnss3-tools
 )
 
 say() { echo "setup: $*"; }
