@@ -10,6 +10,8 @@
 
 #include <time.h>
 
+#include "http/h1_writer.h"
+#include "http/status.h"
 #include "net/tls.h"
 #include "proxy/capture.h"
 #include "proxy/flow.h"
@@ -82,13 +84,30 @@ void sess_capture_error(struct fy_session *s, int status, const char *text)
         return;
     fy_flow_set_error(s->flow, text);
     if (!s->flow->resp.set) {
+        /* ferry's own error response, as the downstream writes it (client_h1's queue_error):
+         * "STATUS REASON: text\n" in text/plain. */
+        const char *reason = fy_http_reason(status);
+        char body[320], clen[24];
+        int blen =
+            snprintf(body, sizeof(body), "%d %s: %s\n", status, *reason ? reason : "Unknown", text);
+        if (blen < 0 || (size_t)blen >= sizeof(body))
+            blen = (int)strlen(body);
+        size_t cl = fy_u64_to_dec((uint64_t)blen, clen);
         struct fy_msg m;
         fy_msg_init(&m);
         m.status = (uint16_t)status;
         m.version_minor = 1;
+        m.reason = reason;
+        m.reason_len = (uint32_t)strlen(reason);
         fy_msg_add(&m, "Content-Type", 12, "text/plain; charset=utf-8", 25, FY_TOK_OTHER);
+        fy_msg_add(&m, "Content-Length", 14, clen, (uint32_t)cl, FY_TOK_OTHER);
+        fy_msg_add(&m, "Cache-Control", 13, "no-store", 8, FY_TOK_OTHER);
         fy_flow_set_response(s->flow, &m);
         fy_msg_free(&m);
+        if (!s->is_head) {
+            struct iovec iov = {body, (size_t)blen};
+            fy_flow_resp_body(s->flow, &iov, 1);
+        }
     }
 }
 

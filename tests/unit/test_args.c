@@ -254,7 +254,7 @@ Test(args, errors)
     EXPECT_ERR("--via expects on or off", "--upstream", "http://127.0.0.1:1", "--via", "ON");
     EXPECT_ERR("--access-log expects stdout, off or a file path", "--upstream",
                "http://127.0.0.1:1", "--access-log", "");
-    EXPECT_ERR("--access-log-format expects combined or json, got 'xml'", "--upstream",
+    EXPECT_ERR("--access-log-format expects combined, json or pretty, got 'xml'", "--upstream",
                "http://127.0.0.1:1", "--access-log-format", "xml");
     EXPECT_ERR("--log-level expects debug, info, warn or error, got 'loud'", "--upstream",
                "http://127.0.0.1:1", "--log-level", "loud");
