@@ -48,11 +48,19 @@ static void set_error(struct tls_conn *t, int ssl_err, const char *during)
     snprintf(t->err, sizeof(t->err), "%s", why);
 }
 
+/* SSL_get_error() needs an empty error queue before each call. It is nearly always empty
+ * already: looking costs less than clearing it every time (which was 1% of a request). */
+static inline void clear_errors(void)
+{
+    if (ERR_peek_error())
+        ERR_clear_error();
+}
+
 static ssize_t tls_read(struct fy_sock *s, void *buf, size_t len)
 {
     struct tls_conn *t = s->ctx;
     size_t n = 0;
-    ERR_clear_error();
+    clear_errors();
     errno = 0;
     if (SSL_read_ex(t->ssl, buf, len, &n) == 1)
         return (ssize_t)n; /* rd_ready stays: OpenSSL may hold more decrypted bytes */
@@ -78,7 +86,7 @@ static ssize_t tls_read(struct fy_sock *s, void *buf, size_t len)
 static ssize_t write_span(struct fy_sock *s, struct tls_conn *t, const void *p, size_t len)
 {
     size_t n = 0;
-    ERR_clear_error();
+    clear_errors();
     errno = 0;
     if (SSL_write_ex(t->ssl, p, len, &n) == 1)
         return (ssize_t)n;
@@ -149,7 +157,7 @@ static int tls_shutdown(struct fy_sock *s)
 {
     struct tls_conn *t = s->ctx;
     if (!t->shut_sent && !t->failed && t->handshake_done) {
-        ERR_clear_error();
+        clear_errors();
         int rc = SSL_shutdown(t->ssl);
         if (rc < 0) {
             int e = SSL_get_error(t->ssl, rc);
@@ -171,7 +179,7 @@ static int tls_handshake(struct fy_sock *s)
         return 0;
     if (t->failed)
         return FY_ETLS;
-    ERR_clear_error();
+    clear_errors();
     errno = 0;
     int rc = SSL_do_handshake(t->ssl);
     if (rc == 1) {
@@ -208,7 +216,7 @@ static bool tls_peer_gone(struct fy_sock *s)
         return true;
     char byte;
     size_t n;
-    ERR_clear_error();
+    clear_errors();
     if (SSL_peek_ex(t->ssl, &byte, 1, &n) == 1)
         return false;
     int e = SSL_get_error(t->ssl, 0);

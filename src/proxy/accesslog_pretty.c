@@ -62,18 +62,37 @@ static void pprintf(struct pout *o, const char *fmt, ...)
         o->p += (size_t)n < (size_t)(o->end - o->p) ? (size_t)n : (size_t)(o->end - o->p);
 }
 
-/* Printable ASCII and UTF-8 as they are; control bytes and DEL as \xNN (never a terminal
- * escape). Tabs are kept in bodies. */
+/* The length of the valid UTF-8 sequence of 2 to 4 bytes at p (at most n bytes), or 0. */
+static size_t utf8_len(const unsigned char *p, size_t n)
+{
+    size_t len = p[0] >= 0xf0 ? 4 : p[0] >= 0xe0 ? 3 : p[0] >= 0xc2 ? 2 : 0;
+    if (!len || p[0] > 0xf4 || len > n)
+        return 0;
+    for (size_t k = 1; k < len; k++)
+        if ((p[k] & 0xc0) != 0x80)
+            return 0;
+    return len;
+}
+
+/* Printable ASCII and valid UTF-8 as they are; control bytes, DEL and any other byte (a lone
+ * 0x9b is a CSI to some terminals) as \xNN: never a terminal escape. Tabs are kept in bodies. */
 static void put_clean(struct pout *o, const char *s, size_t n, bool keep_tabs)
 {
     static const char hex[] = "0123456789abcdef";
-    for (size_t i = 0; i < n && o->p < o->end; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if ((c < 0x20 && !(keep_tabs && c == '\t')) || c == 0x7f) {
+    const unsigned char *u = (const unsigned char *)s;
+    for (size_t i = 0; i < n && o->p < o->end;) {
+        unsigned char c = u[i];
+        size_t len = c >= 0x80 ? utf8_len(u + i, n - i) : 1;
+        if (len > 1) {
+            pput(o, s + i, len);
+            i += len;
+        } else if ((c < 0x20 && !(keep_tabs && c == '\t')) || c >= 0x7f) {
             char x[4] = {'\\', 'x', hex[c >> 4], hex[c & 15]};
             pput(o, x, 4);
+            i++;
         } else {
             *o->p++ = (char)c;
+            i++;
         }
     }
 }

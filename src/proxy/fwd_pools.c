@@ -6,6 +6,7 @@
 
 #include "core/assert.h"
 #include "core/macros.h"
+#include "net/tls.h"
 
 #define NBUCKETS 2048 /* a power of two, twice FY_FWD_POOLS_MAX */
 
@@ -15,6 +16,11 @@ struct entry {
     struct entry *lprev, *lnext; /* the unheld list, most recently released first */
     uint64_t hash;
     uint32_t holders;
+    /* The key, compared without formatting text on every request: the TLS context by identity
+     * (a reference is held, so its address cannot be reused by another one while the entry
+     * lives) and the name sent and verified. */
+    struct fy_tls_client *tls;
+    char *tls_name;
 };
 
 struct fy_fwd_pools {
@@ -60,6 +66,8 @@ static void entry_free(struct fy_fwd_pools *t, struct entry *e)
         pp = &(*pp)->hnext;
     *pp = e->hnext;
     fy_connpool_destroy(&e->pool);
+    fy_tls_client_unref(e->tls);
+    free(e->tls_name);
     free(e);
     t->n--;
 }
@@ -76,31 +84,37 @@ void fy_fwd_pools_free(struct fy_fwd_pools *t)
     free(t);
 }
 
-/* FNV-1a over the address bytes and the TLS identity. */
-static uint64_t hash_key(const struct fy_addr *a, const char *tls)
+/* FNV-1a over the address bytes, the TLS context's identity and the name. */
+static uint64_t hash_key(const struct fy_pool_key *k)
 {
     uint64_t h = 1469598103934665603ull;
-    const unsigned char *p = (const unsigned char *)&a->ss;
-    for (socklen_t i = 0; i < a->len; i++)
+    const unsigned char *p = (const unsigned char *)&k->addr->ss;
+    for (socklen_t i = 0; i < k->addr->len; i++)
         h = (h ^ p[i]) * 1099511628211ull;
-    for (; *tls; tls++)
-        h = (h ^ (unsigned char)*tls) * 1099511628211ull;
+    uintptr_t tls = (uintptr_t)k->tls;
+    for (size_t i = 0; i < sizeof(tls); i++, tls >>= 8)
+        h = (h ^ (tls & 0xff)) * 1099511628211ull;
+    for (const char *n = k->tls ? k->tls_name : NULL; n && *n; n++)
+        h = (h ^ (unsigned char)*n) * 1099511628211ull;
     return h;
+}
+
+static bool same_key(const struct entry *e, const struct fy_pool_key *k)
+{
+    const struct fy_addr *a = k->addr;
+    if (e->pool.addr.len != a->len || memcmp(&e->pool.addr.ss, &a->ss, a->len) || e->tls != k->tls)
+        return false;
+    return !k->tls || !strcmp(e->tls_name, k->tls_name ? k->tls_name : "");
 }
 
 struct fy_connpool *fy_fwd_pools_get(struct fy_fwd_pools *t, const struct fy_pool_key *key)
 {
-    char text[1400];
-    fy_pool_key_text(key, text, sizeof(text));
-    const struct fy_addr *a = key->addr;
-    uint64_t h = hash_key(a, text);
+    uint64_t h = hash_key(key);
     for (struct entry *e = t->buckets[h & (NBUCKETS - 1)]; e; e = e->hnext) {
-        struct fy_connpool *p = &e->pool;
-        if (e->hash == h && p->addr.len == a->len && !memcmp(&p->addr.ss, &a->ss, a->len) &&
-            !strcmp(p->tls_key ? p->tls_key : "", text)) {
+        if (e->hash == h && same_key(e, key)) {
             if (e->holders++ == 0)
                 unheld_unlink(t, e);
-            return p;
+            return &e->pool;
         }
     }
     /* Bounded: the least recently used pool nobody holds goes, with its idle connections. */
@@ -109,14 +123,22 @@ struct fy_connpool *fy_fwd_pools_get(struct fy_fwd_pools *t, const struct fy_poo
         unheld_unlink(t, old);
         entry_free(t, old);
     }
+    char text[1400];
+    fy_pool_key_text(key, text, sizeof(text));
     struct entry *e = calloc(1, sizeof(*e));
     if (!e)
         return NULL;
-    if (fy_connpool_init_key(&e->pool, t->loop, key, text, t->limits, t->max_idle, t->idle_ms) <
-        0) {
+    if (key->tls && !(e->tls_name = strdup(key->tls_name ? key->tls_name : ""))) {
         free(e);
         return NULL;
     }
+    if (fy_connpool_init_key(&e->pool, t->loop, key, text, t->limits, t->max_idle, t->idle_ms) <
+        0) {
+        free(e->tls_name);
+        free(e);
+        return NULL;
+    }
+    e->tls = key->tls ? fy_tls_client_ref((struct fy_tls_client *)key->tls) : NULL;
     e->hash = h;
     e->holders = 1;
     e->hnext = t->buckets[h & (NBUCKETS - 1)];

@@ -234,11 +234,12 @@ static void log_exchange(struct fy_session *s)
     e.target = s->orig_target ? s->orig_target : s->req.target;
     e.target_len = s->orig_target ? s->orig_target_len : s->req.target_len;
     e.version_minor = (int8_t)s->req.version_minor;
+    char urlbuf[1024]; /* the whole URL, most of the time (else exchange memory) */
     if (s->w->alog.format == FY_ALOG_PRETTY && !s->has_fwd && s->orig_host && e.target_len &&
         e.target[0] == '/') {
         /* The readable log shows whole URLs, a reverse proxy's too. */
         size_t n = s->orig_host_len + e.target_len + 16;
-        char *url = sess_scratch_alloc(s, n);
+        char *url = n <= sizeof(urlbuf) ? urlbuf : sess_scratch_alloc(s, n);
         if (url) {
             int len = snprintf(url, n, "%s://%.*s%.*s", s->tls ? "https" : "http",
                                (int)s->orig_host_len, s->orig_host, (int)e.target_len, e.target);
@@ -250,7 +251,7 @@ static void log_exchange(struct fy_session *s)
     } else if (s->has_fwd && !s->fwd.connect) {
         /* A forward proxy logs the whole URL asked for, as Squid does. */
         size_t n = s->fwd.host_len + e.target_len + 40;
-        char *url = sess_scratch_alloc(s, n);
+        char *url = n <= sizeof(urlbuf) ? urlbuf : sess_scratch_alloc(s, n);
         if (url) {
             bool v6 = memchr(s->fwd.host, ':', s->fwd.host_len) != NULL;
             char port[8] = "";
