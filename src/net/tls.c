@@ -62,8 +62,15 @@ static ssize_t tls_read(struct fy_sock *s, void *buf, size_t len)
     size_t n = 0;
     clear_errors();
     errno = 0;
-    if (SSL_read_ex(t->ssl, buf, len, &n) == 1)
-        return (ssize_t)n; /* rd_ready stays: OpenSSL may hold more decrypted bytes */
+    if (SSL_read_ex(t->ssl, buf, len, &n) == 1) {
+        /* rd_ready stays while OpenSSL holds more bytes or the socket may; a short read(2)
+         * emptied the socket, and epoll reports new bytes with a new edge (as for plain TCP,
+         * sock.c), which saves the read that would only meet EAGAIN. An end of stream that
+         * came with the data gets no edge of its own: eof_pending keeps it readable. */
+        if (t->drained && !s->eof_pending && !SSL_has_pending(t->ssl))
+            s->rd_ready = false;
+        return (ssize_t)n;
+    }
     int e = SSL_get_error(t->ssl, 0);
     switch (e) {
     case SSL_ERROR_WANT_READ:
@@ -256,6 +263,21 @@ static const struct fy_transport tls_transport = {
     .close = tls_close,
 };
 
+/* Watches the socket BIO's reads (OpenSSL calls read(2) itself): whether the last one got less
+ * than it asked for, which means the socket was empty after it. */
+static long on_bio(BIO *b, int oper, const char *argp, size_t len, int argi, long argl, int ret,
+                   size_t *processed)
+{
+    (void)argp;
+    (void)argi;
+    (void)argl;
+    if (oper == (BIO_CB_READ | BIO_CB_RETURN)) {
+        struct tls_conn *t = (struct tls_conn *)BIO_get_callback_arg(b);
+        t->drained = ret > 0 && processed && *processed < len;
+    }
+    return ret;
+}
+
 static struct tls_conn *conn_new(struct fy_sock *s, SSL_CTX *ctx)
 {
     struct tls_conn *t = calloc(1, sizeof(*t));
@@ -266,6 +288,9 @@ static struct tls_conn *conn_new(struct fy_sock *s, SSL_CTX *ctx)
         free(t);
         return NULL;
     }
+    BIO *rb = SSL_get_rbio(t->ssl);
+    BIO_set_callback_arg(rb, (char *)t);
+    BIO_set_callback_ex(rb, on_bio);
     return t;
 }
 

@@ -50,6 +50,7 @@ struct tls_conn {
     bool handshake_done;
     bool failed;    /* a fatal error: no close_notify is possible */
     bool shut_sent; /* close_notify went out */
+    bool drained;   /* the last read(2) returned less than asked: the socket was emptied */
     char err[160];
 };
 
