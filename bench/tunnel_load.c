@@ -61,8 +61,13 @@ static struct {
     long body_len; /* -1: any */
     double warmup, duration;
     enum mode mode;
-} cfg = {.host = "origin.bench.test", .path = "/small", .conns = 10, .body_len = -1,
-         .warmup = 2, .duration = 10, .mode = KEEPALIVE};
+} cfg = {.host = "origin.bench.test",
+         .path = "/small",
+         .conns = 10,
+         .body_len = -1,
+         .warmup = 2,
+         .duration = 10,
+         .mode = KEEPALIVE};
 
 static SSL_CTX *ctx;
 static unsigned run_id; /* random per run: mint names never repeat across runs either */
@@ -208,8 +213,8 @@ static int exchange(SSL *ssl, const char *name, char *buf, size_t cap)
     if (cfg.port != 443)
         snprintf(port, sizeof port, ":%d", cfg.port);
     int n = snprintf(req, sizeof req,
-                     "GET %s HTTP/1.1\r\nHost: %s%s\r\nUser-Agent: tunnel_load\r\n\r\n",
-                     cfg.path, name, port);
+                     "GET %s HTTP/1.1\r\nHost: %s%s\r\nUser-Agent: tunnel_load\r\n\r\n", cfg.path,
+                     name, port);
     if (SSL_write(ssl, req, n) != n)
         return fail("write request"), -1;
     size_t got = 0;
@@ -392,8 +397,7 @@ int main(int argc, char **argv)
     double t0 = now();
     printf("measuring\n");
     fflush(stdout);
-    struct timespec d = {(time_t)cfg.duration,
-                         (long)((cfg.duration - (time_t)cfg.duration) * 1e9)};
+    struct timespec d = {(time_t)cfg.duration, (long)((cfg.duration - (time_t)cfg.duration) * 1e9)};
     nanosleep(&d, NULL);
     atomic_store(&phase, 2);
     double secs = now() - t0;
@@ -401,8 +405,7 @@ int main(int argc, char **argv)
     static const char *names[] = {"keepalive", "newconn", "mint"};
     printf("{\"mode\":\"%s\",\"conns\":%d,\"requests\":%ld,\"errors\":%ld,\"errors_total\":%ld,"
            "\"seconds\":%.4f,\"rps\":%.1f,\"first_error\":",
-           names[cfg.mode], cfg.conns, reqs, errs, atomic_load(&n_errors_total), secs,
-           reqs / secs);
+           names[cfg.mode], cfg.conns, reqs, errs, atomic_load(&n_errors_total), secs, reqs / secs);
     pthread_mutex_lock(&err_lock);
     json_str(stdout, first_error);
     pthread_mutex_unlock(&err_lock);

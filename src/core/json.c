@@ -397,6 +397,8 @@ long fy_base64_decode(const char *in, size_t n, void *out)
         }
         uint32_t x =
             (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 | (uint32_t)v[3];
+        if ((pad == 2 && (x & 0xffff)) || (pad == 1 && (x & 0xff)))
+            return -1; /* bits the padding leaves over are zero: one encoding per byte string */
         d[o++] = (unsigned char)(x >> 16);
         if (pad < 2)
             d[o++] = (unsigned char)(x >> 8);

@@ -82,8 +82,10 @@ static inline size_t fy_base64_len(size_t n)
  * fy_base64_len(n) bytes. Returns the length written. */
 size_t fy_base64_encode(const void *in, size_t n, char *out);
 
-/* Decodes standard base64 (padding required, no whitespace) into out, which has room for
- * n / 4 * 3 bytes. Returns the decoded length, or -1 when the text is not base64. */
+/* Decodes standard base64 (padding required, only at the end, no whitespace; the bits the
+ * padding leaves over must be zero, so each byte string has exactly one accepted encoding) into
+ * out, which has room for n / 4 * 3 bytes. Returns the decoded length, or -1 when the text is not
+ * base64. */
 long fy_base64_decode(const char *in, size_t n, void *out);
 
 /* ---- reading ---- */

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "core/assert.h"
+#include "core/json.h" /* base64 */
 #include "core/log.h"
 
 #define NONE UINT32_MAX
@@ -48,60 +49,6 @@ struct fy_htpasswd {
     uint32_t n;
     uint32_t dummy; /* the entry an unknown user is verified against, or NONE */
 };
-
-/* ---- base64 (RFC 4648, strict) ---- */
-
-static int b64_value(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+')
-        return 62;
-    if (c == '/')
-        return 63;
-    return -1;
-}
-
-/* Decodes n bytes into out (room for n / 4 * 3). Padding is required, only at the end, and the
- * bits it leaves over must be zero, so each byte string has exactly one accepted encoding.
- * Returns the decoded length, or -1. */
-static long b64_decode(const char *s, size_t n, unsigned char *out)
-{
-    if (n == 0 || n % 4)
-        return -1;
-    size_t pad = s[n - 1] == '=' ? (s[n - 2] == '=' ? 2 : 1) : 0;
-    size_t o = 0;
-    for (size_t i = 0; i < n; i += 4) {
-        bool last = i + 4 == n;
-        int v[4];
-        for (int k = 0; k < 4; k++) {
-            bool padded = last && k >= 4 - (int)pad;
-            v[k] = padded ? 0 : b64_value((unsigned char)s[i + (size_t)k]);
-            if (v[k] < 0)
-                return -1;
-        }
-        uint32_t w =
-            (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 | (uint32_t)v[3];
-        out[o++] = (unsigned char)(w >> 16);
-        if (last && pad == 2) {
-            if (w & 0xffff)
-                return -1;
-            break;
-        }
-        out[o++] = (unsigned char)(w >> 8);
-        if (last && pad == 1) {
-            if (w & 0xff)
-                return -1;
-            break;
-        }
-        out[o++] = (unsigned char)w;
-    }
-    return (long)o;
-}
 
 /* ---- loading ---- */
 
@@ -215,7 +162,7 @@ static int check_hash(const char *path, uint32_t line, const char *user, const c
                         fix);
     if (!strncmp(hash, "{SHA}", 5)) {
         unsigned char d[32];
-        if (n - 5 > 28 || b64_decode(hash + 5, n - 5, d) != SHA1_LEN)
+        if (n - 5 > 28 || fy_base64_decode(hash + 5, n - 5, d) != SHA1_LEN)
             return LINE_ERR("%s:%u: the {SHA} hash of '%s' is not 28 base64 characters; %s", path,
                             line, user, fix);
         e->kind = K_SHA1;
@@ -642,7 +589,7 @@ enum fy_auth_result fy_htpasswd_check(const struct fy_htpasswd *h, struct fy_aut
     while (b < end && *b == ' ')
         b++;
     unsigned char cred[FY_AUTH_VALUE_MAX / 4 * 3 + 1];
-    long n = b64_decode(b, (size_t)(end - b), cred);
+    long n = end > b ? fy_base64_decode(b, (size_t)(end - b), cred) : -1;
     if (n < 0 || memchr(cred, 0, (size_t)n))
         return FY_AUTH_MALFORMED;
     cred[n] = 0;

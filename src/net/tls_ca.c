@@ -33,18 +33,6 @@
 #define CA_DAYS 3652 /* ten years */
 #define LOCK_FILE "ferry-ca.lock"
 
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    ERR_clear_error();
-    return -1;
-}
-
 void fy_tls_ca_clear(struct tls_ca *ca)
 {
     X509_free(ca->cert);
@@ -60,21 +48,22 @@ static int check_ca(const char *cert_path, X509 *x, const char *key_path, EVP_PK
                     size_t errlen)
 {
     if (X509_check_private_key(x, k) != 1)
-        return fail(err, errlen, "the key %s does not match the certificate %s", key_path,
-                    cert_path);
+        return fy_tls_fail(err, errlen, "the key %s does not match the certificate %s", key_path,
+                           cert_path);
     uint32_t flags = X509_get_extension_flags(x); /* also parses the extensions */
     if (flags & EXFLAG_INVALID)
-        return fail(err, errlen, "%s: the certificate has malformed extensions", cert_path);
+        return fy_tls_fail(err, errlen, "%s: the certificate has malformed extensions", cert_path);
     if (!(flags & EXFLAG_CA))
-        return fail(err, errlen,
-                    "%s: the certificate is not a CA (it lacks basicConstraints CA:TRUE), so it "
-                    "cannot sign the certificates interception needs",
-                    cert_path);
+        return fy_tls_fail(
+            err, errlen,
+            "%s: the certificate is not a CA (it lacks basicConstraints CA:TRUE), so it "
+            "cannot sign the certificates interception needs",
+            cert_path);
     if ((flags & EXFLAG_KUSAGE) && !(X509_get_key_usage(x) & KU_KEY_CERT_SIGN))
-        return fail(err, errlen,
-                    "%s: the CA certificate may not sign certificates (its keyUsage lacks "
-                    "keyCertSign)",
-                    cert_path);
+        return fy_tls_fail(err, errlen,
+                           "%s: the CA certificate may not sign certificates (its keyUsage lacks "
+                           "keyCertSign)",
+                           cert_path);
     return 0;
 }
 
@@ -96,7 +85,7 @@ int fy_tls_ca_load(struct tls_ca *ca, const char *cert, const char *key, char *e
         check_ca(cert, ca->cert, key, ca->key, err, errlen) < 0)
         goto fail;
     if (!(ca->cert_path = strdup(cert)) || !(ca->key_path = strdup(key))) {
-        fail(err, errlen, "out of memory");
+        fy_tls_fail(err, errlen, "out of memory");
         goto fail;
     }
     warn_key_mode(key);
@@ -120,11 +109,12 @@ int fy_tls_state_dir_default(char *buf, size_t len, char *err, size_t errlen)
     else if (home && home[0] == '/')
         n = snprintf(buf, len, "%s/.local/state/ferry", home);
     else
-        return fail(err, errlen,
-                    "cannot choose a state directory for the interception CA: neither "
-                    "XDG_STATE_HOME nor HOME is set to an absolute path (give one explicitly)");
+        return fy_tls_fail(
+            err, errlen,
+            "cannot choose a state directory for the interception CA: neither "
+            "XDG_STATE_HOME nor HOME is set to an absolute path (give one explicitly)");
     if (n < 0 || (size_t)n >= len)
-        return fail(err, errlen, "the state directory path is too long");
+        return fy_tls_fail(err, errlen, "the state directory path is too long");
     return 0;
 }
 
@@ -134,7 +124,8 @@ static int make_dirs(const char *dir, char *err, size_t errlen)
     char p[PATH_MAX];
     size_t n = strlen(dir);
     if (n == 0 || n >= sizeof(p))
-        return fail(err, errlen, "the state directory path '%.80s' is empty or too long", dir);
+        return fy_tls_fail(err, errlen, "the state directory path '%.80s' is empty or too long",
+                           dir);
     memcpy(p, dir, n + 1);
     for (size_t i = 1; i <= n; i++) {
         if (p[i] != '/' && p[i] != '\0')
@@ -142,13 +133,13 @@ static int make_dirs(const char *dir, char *err, size_t errlen)
         char c = p[i];
         p[i] = '\0';
         if (mkdir(p, 0700) < 0 && errno != EEXIST)
-            return fail(err, errlen, "cannot create the state directory %s: %s", p,
-                        strerror(errno));
+            return fy_tls_fail(err, errlen, "cannot create the state directory %s: %s", p,
+                               strerror(errno));
         p[i] = c;
     }
     struct stat st;
     if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode))
-        return fail(err, errlen, "the state directory %s is not a directory", dir);
+        return fy_tls_fail(err, errlen, "the state directory %s is not a directory", dir);
     return 0;
 }
 
@@ -214,7 +205,7 @@ fail:;
     X509_free(x);
     BN_free(serial);
     X509_NAME_free(name);
-    return fail(err, errlen, "cannot generate the interception CA: %s", why);
+    return fy_tls_fail(err, errlen, "cannot generate the interception CA: %s", why);
 }
 
 /* Writes one file at `path` by way of path.tmp (mode `mode` from its creation) and renames it.
@@ -223,16 +214,16 @@ static int publish(const char *path, mode_t mode, X509 *x, EVP_PKEY *k, char *er
 {
     char tmp[PATH_MAX];
     if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
-        return fail(err, errlen, "the path %s is too long", path);
+        return fy_tls_fail(err, errlen, "the path %s is too long", path);
     unlink(tmp);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
     if (fd < 0)
-        return fail(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
+        return fy_tls_fail(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
     FILE *f = fdopen(fd, "w");
     if (!f) {
         close(fd);
         unlink(tmp);
-        return fail(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
+        return fy_tls_fail(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
     }
     int ok = x ? PEM_write_X509(f, x) : PEM_write_PrivateKey(f, k, NULL, NULL, 0, NULL, NULL);
     ok = ok == 1 && fflush(f) == 0 && fsync(fd) == 0;
@@ -241,12 +232,12 @@ static int publish(const char *path, mode_t mode, X509 *x, EVP_PKEY *k, char *er
         ok = 0;
     if (!ok) {
         unlink(tmp);
-        return fail(err, errlen, "cannot write %s: %s", tmp, strerror(saved ? saved : EIO));
+        return fy_tls_fail(err, errlen, "cannot write %s: %s", tmp, strerror(saved ? saved : EIO));
     }
     if (rename(tmp, path) < 0) {
         saved = errno;
         unlink(tmp);
-        return fail(err, errlen, "cannot rename %s to %s: %s", tmp, path, strerror(saved));
+        return fy_tls_fail(err, errlen, "cannot rename %s to %s: %s", tmp, path, strerror(saved));
     }
     return 0;
 }
@@ -272,19 +263,20 @@ int fy_tls_ca_open(struct tls_ca *ca, const char *state_dir, char *err, size_t e
     if (snprintf(cert, sizeof(cert), "%s/" FY_TLS_CA_CERT_FILE, state_dir) >= (int)sizeof(cert) ||
         snprintf(key, sizeof(key), "%s/" FY_TLS_CA_KEY_FILE, state_dir) >= (int)sizeof(key) ||
         snprintf(lock, sizeof(lock), "%s/" LOCK_FILE, state_dir) >= (int)sizeof(lock))
-        return fail(err, errlen, "the state directory path %.80s... is too long", state_dir);
+        return fy_tls_fail(err, errlen, "the state directory path %.80s... is too long", state_dir);
     if (access(cert, F_OK) == 0)
         return fy_tls_ca_load(ca, cert, key, err, errlen); /* the common case: no lock needed */
     if (make_dirs(state_dir, err, errlen) < 0)
         return -1;
     int lfd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (lfd < 0)
-        return fail(err, errlen, "cannot create the lock file %s: %s", lock, strerror(errno));
+        return fy_tls_fail(err, errlen, "cannot create the lock file %s: %s", lock,
+                           strerror(errno));
     int rc;
     while ((rc = flock(lfd, LOCK_EX)) < 0 && errno == EINTR)
         ;
     if (rc < 0) {
-        rc = fail(err, errlen, "cannot lock %s: %s", lock, strerror(errno));
+        rc = fy_tls_fail(err, errlen, "cannot lock %s: %s", lock, strerror(errno));
         goto out;
     }
     if (access(cert, F_OK) == 0) { /* another ferry generated it while we waited */
@@ -298,7 +290,7 @@ int fy_tls_ca_open(struct tls_ca *ca, const char *state_dir, char *err, size_t e
         goto out;
     sync_dir(state_dir);
     if (!(ca->cert_path = strdup(cert)) || !(ca->key_path = strdup(key)))
-        rc = fail(err, errlen, "out of memory");
+        rc = fy_tls_fail(err, errlen, "out of memory");
     else
         fy_info("TLS: generated the interception CA %s (trust it in clients: `ferry ca`)", cert);
 out:

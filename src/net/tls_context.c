@@ -21,9 +21,7 @@
 
 int fy_tls_slot_index = -1;
 
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...)
+int fy_tls_fail(char *err, size_t errlen, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -146,13 +144,13 @@ int fy_tls_init(char *err, size_t errlen)
         return 0;
     if (OPENSSL_init_ssl(OPENSSL_INIT_LOAD_SSL_STRINGS | OPENSSL_INIT_LOAD_CRYPTO_STRINGS, NULL) !=
         1)
-        return fail(err, errlen, "cannot initialise OpenSSL");
+        return fy_tls_fail(err, errlen, "cannot initialise OpenSSL");
     fy_tls_slot_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
     if (fy_tls_slot_index < 0)
-        return fail(err, errlen, "cannot initialise OpenSSL (ex_data)");
+        return fy_tls_fail(err, errlen, "cannot initialise OpenSSL (ex_data)");
     fy_tls_rotate_ticket_keys();
     if (!atomic_load(&ticket_ring))
-        return fail(err, errlen, "cannot make a session ticket key (no randomness?)");
+        return fy_tls_fail(err, errlen, "cannot make a session ticket key (no randomness?)");
     initialised = true;
     return 0;
 }
@@ -197,21 +195,21 @@ static int apply_protocol(SSL_CTX *ctx, const char *min_version, const char *cip
 {
     int min;
     if (parse_version(min_version, &min) < 0)
-        return fail(err, errlen, "min-version: expected 1.2 or 1.3, got '%s'", min_version);
+        return fy_tls_fail(err, errlen, "min-version: expected 1.2 or 1.3, got '%s'", min_version);
     if (min < TLS1_2_VERSION)
         SSL_CTX_set_security_level(ctx, 0); /* OpenSSL 3 refuses TLS < 1.2 at level 1 */
     if (SSL_CTX_set_min_proto_version(ctx, min) != 1)
-        return fail(err, errlen, "min-version '%s' is not supported", min_version);
+        return fy_tls_fail(err, errlen, "min-version '%s' is not supported", min_version);
     if (SSL_CTX_set_cipher_list(ctx, ciphers ? ciphers : FY_TLS_DEFAULT_CIPHERS) != 1)
-        return fail(err, errlen, "ciphers: no usable cipher in '%s'",
-                    ciphers ? ciphers : FY_TLS_DEFAULT_CIPHERS);
+        return fy_tls_fail(err, errlen, "ciphers: no usable cipher in '%s'",
+                           ciphers ? ciphers : FY_TLS_DEFAULT_CIPHERS);
     if (SSL_CTX_set_ciphersuites(ctx, ciphersuites ? ciphersuites : FY_TLS_DEFAULT_CIPHERSUITES) !=
         1)
-        return fail(err, errlen, "ciphersuites: no usable suite in '%s'",
-                    ciphersuites ? ciphersuites : FY_TLS_DEFAULT_CIPHERSUITES);
+        return fy_tls_fail(err, errlen, "ciphersuites: no usable suite in '%s'",
+                           ciphersuites ? ciphersuites : FY_TLS_DEFAULT_CIPHERSUITES);
     if (SSL_CTX_set1_groups_list(ctx, groups ? groups : FY_TLS_DEFAULT_GROUPS) != 1)
-        return fail(err, errlen, "groups: unknown group in '%s'",
-                    groups ? groups : FY_TLS_DEFAULT_GROUPS);
+        return fy_tls_fail(err, errlen, "groups: unknown group in '%s'",
+                           groups ? groups : FY_TLS_DEFAULT_GROUPS);
     /* Partial writes and a moving buffer: the transport writes from the output queue, whose
      * first span may move between a WANT_WRITE and the retry (tls.c). */
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
@@ -230,11 +228,12 @@ static int read_cert(const char *path, X509 **out, char *err, size_t errlen)
 {
     FILE *f = fopen(path, "r");
     if (!f)
-        return fail(err, errlen, "cannot read the certificate %s: %s", path, strerror(errno));
+        return fy_tls_fail(err, errlen, "cannot read the certificate %s: %s", path,
+                           strerror(errno));
     X509 *x = PEM_read_X509(f, NULL, NULL, NULL);
     fclose(f);
     if (!x)
-        return fail(err, errlen, "%s: no PEM certificate found", path);
+        return fy_tls_fail(err, errlen, "%s: no PEM certificate found", path);
     const ASN1_TIME *na = X509_get0_notAfter(x), *nb = X509_get0_notBefore(x);
     char when[64] = "";
     if (X509_cmp_current_time(na) < 0) {
@@ -246,7 +245,7 @@ static int read_cert(const char *path, X509 **out, char *err, size_t errlen)
             BIO_free(b);
         }
         X509_free(x);
-        return fail(err, errlen, "%s: the certificate expired (not after %s)", path, when);
+        return fy_tls_fail(err, errlen, "%s: the certificate expired (not after %s)", path, when);
     }
     if (X509_cmp_current_time(nb) > 0)
         fy_warn("TLS: the certificate %s is not valid yet (its notBefore is in the future)", path);
@@ -258,11 +257,11 @@ static int read_key(const char *path, EVP_PKEY **out, char *err, size_t errlen)
 {
     FILE *f = fopen(path, "r");
     if (!f)
-        return fail(err, errlen, "cannot read the key %s: %s", path, strerror(errno));
+        return fy_tls_fail(err, errlen, "cannot read the key %s: %s", path, strerror(errno));
     EVP_PKEY *k = PEM_read_PrivateKey(f, NULL, NULL, (void *)"");
     fclose(f);
     if (!k)
-        return fail(err, errlen, "%s: no unencrypted PEM private key found", path);
+        return fy_tls_fail(err, errlen, "%s: no unencrypted PEM private key found", path);
     *out = k;
     return 0;
 }
@@ -382,7 +381,7 @@ static SSL_CTX *server_ctx_common(const char *min_version, const char *ciphers,
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     if (!ctx) {
-        fail(err, errlen, "cannot create a TLS context (out of memory)");
+        fy_tls_fail(err, errlen, "cannot create a TLS context (out of memory)");
         return NULL;
     }
     if (apply_protocol(ctx, min_version, ciphers, ciphersuites, groups, err, errlen) < 0) {
@@ -420,19 +419,19 @@ static SSL_CTX *server_ctx(struct fy_tls_server *t, const struct fy_tls_server_o
     SSL_CTX_set_tlsext_servername_arg(ctx, t);
     if (o->client_auth != FY_TLS_CLIENT_AUTH_NONE) {
         if (!o->client_ca) {
-            fail(err, errlen,
-                 "client-auth needs client-ca (the CA that signs client certificates)");
+            fy_tls_fail(err, errlen,
+                        "client-auth needs client-ca (the CA that signs client certificates)");
             goto fail;
         }
         FILE *f = fopen(o->client_ca, "r");
         if (!f) {
-            fail(err, errlen, "cannot read the client CA file %s: %s", o->client_ca,
-                 strerror(errno));
+            fy_tls_fail(err, errlen, "cannot read the client CA file %s: %s", o->client_ca,
+                        strerror(errno));
             goto fail;
         }
         fclose(f);
         if (SSL_CTX_load_verify_locations(ctx, o->client_ca, NULL) != 1) {
-            fail(err, errlen, "%s: no PEM CA certificate found", o->client_ca);
+            fy_tls_fail(err, errlen, "%s: no PEM CA certificate found", o->client_ca);
             goto fail;
         }
         STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(o->client_ca);
@@ -469,14 +468,14 @@ struct fy_tls_server *fy_tls_server_new(const struct fy_tls_server_opts *o, char
                                         size_t errlen)
 {
     if (o->ncerts == 0) {
-        fail(err, errlen, "no certificate given");
+        fy_tls_fail(err, errlen, "no certificate given");
         return NULL;
     }
     struct fy_tls_server *t = calloc(1, sizeof(*t));
     char **set_names = calloc(o->ncerts, sizeof(*set_names));   /* per context */
     int *key_types = calloc(o->ncerts * 2, sizeof(*key_types)); /* per context: RSA, EC used */
     if (!t || !set_names || !key_types || !(t->ctxs = calloc(o->ncerts, sizeof(*t->ctxs)))) {
-        fail(err, errlen, "out of memory");
+        fy_tls_fail(err, errlen, "out of memory");
         goto fail;
     }
     t->refs = 1;
@@ -494,7 +493,8 @@ struct fy_tls_server *fy_tls_server_new(const struct fy_tls_server_opts *o, char
         if (X509_check_private_key(x, k) != 1) {
             X509_free(x);
             EVP_PKEY_free(k);
-            fail(err, errlen, "the key %s does not match the certificate %s", cf->key, cf->cert);
+            fy_tls_fail(err, errlen, "the key %s does not match the certificate %s", cf->key,
+                        cf->cert);
             goto fail;
         }
         int type = EVP_PKEY_get_base_id(k) == EVP_PKEY_RSA ? 0 : 1;
@@ -502,7 +502,7 @@ struct fy_tls_server *fy_tls_server_new(const struct fy_tls_server_opts *o, char
         X509_free(x);
         if (!names) {
             EVP_PKEY_free(k);
-            fail(err, errlen, "out of memory");
+            fy_tls_fail(err, errlen, "out of memory");
             goto fail;
         }
         /* The context for these names with no certificate of this key type yet, or a new one. */
@@ -528,7 +528,7 @@ struct fy_tls_server *fy_tls_server_new(const struct fy_tls_server_opts *o, char
                 if (rc < 0) {
                     free(copy);
                     EVP_PKEY_free(k);
-                    fail(err, errlen, "out of memory");
+                    fy_tls_fail(err, errlen, "out of memory");
                     goto fail;
                 }
             }
@@ -544,7 +544,7 @@ struct fy_tls_server *fy_tls_server_new(const struct fy_tls_server_opts *o, char
         if (!ok) {
             char why[120];
             fy_tls_reason(why, sizeof(why), "unusable");
-            fail(err, errlen, "%s: %s", cf->cert, why);
+            fy_tls_fail(err, errlen, "%s: %s", cf->cert, why);
             goto fail;
         }
     }
@@ -629,7 +629,7 @@ struct fy_tls_client *fy_tls_client_new(const struct fy_tls_client_opts *o, char
     struct fy_tls_client *t = calloc(1, sizeof(*t));
     if (!t || !(t->ctx = SSL_CTX_new(TLS_client_method()))) {
         free(t);
-        fail(err, errlen, "cannot create a TLS context (out of memory)");
+        fy_tls_fail(err, errlen, "cannot create a TLS context (out of memory)");
         return NULL;
     }
     t->refs = 1;
@@ -644,16 +644,17 @@ struct fy_tls_client *fy_tls_client_new(const struct fy_tls_client_opts *o, char
         if (o->ca) {
             FILE *f = fopen(o->ca, "r");
             if (!f) {
-                fail(err, errlen, "cannot read the CA file %s: %s", o->ca, strerror(errno));
+                fy_tls_fail(err, errlen, "cannot read the CA file %s: %s", o->ca, strerror(errno));
                 goto fail;
             }
             fclose(f);
             if (SSL_CTX_load_verify_locations(ctx, o->ca, NULL) != 1) {
-                fail(err, errlen, "%s: no PEM CA certificate found", o->ca);
+                fy_tls_fail(err, errlen, "%s: no PEM CA certificate found", o->ca);
                 goto fail;
             }
         } else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
-            fail(err, errlen, "cannot load the system's CA certificates (install ca-certificates)");
+            fy_tls_fail(err, errlen,
+                        "cannot load the system's CA certificates (install ca-certificates)");
             goto fail;
         }
     }
@@ -661,7 +662,7 @@ struct fy_tls_client *fy_tls_client_new(const struct fy_tls_client_opts *o, char
         X509 *x = NULL;
         EVP_PKEY *k = NULL;
         if (!o->cert || !o->key) {
-            fail(err, errlen, "a client certificate needs both cert and key");
+            fy_tls_fail(err, errlen, "a client certificate needs both cert and key");
             goto fail;
         }
         if (read_cert(o->cert, &x, err, errlen) < 0)
@@ -673,7 +674,8 @@ struct fy_tls_client *fy_tls_client_new(const struct fy_tls_client_opts *o, char
                  SSL_CTX_use_PrivateKey(ctx, k) == 1;
         EVP_PKEY_free(k);
         if (!ok || SSL_CTX_check_private_key(ctx) != 1) {
-            fail(err, errlen, "the key %s does not match the certificate %s", o->key, o->cert);
+            fy_tls_fail(err, errlen, "the key %s does not match the certificate %s", o->key,
+                        o->cert);
             goto fail;
         }
     }
@@ -686,7 +688,7 @@ struct fy_tls_client *fy_tls_client_new(const struct fy_tls_client_opts *o, char
              !o->insecure_skip_verify, o->min_version ? o->min_version : "",
              o->ciphers ? o->ciphers : "", o->ciphersuites ? o->ciphersuites : "");
     if (!(t->id = strdup(id))) {
-        fail(err, errlen, "out of memory");
+        fy_tls_fail(err, errlen, "out of memory");
         goto fail;
     }
     return t;

@@ -61,6 +61,11 @@ extern int fy_tls_slot_index;
 int fy_tls_ticket_cb(SSL *s, unsigned char key_name[16], unsigned char iv[EVP_MAX_IV_LENGTH],
                      EVP_CIPHER_CTX *ectx, EVP_MAC_CTX *hctx, int enc);
 
+/* Writes the message to err, drops OpenSSL's queued errors, and returns -1 (the build
+ * functions' failure). */
+int fy_tls_fail(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 /* Writes OpenSSL's most recent error reason (or `fallback`) to buf. */
 void fy_tls_reason(char *buf, size_t len, const char *fallback);
 

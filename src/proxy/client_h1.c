@@ -149,16 +149,13 @@ void fy_client_io_freelist_release(void)
     }
 }
 
-static void close_client(struct fy_client *c)
+/* Unlinks and frees c and what it holds, except its socket (closed, or moved to another
+ * handler, by the caller). */
+static void client_free(struct fy_client *c)
 {
     struct fy_worker *w = c->w;
-    if (c->session) {
-        fy_session_detach(c->session);
-        c->session = NULL;
-    }
     fy_loop_timer_del(&w->loop, &c->timer);
     fy_loop_unqueue(&w->loop, &c->task);
-    fy_sock_close(&c->sock);
     io_put(c);
     fy_buf_put(c->in);
     free(c->origin_host);
@@ -171,6 +168,17 @@ static void close_client(struct fy_client *c)
         c->next->prev = c->prev;
     w->nclients--;
     free(c);
+}
+
+static void close_client(struct fy_client *c)
+{
+    struct fy_worker *w = c->w;
+    if (c->session) {
+        fy_session_detach(c->session);
+        c->session = NULL;
+    }
+    fy_sock_close(&c->sock);
+    client_free(c);
     fy_worker_check_drained(w);
 }
 
@@ -1129,27 +1137,6 @@ static void tunnel_untouched(struct fy_client *c, const char *why)
         close_client(c);
 }
 
-/* Frees a client whose socket went to another handler (fy_sock_move): like close_client(),
- * without closing the socket. */
-static void client_release_moved(struct fy_client *c)
-{
-    struct fy_worker *w = c->w;
-    fy_loop_timer_del(&w->loop, &c->timer);
-    fy_loop_unqueue(&w->loop, &c->task);
-    io_put(c);
-    fy_buf_put(c->in);
-    free(c->origin_host);
-    free(c->origin_sni);
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        w->clients = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    w->nclients--;
-    free(c);
-}
-
 /* An HTTP request line starts with a method: an upper-case token and a space. */
 static bool looks_like_http(const unsigned char *p, size_t n)
 {
@@ -1227,7 +1214,7 @@ static void sniff_tunnel(struct fy_client *c)
                 c->peer.sa.sa_family == AF_INET6 ? sizeof(c->peer.in6) : sizeof(c->peer.in4);
             /* The TLS stage takes the socket (and copies o); this connection object goes. */
             fy_handshake_intercept(w, c->lsn, &c->sock, &c->peer.sa, plen, &o);
-            client_release_moved(c);
+            client_free(c); /* its socket went to the TLS stage */
             return;
         }
         case FY_SNIFF_NOT_TLS:

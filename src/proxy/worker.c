@@ -529,6 +529,20 @@ static void close_fds(const int *fds, uint32_t from, uint32_t n)
             close(fds[i]);
 }
 
+/* The forward proxy's per-worker state: after the connections that use it (the minted
+ * certificates are referenced by their connections, the pools by their sessions). */
+static void forward_state_free(struct fy_worker *w)
+{
+    fy_fwd_pools_free(w->fwd_pools);
+    w->fwd_pools = NULL;
+    fy_dns_free(w->dns);
+    w->dns = NULL;
+    fy_tls_mint_free(w->mint);
+    w->mint = NULL;
+    fy_auth_cache_free(w->auth_cache);
+    w->auth_cache = NULL;
+}
+
 /* The auth cache's clock: the loop's (refreshed every wakeup). */
 static uint64_t loop_now_ms(void *loop)
 {
@@ -621,12 +635,7 @@ fail_gen:
     w->gen = NULL;
     fy_pools_free(&w->pools);
 fail_loop:
-    fy_auth_cache_free(w->auth_cache);
-    w->auth_cache = NULL;
-    fy_fwd_pools_free(w->fwd_pools);
-    w->fwd_pools = NULL;
-    fy_dns_free(w->dns);
-    w->dns = NULL;
+    forward_state_free(w);
     fy_loop_destroy(&w->loop);
 fail_fds:
     close_fds(fds, opened, nfds);
@@ -656,14 +665,7 @@ void *fy_worker_main(void *arg)
     FY_ASSERT(w->nclients == 0 && w->nsessions == 0);
     FY_ASSERT(!w->retired); /* every session ended, so did their generations */
     fy_pools_free(&w->pools);
-    fy_fwd_pools_free(w->fwd_pools);
-    w->fwd_pools = NULL;
-    fy_dns_free(w->dns);
-    w->dns = NULL;
-    fy_tls_mint_free(w->mint); /* after the connections that hold its certificates */
-    w->mint = NULL;
-    fy_auth_cache_free(w->auth_cache);
-    w->auth_cache = NULL;
+    forward_state_free(w);
     fy_accesslog_flush(&w->alog);
     /* The free lists are per thread: give their memory back before the thread ends. */
     fy_buf_freelist_release();
@@ -693,14 +695,7 @@ void fy_worker_destroy(struct fy_worker *w)
     if (r) /* handed over but never adopted */
         reload_free(r);
     fy_pools_free(&w->pools); /* a thread that never ran still has its pools */
-    fy_fwd_pools_free(w->fwd_pools);
-    w->fwd_pools = NULL;
-    fy_dns_free(w->dns);
-    w->dns = NULL;
-    fy_tls_mint_free(w->mint);
-    w->mint = NULL;
-    fy_auth_cache_free(w->auth_cache);
-    w->auth_cache = NULL;
+    forward_state_free(w);
     wgen_free(w->gen);
     w->gen = NULL;
     fy_loop_destroy(&w->loop);
