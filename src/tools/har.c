@@ -86,14 +86,20 @@ static void trim(const char **s, size_t *n)
         (*n)--;
 }
 
+/* A capture's header: a [name, value] pair of strings. */
+static bool is_field(const struct fy_json *h)
+{
+    return h->type == FY_JSON_ARRAY && h->n == 2 && h->child->type == FY_JSON_STRING &&
+           h->child->next->type == FY_JSON_STRING;
+}
+
 static void put_headers(struct fy_json_writer *w, const struct fy_json *headers)
 {
     fy_json_key(w, "headers");
     fy_json_arr_begin(w);
     if (headers && headers->type == FY_JSON_ARRAY)
         for (const struct fy_json *h = headers->child; h; h = h->next)
-            if (h->type == FY_JSON_ARRAY && h->n == 2 && h->child->type == FY_JSON_STRING &&
-                h->child->next->type == FY_JSON_STRING)
+            if (is_field(h))
                 put_kv(w, h->child->str, h->child->len, h->child->next->str, h->child->next->len);
     fy_json_arr_end(w);
 }
@@ -105,8 +111,7 @@ static void put_request_cookies(struct fy_json_writer *w, const struct fy_json *
     fy_json_arr_begin(w);
     if (headers && headers->type == FY_JSON_ARRAY)
         for (const struct fy_json *h = headers->child; h; h = h->next) {
-            if (h->type != FY_JSON_ARRAY || h->n != 2 || h->child->type != FY_JSON_STRING ||
-                h->child->next->type != FY_JSON_STRING || strcasecmp(h->child->str, "cookie"))
+            if (!is_field(h) || strcasecmp(h->child->str, "cookie"))
                 continue;
             const char *s = h->child->next->str, *end = s + h->child->next->len;
             while (s < end) {
@@ -134,8 +139,7 @@ static void put_response_cookies(struct fy_json_writer *w, const struct fy_json 
     fy_json_arr_begin(w);
     if (headers && headers->type == FY_JSON_ARRAY)
         for (const struct fy_json *h = headers->child; h; h = h->next) {
-            if (h->type != FY_JSON_ARRAY || h->n != 2 || h->child->type != FY_JSON_STRING ||
-                h->child->next->type != FY_JSON_STRING || strcasecmp(h->child->str, "set-cookie"))
+            if (!is_field(h) || strcasecmp(h->child->str, "set-cookie"))
                 continue;
             const char *s = h->child->next->str, *end = s + h->child->next->len;
             const char *semi = memchr(s, ';', (size_t)(end - s));
