@@ -215,3 +215,30 @@ def test_name_errors_are_502_and_cached(ferry_factory, origin):
         assert len([q for q in dns.queries if q[0] == "nothing.test"]) <= 2
     finally:
         dns.stop()
+
+
+def test_absolute_https_url_is_fetched_over_verified_tls(ferry_factory, tls_origin, pki):
+    """GET https://... sent to the proxy itself (not a CONNECT): ferry speaks TLS to the
+    destination and verifies it (upstream-ca); without the CA it is a 502 that says why."""
+    f = ferry_factory(None, "--forward", "--upstream-ca", pki["ca"].pem)
+    r = proxy_get(f.port, "https://localhost:%d/s?x=1" % tls_origin.port)
+    assert r.status == 200 and r.body == b"ok GET /s?x=1\n"
+    assert "https://localhost:%d/s?x=1" % tls_origin.port in f.wait_access_log(1)[-1]
+    f2 = ferry_factory(None, "--forward",
+                       allowed_errors=[r"TLS handshake with localhost failed"])
+    r = proxy_get(f2.port, "https://localhost:%d/s" % tls_origin.port)
+    assert r.status == 502 and b"unable to get local issuer certificate" in r.body
+
+
+def test_resolver_that_never_answers_is_504(ferry_factory):
+    dns = DnsServer({}).start()
+    dns.silent = True
+    try:
+        f = ferry_factory(None, "--forward", "--resolvers", dns.servers, "--connect-timeout",
+                          "300ms", "--resolve-timeout", "5s",
+                          allowed_errors=[r"resolving slow\.test took longer"])
+        r = proxy_get(f.port, "http://slow.test/")
+        assert r.status == 504
+        assert b"resolving" in r.body
+    finally:
+        dns.stop()
