@@ -11,6 +11,7 @@ PACKAGES=(
     libssl-dev libyaml-dev zlib1g-dev libbrotli-dev libzstd-dev libnghttp2-dev liblua5.4-dev
     libpcre2-dev libc-ares-dev libcrypt-dev
     python3-pytest python3-requests python3-h2 python3-trustme python3-websockets
+    python3-brotli python3-zstandard
     curl wrk nginx haproxy procps iproute2
     chromium libnss3-tools
 )
