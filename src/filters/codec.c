@@ -281,10 +281,15 @@ uint64_t fy_codec_total_out(const struct fy_codec *c)
 /* Moves n bytes of input to consumed and m bytes of output to written. */
 static void io_advance(struct io *io, size_t n, size_t m)
 {
-    io->in += n;
-    io->in_len -= n;
-    io->out += m;
-    io->out_avail -= m;
+    /* Only when non-zero: the caller may pass NULL with a zero length, and NULL + 0 is UB. */
+    if (n) {
+        io->in += n;
+        io->in_len -= n;
+    }
+    if (m) {
+        io->out += m;
+        io->out_avail -= m;
+    }
 }
 
 /* ---- encoders ---- */

@@ -59,7 +59,7 @@ enum fy_codec_rc { FY_CODEC_MORE, FY_CODEC_FLUSHED, FY_CODEC_DONE, FY_CODEC_ERRO
 
 /*
  * Consumes input from *in (advancing *in, decreasing *in_len) and writes output at *out (advancing
- * *out, decreasing *out_avail). *in may be NULL when *in_len is 0.
+ * *out, decreasing *out_avail). *in may be NULL when *in_len is 0, *out when *out_avail is 0.
  *  RUN:   take as much input as fits; returns MORE (call again with more input, or with more
  *         output space when *out_avail hit 0).
  *  FLUSH: all input so far must come out (zlib Z_SYNC_FLUSH, BROTLI_OPERATION_FLUSH,

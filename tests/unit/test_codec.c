@@ -96,7 +96,8 @@ static enum fy_codec_rc pump(struct fy_codec *c, const uint8_t *in, size_t len, 
             size_t avail = outsz, n0 = n;
             rc = fy_codec_run(c, &p, &n, &o, &avail, op);
             cr_assert_eq(o, buf + (outsz - avail));
-            cr_assert_eq(p - (in + off), (ptrdiff_t)(n0 - n));
+            if (in)
+                cr_assert_eq(p - (in + off), (ptrdiff_t)(n0 - n));
             put(out, buf, outsz - avail);
             off += n0 - n;
             cr_assert_lt(++guard, GUARD, "%s: no end in sight", fy_codec_error(c));
@@ -124,7 +125,8 @@ static uint8_t *lib_decode(enum fy_coding cd, const uint8_t *z, size_t zn, size_
     switch (cd) {
     case FY_CODING_IDENTITY:
         cr_assert_leq(zn, cap);
-        memcpy(out, z, zn);
+        if (zn)
+            memcpy(out, z, zn);
         *outn = zn;
         break;
     case FY_CODING_GZIP:
@@ -212,7 +214,7 @@ static void roundtrip(enum fy_coding cd, int level, const uint8_t *data, size_t 
     cr_assert_eq(rc, FY_CODEC_DONE, "%s level %d len %zu piece %zu out %zu: %s", fy_coding_name(cd),
                  level, len, piece, outsz, fy_codec_error(dec));
     cr_assert_eq(d.n, len);
-    cr_assert_eq(memcmp(d.p, data, len), 0);
+    cr_assert(len == 0 || memcmp(d.p, data, len) == 0);
     cr_assert_eq(fy_codec_total_in(dec), z.n);
     cr_assert_eq(fy_codec_total_out(dec), len);
     fy_codec_free(dec);
