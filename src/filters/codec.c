@@ -32,7 +32,7 @@
 
 /* zstd decoder window limit, as a log2: 8 MiB. A frame declares its window and the decoder
  * allocates it, so without a limit a hostile upstream could make each stream allocate up to the
- * format's maximum. RFC 8878 7.2 caps the window of the "zstd" content coding at 8 MiB, so every
+ * format's maximum. RFC 9659 caps the window of the "zstd" content coding at 8 MB, so every
  * conforming encoder stays below this. */
 #define ZSTD_DEC_WINDOWLOG_MAX 23
 

@@ -13,10 +13,10 @@
  * deflate can expand to gigabytes. fy_decoder_new takes a bound on the decoded size and on the
  * expansion ratio; a decoder stops with an error as soon as either is crossed, so a "zip bomb"
  * costs one output buffer of work, not its full expansion. Decoder memory is bounded too: zlib's
- * window is 32 KiB; zstd frames asking for a window above 8 MiB are refused (RFC 8878 7.2's limit
- * for HTTP); brotli's window is what the stream declares, at most 16 MiB (large windows are off).
- * Encoders use bounded windows: brotli 256 KiB (lgwin 18), zstd the level's own (8 MiB at most for
- * levels up to 19), zlib 32 KiB.
+ * window is 32 KiB; zstd frames asking for a window above 8 MiB are refused (RFC 9659 caps the
+ * "zstd" content coding's window at 8 MB); brotli's window is what the stream declares, at most 16
+ * MiB (large windows are off). Encoders use bounded windows: brotli 256 KiB (lgwin 18), zstd the
+ * level's own (8 MiB at most for levels up to 19), zlib 32 KiB.
  */
 #ifndef FY_CODEC_H
 #define FY_CODEC_H
