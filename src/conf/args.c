@@ -69,6 +69,8 @@ static const char usage_text[] =
     "                                /var/lib/ferry for root)\n"
     "  --pass-through PATTERN        a host interception leaves alone (repeatable)\n"
     "  --capture FILE                record every exchange as JSON lines (docs/capture.md)\n"
+    "  --compress                    compress responses (gzip, br, zstd) for clients that\n"
+    "                                accept it (docs/config.md, compress:)\n"
     "\n"
     "  --request-header 'Name: v'    set a field on requests sent upstream (repeatable)\n"
     "  --response-header 'Name: v'   set a field on responses sent to clients (repeatable)\n"
@@ -806,6 +808,7 @@ const struct fy_option fy_options[] = {
     {"state-dir", FY_OPT_PATH, CFG_OFF(state_dir), 0, 0, 0},
     {"pass-through", FY_OPT_LIST, CFG_OFF(pass_through), 0, 0, FY_OPTF_QUICK},
     {"capture", FY_OPT_PATH, CFG_OFF(capture), 0, 0, FY_OPTF_QUICK},
+    {"compress", FY_OPT_ONOFF, CFG_OFF(compress), 0, 0, FY_OPTF_QUICK | FY_OPTF_BARE},
     {"header-timeout", FY_OPT_DURATION, CFG_OFF(header_timeout), 0, 0, 0},
     {"idle-timeout", FY_OPT_DURATION, CFG_OFF(idle_timeout), 0, 0, 0},
     {"body-timeout", FY_OPT_DURATION, CFG_OFF(body_timeout), 0, 0, 0},

@@ -170,9 +170,12 @@ static int build_quick_forward(struct fy_config *s)
                : 0;
 }
 
-/* --capture FILE: every exchange, bodies up to 1 MiB, nothing redacted. */
+/* --capture FILE: every exchange, bodies up to 1 MiB, nothing redacted; --compress: compress:
+ * with its defaults. */
 static int quick_capture(struct fy_config *s, struct fy_listener_conf *l)
 {
+    if (s->compress && !(l->compress = fy_compress_conf_default()))
+        return -1;
     if (!s->capture)
         return 0;
     char err[512];

@@ -143,6 +143,21 @@ struct fy_path_rewrite {
     struct fy_template replacement;
 };
 
+/* compress: on a listener or a route (filters/compress.c, docs/config.md). */
+#define FY_COMPRESS_CODINGS 3 /* gzip, br, zstd */
+struct fy_compress_conf {
+    bool on; /* false: `compress: off` (a route turning its listener's compression off) */
+    /* The codings ferry may use (enum fy_coding values, filters/codec.h), the server's
+     * preference first: it breaks ties between codings the client accepts equally. */
+    uint8_t prefer[FY_COMPRESS_CODINGS];
+    uint8_t nprefer;
+    uint8_t level[8];  /* by enum fy_coding */
+    uint64_t min_size; /* a body with a Content-Length below this is sent as it is */
+    char **types;      /* media type patterns, '*' matching any run of characters; lowercase */
+    uint32_t ntypes;
+};
+void fy_compress_conf_free(struct fy_compress_conf *c);
+
 /* Per-route overrides of the global settings; 0 (or -1 for tri-states) = the global value. */
 struct fy_route_limits {
     uint64_t connect_timeout, upstream_timeout; /* ms */
@@ -167,9 +182,10 @@ struct fy_route {
     struct fy_template body;     /* respond */
     char *content_type;          /* respond; NULL = text/plain; charset=utf-8 */
     struct fy_route_limits limits;
-    struct fy_hrules respond_headers; /* respond: its headers: (FY_RULE_SET each, file order) */
-    struct fy_capture *capture;       /* capture: its exchanges (one reference); NULL = the
-                                       * listener's */
+    struct fy_hrules respond_headers;  /* respond: its headers: (FY_RULE_SET each, file order) */
+    struct fy_capture *capture;        /* capture: its exchanges (one reference); NULL = the
+                                        * listener's */
+    struct fy_compress_conf *compress; /* owned; NULL = the listener's */
 };
 
 /* ---- forward proxy (a listener's forward: and intercept: blocks) ---- */
@@ -219,7 +235,8 @@ struct fy_listener_conf {
     /* forward: this listener is a forward proxy (its routes, then forwarding); NULL = a reverse
      * proxy listener. Owned (fy_listeners_free). */
     struct fy_forward_conf *forward;
-    struct fy_capture *capture; /* capture: every exchange (one reference); NULL = none */
+    struct fy_capture *capture;        /* capture: every exchange (one reference); NULL = none */
+    struct fy_compress_conf *compress; /* compress: (owned); NULL = none */
 };
 
 /* ---- upstream groups ---- */

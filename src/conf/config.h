@@ -91,6 +91,8 @@ struct fy_config {
     char *pass_through; /* host patterns tunnelled without interception */
     /* Quick mode: capture every exchange to this file (docs/capture.md). */
     char *capture;
+    /* Quick mode: compress responses with every default (a listener's compress: block). */
+    bool compress;
 
     enum fy_log_target access_log;
     char *access_log_path;

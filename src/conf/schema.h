@@ -38,6 +38,9 @@ void fy_schema_resolve_servers(struct fy_yaml_loader *l);
 /* Frees the loader's bookkeeping (pending names, seen addresses). */
 void fy_schema_loader_done(struct fy_yaml_loader *l);
 
+/* The number of entries of a static key table. */
+#define NKEYS(a) (sizeof(a) / sizeof(a[0]))
+
 /* ---- node readers (schema.c) ---- */
 
 /* Checks that `map` is a mapping whose keys are all in `keys` (each at most once): an unknown
@@ -119,6 +122,14 @@ bool fy_sc_header_value_ok(const struct fy_template *t);
 
 void fy_route_free(struct fy_route *rt);
 void fy_hrules_free(struct fy_hrules *r);
+
+/* ---- compress (schema_compress.c) ---- */
+
+struct fy_compress_conf;
+/* A listener's or route's compress: (on/off, or a mapping); NULL after a reported error. */
+struct fy_compress_conf *fy_schema_load_compress(struct fy_yaml_loader *l, const yaml_node_t *v);
+/* compress: on with every default (quick mode's --compress). NULL when out of memory. */
+struct fy_compress_conf *fy_compress_conf_default(void);
 
 /* ---- capture (schema_capture.c) ---- */
 

@@ -17,8 +17,6 @@
 #include "proxy/capture.h"
 #include "conf/template.h"
 
-#define NKEYS(a) (sizeof(a) / sizeof(a[0]))
-
 /* ---- match ---- */
 
 /* A host condition: a DNS name (letters, digits, '-', dots between labels), an IPv4 address, or
@@ -418,12 +416,12 @@ static const char *const route_keys[] = {"match",           "upstream",
                                          "request-headers", "response-headers",
                                          "connect-timeout", "upstream-timeout",
                                          "max-body-size",   "abort-on-client-close",
-                                         "capture"};
+                                         "capture",         "compress"};
 
 /* Keys that only mean something for a request sent upstream. */
-static const char *const proxy_only_keys[] = {"path-rewrite",     "host",
-                                              "request-headers",  "connect-timeout",
-                                              "upstream-timeout", "abort-on-client-close"};
+static const char *const proxy_only_keys[] = {
+    "path-rewrite",          "host",    "request-headers", "connect-timeout", "upstream-timeout",
+    "abort-on-client-close", "compress" /* ferry's own responses are not compressed */};
 
 static const char *const action_keys[] = {"upstream", "redirect", "respond"};
 
@@ -482,6 +480,8 @@ void fy_schema_load_route(struct fy_yaml_loader *l, struct fy_route *rt, const y
     load_limits(l, &rt->limits, v);
     if ((n = fy_sc_get(l, v, "capture")))
         rt->capture = fy_schema_load_capture(l, n);
+    if ((n = fy_sc_get(l, v, "compress")))
+        rt->compress = fy_schema_load_compress(l, n);
 }
 
 static void free_kv(struct fy_kv_match *kv, uint32_t n)
@@ -516,6 +516,8 @@ void fy_route_free(struct fy_route *rt)
     fy_template_free(&rt->host_value);
     fy_capture_unref(rt->capture);
     rt->capture = NULL;
+    fy_compress_conf_free(rt->compress);
+    rt->compress = NULL;
     fy_hrules_free(&rt->request_rules);
     fy_hrules_free(&rt->response_rules);
     fy_hrules_free(&rt->respond_headers);

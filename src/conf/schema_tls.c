@@ -19,8 +19,6 @@
 #include "core/log.h"
 #include "net/tls.h"
 
-#define NKEYS(a) (sizeof(a) / sizeof(a[0]))
-
 int fy_conf_tls_init(char *err, size_t errlen)
 {
     static bool done; /* main thread only: loading never runs on a worker */

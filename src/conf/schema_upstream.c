@@ -19,8 +19,6 @@
 #include "net/resolver.h"
 #include "net/tls.h"
 
-#define NKEYS(a) (sizeof(a) / sizeof(a[0]))
-
 /* ---- servers ---- */
 
 /* 64-bit FNV-1a: a stable name for a server in sticky cookies, the same in every worker and

@@ -29,6 +29,7 @@
 #include "conf/conf.h"
 #include "conf/template.h"
 #include "http/msg.h"
+#include "proxy/body_filter.h"
 
 enum fy_hook_result { FY_HOOK_CONTINUE, FY_HOOK_DONE, FY_HOOK_WAIT, FY_HOOK_ERROR };
 
@@ -51,6 +52,12 @@ struct fy_exchange {
     bool forward;
     /* The client connection's transport, for fy_tls_* queries; NULL once the client is gone. */
     const struct fy_sock *client_sock;
+    const struct fy_listener_conf *listener; /* the listener the request came in on */
+    const struct fy_msg *req; /* the request as the upstream got it (response hooks: its head) */
+    /* Response hooks on an upstream's response: the chain its body will go through; a hook adds
+     * a filter with fy_bf_chain_add() (the session then re-frames the body: no Content-Length,
+     * chunked or close). NULL where the body cannot be filtered (ferry's own responses). */
+    struct fy_bf_chain *body_filters;
 };
 
 typedef enum fy_hook_result fy_hook_fn(struct fy_exchange *x, struct fy_msg *m);

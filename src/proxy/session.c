@@ -199,6 +199,7 @@ struct fy_session *fy_session_start(struct fy_worker *w, const struct fy_downstr
                                          : sizeof(struct sockaddr_in));
     s->task.fn = session_run;
     fy_timer_init(&s->timer, on_timer);
+    sess_bf_init(s);
     s->gen = fy_worker_gen_acquire(w);
     s->cfg = &s->gen->conf->settings;
     s->listener = &s->gen->conf->listeners[listener];
@@ -541,9 +542,13 @@ static int prepare_response(struct fy_session *s, struct fy_msg *m)
         upgrade->removed = false;
     if (s->set_sticky && add_sticky_cookie(s, m) < 0)
         return -1;
-    /* Response hooks return CONTINUE or ERROR (waiting on a response arrives with body
-     * filters). */
-    return sess_run_hooks(s, HP_RESPONSE, m) == FY_HOOK_CONTINUE ? 0 : -1;
+    /* A body the client will get can go through filters the hooks add. */
+    bool body = m->status >= 200 && m->status != 204 && m->status != 304 && !s->is_head;
+    s->x.body_filters = body ? &s->bf : NULL;
+    /* Response hooks return CONTINUE or ERROR (a hook that waits on a response is for later). */
+    enum fy_hook_result r = sess_run_hooks(s, HP_RESPONSE, m);
+    s->x.body_filters = NULL;
+    return r == FY_HOOK_CONTINUE ? 0 : -1;
 }
 
 /* A response head from the upstream. Returns 0 to go on reading, -1 when the session changed
@@ -581,7 +586,7 @@ static int on_response_head(struct fy_session *s)
         return -1;
     }
     sess_capture_response(s, m);
-    int rc = s->ops->send_head(s->ds, m);
+    int rc = sess_bf_send_head(s, m);
     if (rc == -ENOSPC) {
         sess_slog(s, FY_LOG_WARN,
                   "the upstream's response head is larger than %u bytes once rewritten for the "
@@ -643,9 +648,17 @@ static int pump_response(struct fy_session *s)
         if (s->ds_blocked)
             return 0;
         s->resp_spans_out = false;
+        if (fy_bf_chain_active(&s->bf))
+            fy_bf_chain_taken(&s->bf);
         progress = 1;
     }
     for (;;) {
+        if (!s->resp_last_sent && (s->bf_batch || s->bf_flush_due)) {
+            int rc = sess_bf_pump(s);
+            if (rc != 0)
+                return rc;
+            progress = 1;
+        }
         if (s->resp_last_sent) {
             if (!s->req_done)
                 return progress; /* sess_finish sending the request first (pump_request ends it) */
@@ -668,6 +681,7 @@ static int pump_response(struct fy_session *s)
         progress |= fy_uh1_bytes_read(up) != before;
         switch (ev) {
         case FY_UH1_AGAIN:
+            sess_bf_paused(s);
             return progress;
         case FY_UH1_HEAD:
             if (on_response_head(s) < 0)
@@ -675,6 +689,12 @@ static int pump_response(struct fy_session *s)
             progress = 1;
             continue;
         case FY_UH1_BODY: {
+            if (fy_bf_chain_active(&s->bf)) {
+                s->bf_batch = true; /* sess_bf_pump pushes it, at the top of the loop */
+                s->bf_span = 0;
+                s->bf_off = 0;
+                continue;
+            }
             int rc = relay_body(s);
             if (rc < 0)
                 return -1;
@@ -832,6 +852,7 @@ static void session_free(struct fy_session *s)
 {
     struct fy_worker *w = s->w;
     fy_loop_timer_del(&w->loop, &s->timer);
+    sess_bf_free(s); /* after done(): the downstream no longer references the sink */
     fy_loop_unqueue(&w->loop, &s->task);
     while (s->scratch) {
         struct scratch *n = s->scratch->next;

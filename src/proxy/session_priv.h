@@ -148,6 +148,15 @@ struct fy_session {
     struct fy_pipe *pipe; /* owned while splicing; held bytes are in flight to the client */
     bool splicing;        /* the body goes upstream socket -> pipe -> client socket */
     bool splice_tried;    /* the switch was decided once for this response */
+    /* response body filters (session_body.c): the chain, and how far the current batch of
+     * upstream body spans got through it */
+    struct fy_bf_chain bf;
+    struct fy_timer bf_timer; /* the upstream paused with bytes in the chain: flush soon */
+    uint32_t bf_span;         /* the span of rd->spans being pushed, and the offset in it */
+    size_t bf_off;
+    bool bf_batch;     /* rd->spans is a batch not yet fully pushed */
+    bool bf_dirty;     /* bytes went in since the last flush */
+    bool bf_flush_due; /* bf_timer fired: push a flush */
     /* tunnel */
     bool up_eof, client_eof;
     bool up_write_failed; /* a request write failed (reset): an upstream EOF is not a clean end */
@@ -196,6 +205,19 @@ void sess_capture_error(struct fy_session *s, int status, const char *text);
 bool sess_capture_wants_body(const struct fy_session *s); /* the response body is still wanted */
 void sess_capture_end(struct fy_session *s);              /* submits it */
 void sess_capture_drop(struct fy_session *s);
+
+/* session_body.c: the response body through the filter chain */
+void sess_bf_init(struct fy_session *s);
+/* After the response hooks: re-frames the head for a filtered body and sends it. Same results as
+ * the downstream's send_head. */
+int sess_bf_send_head(struct fy_session *s, struct fy_msg *m);
+/* Pushes the current batch (and a due flush, and the end) through the chain, handing the sink's
+ * bytes to the client. Returns 0 when the batch is through, 1 when the client holds the sink's
+ * bytes (fy_session_output_flushed() follows), -1 when the session ended (failed). */
+int sess_bf_pump(struct fy_session *s);
+/* The upstream has nothing more for now: arms the flush timer if bytes wait in the chain. */
+void sess_bf_paused(struct fy_session *s);
+void sess_bf_free(struct fy_session *s);
 
 /* session_forward.c */
 /* "http://host:port", "https://host:port" or "host:port" (CONNECT), for log lines. */

@@ -494,6 +494,8 @@ static void fill_exchange(struct fy_session *s)
     x->request_id = s->request_id;
     x->tls = s->tls;
     x->client_sock = s->client_sock;
+    x->listener = s->listener;
+    x->req = &s->req;
 }
 
 /* Matches the route and starts its action. Returns true for a proxied route. */

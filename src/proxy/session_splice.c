@@ -18,11 +18,12 @@
 
 #include "net/pipe.h"
 
-/* A response body filter needs the bytes in user space: capture, until it has max-body bytes
- * (the body filter chain will add its own; header hooks act on heads only and do not count). */
+/* Whatever needs the body's bytes in user space: the body filter chain, and capture until it
+ * has max-body bytes (header hooks act on heads only and do not count). */
 static bool response_body_filtered(const struct fy_session *s)
 {
-    return sess_capture_wants_body(s); /* capture takes bytes until max-body: then a pipe may */
+    return fy_bf_chain_active(&s->bf) ||
+           sess_capture_wants_body(s); /* capture takes bytes until max-body: then a pipe may */
 }
 
 /* Everything that must hold for the bytes to bypass user space. */

@@ -1,0 +1,20 @@
+/*
+ * Response compression (compress: on a listener or a route, docs/config.md): the response hook
+ * that picks a coding per response and adds an encoder to the body filter chain. See compress.c
+ * for the rules.
+ */
+#ifndef FY_COMPRESS_H
+#define FY_COMPRESS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "conf/conf.h"
+#include "proxy/hooks.h"
+
+extern const struct fy_hook fy_compress_hook;
+
+/* Is this Content-Type value's media type one of c's types? */
+bool fy_compress_type_allowed(const struct fy_compress_conf *c, const char *ctype, uint32_t len);
+
+#endif
