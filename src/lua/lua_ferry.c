@@ -395,13 +395,13 @@ static void push_lower(lua_State *L, const char *s, size_t n)
 
 static int f_mime(lua_State *L)
 {
-    if (lua_isnoneornil(L, 1))
-        return 0;
-    size_t n, tlen;
-    const char *s = luaL_checklstring(L, 1, &n);
-    const char *t = media_type(s, n, &tlen);
-    if (!tlen)
-        return 0;
+    size_t n = 0, tlen = 0;
+    const char *s = lua_isnoneornil(L, 1) ? NULL : luaL_checklstring(L, 1, &n);
+    const char *t = s ? media_type(s, n, &tlen) : NULL;
+    if (!tlen) {
+        lua_pushnil(L);
+        return 1;
+    }
     push_lower(L, t, tlen);
     lua_newtable(L);
     const char *p = t + tlen, *end = s + n;

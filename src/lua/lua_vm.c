@@ -100,18 +100,23 @@ int lvm_error(lua_State *L, int level, const char *fmt, ...)
     return lua_error(L);
 }
 
-/* True when msg starts with "SRC:LINE:" for this script or a chunk it load()ed. */
+/* True when msg starts with a position "SRC:LINE:": this script's, a chunk it load()ed, or any
+ * source name without spaces (Lua's short names are at most LUA_IDSIZE bytes). */
 static bool has_position(const struct fy_lua *vm, const char *msg)
 {
-    const char *p = NULL;
     size_t n = strlen(vm->short_src);
+    const char *p = NULL;
     if (n && strncmp(msg, vm->short_src, n) == 0 && msg[n] == ':')
-        p = msg + n + 1;
+        p = msg + n;
     else if (strncmp(msg, "[string \"", 9) == 0 && (p = strstr(msg, "\"]:")))
-        p += 3;
-    if (!p || *p < '0' || *p > '9')
+        p += 2;
+    else
+        for (const char *c = msg; !p && *c && *c != ' ' && c - msg < LUA_IDSIZE; c++)
+            if (*c == ':' && c > msg && c[1] >= '0' && c[1] <= '9')
+                p = c;
+    if (!p || p[1] < '0' || p[1] > '9')
         return false;
-    while (*p >= '0' && *p <= '9')
+    for (p++; *p >= '0' && *p <= '9';)
         p++;
     return *p == ':';
 }
