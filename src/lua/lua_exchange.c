@@ -139,11 +139,17 @@ static void check_value(lua_State *L, const char *name, size_t nlen, const char 
 }
 
 /* n bytes of s in the exchange's memory, NUL-terminated. */
-static char *xcopy(lua_State *L, const struct fy_lua_xview *v, const char *s, size_t n)
+static char *xalloc(lua_State *L, const struct fy_lua_xview *v, size_t n)
 {
-    char *p = v->alloc(v->alloc_ctx, n + 1);
+    char *p = v->alloc(v->alloc_ctx, n);
     if (!p)
         lvm_error(L, 1, "out of memory for the exchange");
+    return p;
+}
+
+static char *xcopy(lua_State *L, const struct fy_lua_xview *v, const char *s, size_t n)
+{
+    char *p = xalloc(L, v, n + 1);
     memcpy(p, s, n);
     p[n] = 0;
     return p;
@@ -202,8 +208,13 @@ static int hdrs_put(lua_State *L, bool replace)
     struct fy_msg *m = hdrs_msg_w(L, h, &x);
     check_writable_name(L, name, nlen);
     check_value(L, name, nlen, val, vlen);
-    const char *n = xcopy(L, x->view, name, nlen);
-    const char *v = xcopy(L, x->view, val, vlen);
+    /* One block for both: the session's allocator may cost a malloc a call. */
+    char *n = xalloc(L, x->view, nlen + vlen + 2);
+    char *v = n + nlen + 1;
+    memcpy(n, name, nlen);
+    n[nlen] = 0;
+    memcpy(v, val, vlen);
+    v[vlen] = 0;
     int rc = replace
                  ? fy_msg_set(m, n, (uint32_t)nlen, v, (uint32_t)vlen)
                  : fy_msg_add(m, n, (uint32_t)nlen, v, (uint32_t)vlen, fy_token_lookup(n, nlen));
@@ -414,9 +425,11 @@ static int req_newindex(lua_State *L)
 /* Appends one validated field (name at nidx, value at the top) to the list at lidx. */
 static void respond_add(lua_State *L, int lidx, int nidx, const char *name, size_t nlen)
 {
-    if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER)
+    if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER) {
+        const char *type = luaL_typename(L, -1); /* before push_printable moves the top */
         lvm_error(L, 1, "req:respond(): the value of header %s is a %s, not a string",
-                  push_printable(L, name, nlen), luaL_typename(L, -1));
+                  push_printable(L, name, nlen), type);
+    }
     size_t vlen;
     const char *val = lua_tolstring(L, -1, &vlen);
     check_value(L, name, nlen, val, vlen);

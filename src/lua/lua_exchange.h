@@ -12,7 +12,7 @@
  * is read-only (req.ctx is always writable). Header writes are validated as HTTP does (a token
  * for the name; no CR, LF, NUL or other control characters but HTAB in the value), and the fields
  * that frame or route a message (Content-Length, Transfer-Encoding, Connection, the other
- * hop-by-hop fields, Host) cannot be set or removed: framing is ferry's job.
+ * hop-by-hop fields, Expect, Host) cannot be set or removed: framing is ferry's job.
  */
 #ifndef FY_LUA_EXCHANGE_H
 #define FY_LUA_EXCHANGE_H
@@ -81,13 +81,15 @@ enum fy_lua_rc fy_lua_on_response(struct fy_lua *vm, struct fy_lua_x *x, struct 
 bool fy_lua_wants_body(const struct fy_lua_x *x);
 
 /* Calls the body filter function with (chunk, last); `last` once, at the end (len may be 0).
- * On CONTINUE *out and *out_len hold what it returned (nil: the chunk unchanged, *out = chunk); the
- * bytes stay valid until the next fy_lua_filter call or fy_lua_x_release. ERROR: x->err; the
- * response cannot be completed (abort it). Cost: the chunk is copied into a Lua string. */
+ * On CONTINUE *out and *out_len hold what it returned (nil: the chunk unchanged, *out =
+ * chunk); the bytes stay valid until the next fy_lua_filter call or fy_lua_x_release. ERROR:
+ * x->err; the response cannot be completed (abort it). Cost: the chunk is copied into a Lua
+ * string. */
 enum fy_lua_rc fy_lua_filter(struct fy_lua *vm, struct fy_lua_x *x, const char *chunk, size_t len,
                              bool last, const char **out, size_t *out_len);
 
-/* What on_log's info table holds (strings NUL-terminated, read during the call only). */
+/* What on_log's info table holds, under the same names (plus duration_ms, a float; absent
+ * strings are nil). Strings NUL-terminated, read during the call only. */
 struct fy_lua_log_info {
     int status;
     uint64_t duration_us, upstream_connect_us, upstream_first_byte_us;

@@ -41,6 +41,8 @@ struct fy_lua {
     /* instruction budget of the call in progress */
     uint64_t budget, spent;
     bool over_budget;
+    char budget_msg[LUA_IDSIZE + 64]; /* where it ran out: the call's error, whatever else the
+                                         script raised while unwinding */
     bool closing;
     /* the call in progress */
     enum lvm_phase phase;

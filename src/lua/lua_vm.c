@@ -158,12 +158,16 @@ static void count_hook(lua_State *L, lua_Debug *ar)
     /* From now on this thread raises before every instruction, so a pcall in the script
      * cannot catch the error and go on looping. */
     lua_sethook(L, count_hook, LUA_MASKCOUNT, 1);
-    if (lua_getinfo(L, "Sl", ar) && ar->currentline > 0)
-        lua_pushfstring(L, "%s:%d: ", ar->short_src, ar->currentline);
-    else
-        lua_pushfstring(L, "%s: ", vm->short_src);
-    lua_pushfstring(L, "instruction budget of %I exceeded", (lua_Integer)vm->budget);
-    lua_concat(L, 2);
+    if (!vm->budget_msg[0]) {
+        char where[LUA_IDSIZE + 16];
+        if (lua_getinfo(L, "Sl", ar) && ar->currentline > 0)
+            snprintf(where, sizeof(where), "%s:%d", ar->short_src, ar->currentline);
+        else
+            snprintf(where, sizeof(where), "%s", vm->short_src);
+        snprintf(vm->budget_msg, sizeof(vm->budget_msg), "%s: instruction budget of %llu exceeded",
+                 where, (unsigned long long)vm->budget);
+    }
+    lua_pushstring(L, vm->budget_msg);
     lua_error(L);
 }
 
@@ -178,6 +182,7 @@ int lvm_run(struct fy_lua *vm, lua_CFunction fn, void *arg, enum lvm_phase phase
     vm->cur_x = x;
     vm->spent = 0;
     vm->over_budget = false;
+    vm->budget_msg[0] = 0;
     vm->oom_seen = false;
     lua_sethook(L, count_hook, LUA_MASKCOUNT, LVM_HOOK_STEP);
     lua_settop(L, 0);
@@ -190,7 +195,9 @@ int lvm_run(struct fy_lua *vm, lua_CFunction fn, void *arg, enum lvm_phase phase
         const char *msg = lua_tostring(L, -1);
         const char *src = vm->short_src[0] ? vm->short_src : vm->path;
         rc = -1;
-        if (st == LUA_ERRMEM && vm->oom_seen && vm->oom_line > 0)
+        if (vm->over_budget && vm->budget_msg[0])
+            snprintf(err, errlen, "%s", vm->budget_msg);
+        else if (st == LUA_ERRMEM && vm->oom_seen && vm->oom_line > 0)
             snprintf(err, errlen, "%s:%d: not enough memory (the script's limit is %zu bytes)",
                      vm->oom_src, vm->oom_line, vm->mem_cap);
         else if (st == LUA_ERRMEM)
