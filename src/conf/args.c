@@ -22,6 +22,7 @@
 
 #include "http/h1_reader.h"
 #include "http/tokens.h"
+#include "lua/lua_vm.h"
 #include "net/tls.h"
 
 static const char usage_text[] =
@@ -71,6 +72,8 @@ static const char usage_text[] =
     "  --capture FILE                record every exchange as JSON lines (docs/capture.md)\n"
     "  --compress                    compress responses (gzip, br, zstd) for clients that\n"
     "                                accept it (docs/config.md, compress:)\n"
+    "  --lua FILE                    run the script's on_request, on_response and on_log\n"
+    "                                hooks (docs/lua.md)\n"
     "\n"
     "  --request-header 'Name: v'    set a field on requests sent upstream (repeatable)\n"
     "  --response-header 'Name: v'   set a field on responses sent to clients (repeatable)\n"
@@ -204,6 +207,7 @@ void fy_config_free(struct fy_config *c)
     free(c->state_dir);
     free(c->pass_through);
     free(c->capture);
+    free(c->lua);
     free(c->resolver.servers);
     c->resolver.servers = NULL;
     free_rules(&c->request_rules);
@@ -809,6 +813,7 @@ const struct fy_option fy_options[] = {
     {"pass-through", FY_OPT_LIST, CFG_OFF(pass_through), 0, 0, FY_OPTF_QUICK},
     {"capture", FY_OPT_PATH, CFG_OFF(capture), 0, 0, FY_OPTF_QUICK},
     {"compress", FY_OPT_ONOFF, CFG_OFF(compress), 0, 0, FY_OPTF_QUICK | FY_OPTF_BARE},
+    {"lua", FY_OPT_PATH, CFG_OFF(lua), 0, 0, FY_OPTF_QUICK},
     {"header-timeout", FY_OPT_DURATION, CFG_OFF(header_timeout), 0, 0, 0},
     {"idle-timeout", FY_OPT_DURATION, CFG_OFF(idle_timeout), 0, 0, 0},
     {"body-timeout", FY_OPT_DURATION, CFG_OFF(body_timeout), 0, 0, 0},
@@ -1378,6 +1383,9 @@ enum fy_args_result fy_args_parse(struct fy_config *c, int argc, char **argv, ch
             r = fy_conf_quick_forward(c, err, errlen);
         if (r != FY_ARGS_OK)
             return r;
+        /* --lua: the script's syntax and top level, FILE:LINE in the message (ferry -t). */
+        if (c->lua && fy_lua_check(c->lua, err, errlen) < 0)
+            return FY_ARGS_ERROR;
     }
     if (c->print_config) {
         fy_config_print_yaml(c, out);

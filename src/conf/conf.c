@@ -176,6 +176,13 @@ static int quick_capture(struct fy_config *s, struct fy_listener_conf *l)
 {
     if (s->compress && !(l->compress = fy_compress_conf_default()))
         return -1;
+    if (s->lua) {
+        char err[512];
+        if (!(l->lua = fy_lua_conf_new(s->lua, "--lua", err, sizeof(err)))) {
+            fy_error("%s", err);
+            return -1;
+        }
+    }
     if (!s->capture)
         return 0;
     char err[512];
@@ -310,6 +317,15 @@ struct fy_conf *fy_conf_build(struct fy_config *settings, const struct fy_conf *
     c->nlisteners = s->nlisteners;
     c->groups = s->groups;
     c->ngroups = s->ngroups;
+    /* Each script gets a slot: a worker keeps one Lua state per slot and generation. */
+    for (uint32_t i = 0; i < c->nlisteners; i++) {
+        struct fy_listener_conf *l = &c->listeners[i];
+        if (l->lua)
+            l->lua->slot = c->nlua++;
+        for (uint32_t r = 0; r < l->nroutes; r++)
+            if (l->routes[r].lua)
+                l->routes[r].lua->slot = c->nlua++;
+    }
     for (uint32_t g = 0; g < c->ngroups; g++) {
         struct fy_group *grp = &c->groups[g];
         grp->index = g;

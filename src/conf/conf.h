@@ -158,6 +158,18 @@ struct fy_compress_conf {
 };
 void fy_compress_conf_free(struct fy_compress_conf *c);
 
+/* lua: on a listener or a route (filters/lua_hook.c, docs/lua.md). */
+struct fy_lua_conf {
+    char *file;         /* the script, joined to the configuration's directory */
+    char *where;        /* "ferry.yaml:12", for log lines */
+    bool on_error_pass; /* on-error: pass (else fail: 500, or a cut connection mid-body) */
+    uint64_t max_memory, max_instructions;
+    uint64_t max_decoded; /* a body filter's decoded body, at most */
+    uint32_t max_ratio;   /* ... and at most this many times its encoded size (past 1 MiB) */
+    uint32_t slot;        /* among the generation's scripts (fy_conf.nlua) */
+};
+void fy_lua_conf_free(struct fy_lua_conf *c);
+
 /* Per-route overrides of the global settings; 0 (or -1 for tri-states) = the global value. */
 struct fy_route_limits {
     uint64_t connect_timeout, upstream_timeout; /* ms */
@@ -186,6 +198,7 @@ struct fy_route {
     struct fy_capture *capture;        /* capture: its exchanges (one reference); NULL = the
                                         * listener's */
     struct fy_compress_conf *compress; /* owned; NULL = the listener's */
+    struct fy_lua_conf *lua;           /* owned; NULL = the listener's */
 };
 
 /* ---- forward proxy (a listener's forward: and intercept: blocks) ---- */
@@ -237,6 +250,7 @@ struct fy_listener_conf {
     struct fy_forward_conf *forward;
     struct fy_capture *capture;        /* capture: every exchange (one reference); NULL = none */
     struct fy_compress_conf *compress; /* compress: (owned); NULL = none */
+    struct fy_lua_conf *lua;           /* lua: (owned); NULL = none */
 };
 
 /* ---- upstream groups ---- */
@@ -341,6 +355,7 @@ struct fy_conf {
     /* The top-level request-header/response-header... options of a file with listeners: applied
      * before every route's own rules (quick mode folds them into its one route instead). */
     struct fy_hrules global_request_rules, global_response_rules;
+    uint32_t nlua; /* scripts (lua: blocks), each with its slot */
 };
 
 /* Compiles parsed settings into a generation with one reference. `settings` is moved in (left

@@ -93,6 +93,8 @@ struct fy_config {
     char *capture;
     /* Quick mode: compress responses with every default (a listener's compress: block). */
     bool compress;
+    /* Quick mode: run this Lua script's hooks (a listener's lua: block). */
+    char *lua;
 
     enum fy_log_target access_log;
     char *access_log_path;

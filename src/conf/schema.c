@@ -375,8 +375,8 @@ static void load_addr(struct fy_yaml_loader *l, struct fy_listener_conf *lc, con
     seen[l->nseen++] = (struct fy_seen_addr){.addr = lc->addrs[i], .line = v->start_mark.line + 1};
 }
 
-static const char *const listener_keys[] = {"listen",    "routes",  "tls",     "forward",
-                                            "intercept", "capture", "compress"};
+static const char *const listener_keys[] = {"listen",    "routes",  "tls",      "forward",
+                                            "intercept", "capture", "compress", "lua"};
 
 static void load_routes(struct fy_yaml_loader *l, struct fy_listener_conf *lc,
                         const yaml_node_t *routes);
@@ -384,7 +384,7 @@ static void load_routes(struct fy_yaml_loader *l, struct fy_listener_conf *lc,
 static void load_listener(struct fy_yaml_loader *l, struct fy_listener_conf *lc,
                           const yaml_node_t *v)
 {
-    if (!fy_sc_keys(l, v, "a listener", listener_keys, 7))
+    if (!fy_sc_keys(l, v, "a listener", listener_keys, NKEYS(listener_keys)))
         return;
     lc->where = fy_sc_where(l, v);
     const yaml_node_t *listen = fy_sc_get(l, v, "listen");
@@ -414,6 +414,9 @@ static void load_listener(struct fy_yaml_loader *l, struct fy_listener_conf *lc,
     const yaml_node_t *comp = fy_sc_get(l, v, "compress");
     if (comp)
         lc->compress = fy_schema_load_compress(l, comp);
+    const yaml_node_t *lua = fy_sc_get(l, v, "lua");
+    if (lua)
+        lc->lua = fy_schema_load_lua(l, lua);
     load_routes(l, lc, fy_sc_get(l, v, "routes"));
     const yaml_node_t *fwd = fy_sc_get(l, v, "forward");
     const yaml_node_t *icp = fy_sc_get(l, v, "intercept");
@@ -561,6 +564,7 @@ void fy_listeners_free(struct fy_listener_conf *ls, uint32_t n)
         fy_forward_conf_free(lc->forward);
         fy_capture_unref(lc->capture);
         fy_compress_conf_free(lc->compress);
+        fy_lua_conf_free(lc->lua);
     }
     free(ls);
 }

@@ -123,6 +123,16 @@ bool fy_sc_header_value_ok(const struct fy_template *t);
 void fy_route_free(struct fy_route *rt);
 void fy_hrules_free(struct fy_hrules *r);
 
+/* ---- lua (schema_lua.c) ---- */
+
+struct fy_lua_conf;
+/* A listener's or route's lua: (a file, or { file, on-error, max-... }), its script checked;
+ * NULL after a reported error. */
+struct fy_lua_conf *fy_schema_load_lua(struct fy_yaml_loader *l, const yaml_node_t *v);
+/* A script's settings with the defaults, once fy_lua_check() passed (quick mode's --lua too).
+ * NULL with err set ("FILE:LINE: message"). */
+struct fy_lua_conf *fy_lua_conf_new(const char *file, const char *where, char *err, size_t errlen);
+
 /* ---- compress (schema_compress.c) ---- */
 
 struct fy_compress_conf;

@@ -410,18 +410,32 @@ static void load_limits(struct fy_yaml_loader *l, struct fy_route_limits *lim,
     }
 }
 
-static const char *const route_keys[] = {"match",           "upstream",
-                                         "redirect",        "respond",
-                                         "path-rewrite",    "host",
-                                         "request-headers", "response-headers",
-                                         "connect-timeout", "upstream-timeout",
-                                         "max-body-size",   "abort-on-client-close",
-                                         "capture",         "compress"};
+static const char *const route_keys[] = {"match",
+                                         "upstream",
+                                         "redirect",
+                                         "respond",
+                                         "path-rewrite",
+                                         "host",
+                                         "request-headers",
+                                         "response-headers",
+                                         "connect-timeout",
+                                         "upstream-timeout",
+                                         "max-body-size",
+                                         "abort-on-client-close",
+                                         "capture",
+                                         "compress",
+                                         "lua"};
 
 /* Keys that only mean something for a request sent upstream. */
 static const char *const proxy_only_keys[] = {
-    "path-rewrite",          "host",    "request-headers", "connect-timeout", "upstream-timeout",
-    "abort-on-client-close", "compress" /* ferry's own responses are not compressed */};
+    "path-rewrite",
+    "host",
+    "request-headers",
+    "connect-timeout",
+    "upstream-timeout",
+    "abort-on-client-close",
+    "compress", /* ferry's own responses are not compressed */
+    "lua" /* a route's script runs once the route matched, for an upstream's exchange */};
 
 static const char *const action_keys[] = {"upstream", "redirect", "respond"};
 
@@ -482,6 +496,8 @@ void fy_schema_load_route(struct fy_yaml_loader *l, struct fy_route *rt, const y
         rt->capture = fy_schema_load_capture(l, n);
     if ((n = fy_sc_get(l, v, "compress")))
         rt->compress = fy_schema_load_compress(l, n);
+    if ((n = fy_sc_get(l, v, "lua")))
+        rt->lua = fy_schema_load_lua(l, n);
 }
 
 static void free_kv(struct fy_kv_match *kv, uint32_t n)
@@ -518,6 +534,8 @@ void fy_route_free(struct fy_route *rt)
     rt->capture = NULL;
     fy_compress_conf_free(rt->compress);
     rt->compress = NULL;
+    fy_lua_conf_free(rt->lua);
+    rt->lua = NULL;
     fy_hrules_free(&rt->request_rules);
     fy_hrules_free(&rt->response_rules);
     fy_hrules_free(&rt->respond_headers);

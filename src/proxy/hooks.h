@@ -8,7 +8,9 @@
  *   upstream_select   once per attempt, after a server was picked (fields that depend on it)
  *   response          the response head going to the client: the upstream's or ferry's own
  *                     (a redirect or fixed response; not its bare error responses)
- *   log               after the exchange, once it is logged
+ *   log               after the exchange, once the client has its response (or is gone) and
+ *                     before the upstream connection is released; always runs, once, so a
+ *                     hook's per-exchange state is released there
  *
  * A hook returns CONTINUE (next hook), DONE (it answered: fy_exchange_respond() was called; the
  * remaining hooks and the upstream are skipped), WAIT (it will call fy_exchange_resume() later;
@@ -30,6 +32,8 @@
 #include "conf/template.h"
 #include "http/msg.h"
 #include "proxy/body_filter.h"
+
+#define FY_MAX_HOOKS 16
 
 enum fy_hook_result { FY_HOOK_CONTINUE, FY_HOOK_DONE, FY_HOOK_WAIT, FY_HOOK_ERROR };
 
@@ -58,10 +62,36 @@ struct fy_exchange {
      * a filter with fy_bf_chain_add() (the session then re-frames the body: no Content-Length,
      * chunked or close). NULL where the body cannot be filtered (ferry's own responses). */
     struct fy_bf_chain *body_filters;
+    /* A request hook changed the target or the Host field: the session works out the path,
+     * query and host again before routing (the access log keeps the target as received). */
+    bool retarget;
+    /* Each registered hook's data (by its index in fy_hooks): gen_data[i] is what its gen_open
+     * made for this worker and generation; data[i] is the hook's own, for this exchange. */
+    void *const *gen_data;
+    void *data[FY_MAX_HOOKS];
+};
+
+/* What the log hooks see of a finished exchange (valid during the call only). */
+struct fy_exchange_log {
+    const struct fy_msg *req;  /* as sent upstream (or answered by ferry) */
+    const struct fy_msg *resp; /* the response head the client got; NULL for ferry's errors */
+    int status;
+    uint64_t duration_us, upstream_connect_us, upstream_first_byte_us;
+    uint64_t bytes_in, bytes_out;
+    const char *upstream;    /* "addr:port" of the server used, or NULL */
+    const char *tls_version; /* the client's TLS, NULL: plain */
+    const char *tls_sni;
+    const char *request_id;
+    const char *route; /* "ferry.yaml:12", NULL when none matched */
 };
 
 typedef enum fy_hook_result fy_hook_fn(struct fy_exchange *x, struct fy_msg *m);
-typedef void fy_log_hook_fn(struct fy_exchange *x, const struct fy_msg *req, int status);
+typedef void fy_log_hook_fn(struct fy_exchange *x, const struct fy_exchange_log *info);
+/* Per-generation state of a hook in one worker (a script's Lua state): made when the worker
+ * starts using generation c (in the worker's thread, or at startup before it runs), freed when
+ * the worker's last exchange on it has ended. NULL from gen_open: none (not an error). */
+typedef void *fy_hook_gen_open_fn(const struct fy_conf *c);
+typedef void fy_hook_gen_close_fn(void *data);
 
 struct fy_hook {
     const char *name;
@@ -70,9 +100,9 @@ struct fy_hook {
     fy_hook_fn *upstream_select;
     fy_hook_fn *response;
     fy_log_hook_fn *log;
+    fy_hook_gen_open_fn *gen_open;
+    fy_hook_gen_close_fn *gen_close;
 };
-
-#define FY_MAX_HOOKS 16
 
 /* Adds a hook (a static object) after the ones already registered. Only at startup, before any
  * worker runs; returns 0, or -1 when FY_MAX_HOOKS are registered. */
@@ -81,6 +111,9 @@ int fy_hooks_register(const struct fy_hook *h);
 /* The registered hooks, in order. */
 extern const struct fy_hook *fy_hooks[FY_MAX_HOOKS];
 extern unsigned fy_nhooks;
+
+/* h's index in fy_hooks (h must be registered). */
+unsigned fy_hook_index(const struct fy_hook *h);
 
 /* Memory that lives as long as the exchange (for values a hook adds). NULL: out of memory. */
 char *fy_exchange_alloc(struct fy_exchange *x, size_t n);
@@ -91,6 +124,13 @@ void fy_exchange_vars(struct fy_exchange *x, struct fy_tctx *out);
 /* From a request or upstream_request hook that returns DONE: answer with a response ferry makes
  * (status, a text body; the route's response rules still apply). Returns 0 or -1. */
 int fy_exchange_respond(struct fy_exchange *x, int status, const char *body);
+
+/* Like fy_exchange_respond with a body of `len` bytes (copied) and fields: returns the message
+ * whose fields the response gets (the session's, emptied; add to it with fy_msg_add, strings
+ * from fy_exchange_alloc), or NULL when out of memory. A Content-Type among them replaces
+ * ferry's default. */
+struct fy_msg *fy_exchange_respond_with(struct fy_exchange *x, int status, const char *body,
+                                        size_t len);
 
 /* A hook that returned WAIT is done waiting: the session runs again (never inline). */
 void fy_exchange_resume(struct fy_exchange *x);

@@ -313,6 +313,42 @@ void sess_release_upstream(struct fy_session *s, bool reusable)
     }
 }
 
+/* The log hooks, once per exchange (a hook releases its per-exchange state there). */
+static void run_log_hooks(struct fy_session *s)
+{
+    bool any = false;
+    for (unsigned i = 0; i < fy_nhooks; i++)
+        any |= fy_hooks[i]->log != NULL;
+    if (!any || !s->x.cfg)
+        return; /* no hook has seen this exchange (it ended before the request hooks) */
+    struct fy_exchange_log e = {0};
+    e.req = &s->req;
+    if (s->head_sent && s->up && s->state != S_RESPOND)
+        e.resp = &s->up->rd.msg;
+    else if (s->head_sent && s->state == S_RESPOND)
+        e.resp = &s->resp;
+    e.status = s->status;
+    uint64_t now = s->w->loop.now_us;
+    e.duration_us = now - s->start_us;
+    e.upstream_first_byte_us = s->up_head_us && s->up_start_us ? s->up_head_us - s->up_start_us : 0;
+    e.bytes_in = s->bytes_in;
+    e.bytes_out = s->bytes_out;
+    char upstream[64];
+    if (s->up_start_us && s->addrs && s->addr_i < s->naddrs &&
+        fy_addr_format((const struct sockaddr *)&s->addrs[s->addr_i].ss, upstream,
+                       sizeof(upstream)) > 0)
+        e.upstream = upstream;
+    e.tls_version = s->tls_version;
+    e.tls_sni = s->client_sock ? fy_tls_server_name(s->client_sock) : NULL;
+    e.request_id = s->request_id[0] ? s->request_id : NULL;
+    e.route = s->route ? s->route->where : NULL;
+    s->x.route = s->route;
+    s->x.server = s->server;
+    for (unsigned i = 0; i < fy_nhooks; i++)
+        if (fy_hooks[i]->log)
+            fy_hooks[i]->log(&s->x, &e);
+}
+
 /*
  * Ends the exchange: tells the downstream (unless detached), then releases the upstream, logs, and
  * marks DONE. The order is the ownership rule: body spans given to send_body() point into up->in,
@@ -332,6 +368,7 @@ void sess_finish(struct fy_session *s, bool upstream_reusable, bool client_clean
     s->resp_spans_out = false; /* flushed or dropped by done(), or gone with a detached client */
     s->ds_blocked = false;
     sess_splice_release(s); /* a cut exchange's pipe still holds bytes: closed, never pooled */
+    run_log_hooks(s);       /* before the release: the response head lives in the upconn */
     sess_release_upstream(s, upstream_reusable);
     sess_release_server(s);
     log_exchange(s);
@@ -548,7 +585,7 @@ static int prepare_response(struct fy_session *s, struct fy_msg *m)
     /* Response hooks return CONTINUE or ERROR (a hook that waits on a response is for later). */
     enum fy_hook_result r = sess_run_hooks(s, HP_RESPONSE, m);
     s->x.body_filters = NULL;
-    return r == FY_HOOK_CONTINUE ? 0 : -1;
+    return r == FY_HOOK_CONTINUE ? 0 : r == FY_HOOK_ERROR ? -2 : -1;
 }
 
 /* A response head from the upstream. Returns 0 to go on reading, -1 when the session changed
@@ -581,10 +618,12 @@ static int on_response_head(struct fy_session *s)
         sess_fail_exchange(s, 502, "the upstream server sent an invalid response");
         return -1;
     }
-    if (prepare_response(s, m) < 0) {
-        sess_fail_exchange(s, 500, "out of memory");
+    int prep = prepare_response(s, m);
+    if (prep < 0) {
+        sess_fail_exchange(s, 500, prep == -2 ? "a response hook failed" : "out of memory");
         return -1;
     }
+    s->status = m->status; /* what the client gets: a hook may have changed it */
     sess_capture_response(s, m);
     int rc = sess_bf_send_head(s, m);
     if (rc == -ENOSPC) {
@@ -863,6 +902,7 @@ static void session_free(struct fy_session *s)
     sess_forward_release(s);
     sess_capture_drop(s); /* a session freed before it ended (never, but never leak) */
     fy_msg_free(&s->resp);
+    fy_msg_free(&s->hook_fields);
     fy_worker_gen_release(w, s->gen);
     session_release(s);
     w->nsessions--;

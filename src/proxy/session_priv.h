@@ -103,6 +103,7 @@ struct fy_session {
     int hook_status;    /* fy_exchange_respond() */
     const char *hook_body;
     uint32_t hook_body_len;
+    struct fy_msg hook_fields; /* fy_exchange_respond_with(): the answer's fields */
     const struct fy_downstream_ops *ops;
     void *ds;
     struct fy_msg req;

@@ -334,6 +334,27 @@ static int request_facts(struct fy_session *s)
     return 0;
 }
 
+/* A request hook changed the target or Host: the path, query and host again, from the new head.
+ * The access log keeps the target as the client sent it. */
+static int retarget(struct fy_session *s)
+{
+    const char *target = s->orig_target;
+    uint32_t target_len = s->orig_target_len;
+    s->x.retarget = false;
+    s->query = NULL;
+    s->query_len = 0;
+    s->host = NULL;
+    s->host_len = 0;
+    int rc = request_facts(s);
+    s->orig_target = target;
+    s->orig_target_len = target_len;
+    s->x.orig_host = s->orig_host;
+    s->x.orig_host_len = s->orig_host_len;
+    if (rc < 0)
+        sess_fail_exchange(s, 500, "a hook set an invalid request target");
+    return rc;
+}
+
 /* The route's settings over the globals. */
 static void apply_route_limits(struct fy_session *s)
 {
@@ -374,7 +395,14 @@ static void send_own_response(struct fy_session *s, int status, const char *body
     resp->version_minor = 1;
     if (location && fy_msg_add(resp, "Location", 8, location, llen, FY_TOK_OTHER) < 0)
         goto oom;
-    if (blen || content_type) {
+    /* A hook's answer: its fields first (one of them may be the Content-Type). */
+    for (uint32_t i = 0; s->hook_status && i < s->hook_fields.nhdrs; i++) {
+        const struct fy_hdr *h = &s->hook_fields.hdrs[i];
+        if (!h->removed &&
+            fy_msg_add(resp, h->name, h->name_len, h->value, h->value_len, h->tok) < 0)
+            goto oom;
+    }
+    if ((blen || content_type) && !fy_msg_find(resp, "Content-Type", 12)) {
         const char *ct = content_type ? content_type : "text/plain; charset=utf-8";
         if (fy_msg_add(resp, "Content-Type", 12, ct, (uint32_t)strlen(ct), FY_TOK_OTHER) < 0)
             goto oom;
@@ -496,6 +524,7 @@ static void fill_exchange(struct fy_session *s)
     x->client_sock = s->client_sock;
     x->listener = s->listener;
     x->req = &s->req;
+    x->gen_data = s->gen->hook_gen;
 }
 
 /* Matches the route and starts its action. Returns true for a proxied route. */
@@ -569,6 +598,8 @@ void sess_step_route(struct fy_session *s)
     if (s->route_step == RS_REQUEST_HOOKS) {
         if (!hooks_done(s, sess_run_hooks(s, HP_REQUEST, &s->req)))
             return;
+        if (s->x.retarget && retarget(s) < 0)
+            return;
         if (!route_request(s))
             return;
         s->route_step = RS_UPSTREAM_HOOKS;
@@ -602,6 +633,23 @@ int fy_exchange_respond(struct fy_exchange *x, int status, const char *body)
     s->hook_body = copy;
     s->hook_body_len = (uint32_t)n;
     return 0;
+}
+
+struct fy_msg *fy_exchange_respond_with(struct fy_exchange *x, int status, const char *body,
+                                        size_t len)
+{
+    struct fy_session *s = container_of(x, struct fy_session, x);
+    char *copy = sess_scratch_alloc(s, len + 1);
+    if (!copy)
+        return NULL;
+    if (len)
+        memcpy(copy, body, len);
+    copy[len] = '\0';
+    s->hook_status = status;
+    s->hook_body = copy;
+    s->hook_body_len = (uint32_t)len;
+    fy_msg_reset(&s->hook_fields);
+    return &s->hook_fields;
 }
 
 void fy_exchange_resume(struct fy_exchange *x)

@@ -123,6 +123,9 @@ static void wgen_free(struct fy_wgen *g)
 {
     if (!g)
         return;
+    for (unsigned i = 0; i < fy_nhooks; i++)
+        if (g->hook_gen[i] && fy_hooks[i]->gen_close)
+            fy_hooks[i]->gen_close(g->hook_gen[i]);
     if (g->lbs)
         for (uint32_t i = 0; i < g->conf->ngroups; i++)
             fy_lb_destroy(&g->lbs[i]);
@@ -168,6 +171,9 @@ static struct fy_wgen *wgen_create(struct fy_worker *w, struct fy_conf *c)
             }
         }
     }
+    for (unsigned i = 0; i < fy_nhooks; i++)
+        if (fy_hooks[i]->gen_open)
+            g->hook_gen[i] = fy_hooks[i]->gen_open(c);
     return g;
 fail:
     wgen_free(g);

@@ -23,6 +23,7 @@
 #include "net/sock.h"
 #include "proxy/accesslog.h"
 #include "proxy/connpool.h"
+#include "proxy/hooks.h"
 
 struct fy_client;
 struct fy_dns;
@@ -47,6 +48,7 @@ struct fy_wgen {
     struct fy_lb *lbs;            /* per group, like conf->groups */
     struct fy_connpool ***pools;  /* [group][server->pool_slot + address]: the worker's pools */
     unsigned users;               /* sessions using it; worker-local */
+    void *hook_gen[FY_MAX_HOOKS]; /* each hook's gen_open() result (hooks.h), by hook index */
     struct fy_wgen *next_retired; /* replaced, waiting for its last session */
 };
 
