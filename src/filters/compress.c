@@ -107,6 +107,13 @@ static bool eligible(const struct fy_compress_conf *c, struct fy_msg *m)
     return m->content_length < 0 || (uint64_t)m->content_length >= c->min_size;
 }
 
+int fy_compress_vary(struct fy_msg *m)
+{
+    if (field_has(m, "Vary", 4, "accept-encoding") || field_has(m, "Vary", 4, "*"))
+        return 0;
+    return fy_msg_add(m, "Vary", 4, "Accept-Encoding", 15, FY_TOK_OTHER);
+}
+
 static enum fy_coding pick(const struct fy_compress_conf *c, const struct fy_msg *req)
 {
     struct fy_accept_enc ae;
@@ -143,8 +150,7 @@ static enum fy_hook_result compress_response(struct fy_exchange *x, struct fy_ms
     const struct fy_compress_conf *c = conf_for(x);
     if (!c || !x->body_filters || !x->req || !eligible(c, m))
         return FY_HOOK_CONTINUE;
-    if (!field_has(m, "Vary", 4, "accept-encoding") && !field_has(m, "Vary", 4, "*") &&
-        fy_msg_add(m, "Vary", 4, "Accept-Encoding", 15, FY_TOK_OTHER) < 0)
+    if (fy_compress_vary(m) < 0)
         return FY_HOOK_ERROR;
     enum fy_coding coding = pick(c, x->req);
     if (coding == FY_CODING_IDENTITY)

@@ -14,6 +14,10 @@
 
 extern const struct fy_hook fy_compress_hook;
 
+/* Adds Vary: Accept-Encoding unless the response varies by it (or by everything) already.
+ * Returns 0 or -1 (out of memory). */
+int fy_compress_vary(struct fy_msg *m);
+
 /* Is this Content-Type value's media type one of c's types? */
 bool fy_compress_type_allowed(const struct fy_compress_conf *c, const char *ctype, uint32_t len);
 

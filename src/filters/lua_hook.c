@@ -32,6 +32,7 @@
 #include "filters/accept_encoding.h"
 #include "filters/codec.h"
 #include "filters/codec_filter.h"
+#include "filters/compress.h"
 #include "lua/lua_exchange.h"
 #include "lua/lua_vm.h"
 
@@ -411,7 +412,7 @@ static int add_body_filters(struct fy_exchange *x, struct lua_xch *e, struct fy_
                 0)
                 return -1;
         }
-        if (fy_msg_add(m, "Vary", 4, "Accept-Encoding", 15, FY_TOK_OTHER) < 0)
+        if (fy_compress_vary(m) < 0)
             return -1;
     }
     /* The bytes differ from the upstream's: its strong validator and byte ranges no longer

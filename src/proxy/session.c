@@ -585,6 +585,10 @@ static int prepare_response(struct fy_session *s, struct fy_msg *m)
     /* Response hooks return CONTINUE or ERROR (a hook that waits on a response is for later). */
     enum fy_hook_result r = sess_run_hooks(s, HP_RESPONSE, m);
     s->x.body_filters = NULL;
+    /* A filtered body's length is not known before its end: the head says so from here on (the
+     * capture and the pretty log see what the client gets). */
+    if (fy_bf_chain_active(&s->bf))
+        fy_msg_remove(m, "Content-Length", 14);
     return r == FY_HOOK_CONTINUE ? 0 : r == FY_HOOK_ERROR ? -2 : -1;
 }
 

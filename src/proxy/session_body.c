@@ -37,9 +37,9 @@ int sess_bf_send_head(struct fy_session *s, struct fy_msg *m)
     if (!fy_bf_chain_active(&s->bf))
         return s->ops->send_head(s->ds, m);
     /* The filters change the body's length: the downstream frames it (chunked, or close for an
-     * HTTP/1.0 client). The upstream reader keeps using the head's Content-Length to frame what it
-     * reads, so it is hidden from the downstream for the call only. */
-    fy_msg_remove(m, "Content-Length", 14);
+     * HTTP/1.0 client; the Content-Length field went in prepare_response). The upstream reader
+     * keeps using the head's length to frame what it reads, so it is hidden from the downstream
+     * for the call only. */
     int64_t length = m->content_length;
     bool chunked = m->chunked;
     m->content_length = -1;

@@ -484,6 +484,8 @@ static bool hooks_done(struct fy_session *s, enum fy_hook_result r)
         fy_loop_timer_stop(&s->timer);
         return false;
     case FY_HOOK_DONE:
+        if (!s->flow && !s->route)
+            sess_capture_begin(s); /* answered before routing: the listener's capture */
         if (s->hook_status)
             send_own_response(s, s->hook_status, s->hook_body, s->hook_body_len, NULL, 0, NULL,
                               NULL);

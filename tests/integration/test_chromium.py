@@ -315,3 +315,98 @@ def test_chromium_without_ferrys_ca_gets_a_certificate_error(ferry_factory, pki,
         assert not [e for e in read_capture(flows) if e["request"]["url"].startswith(url)]
     f.stop()
     f.assert_no_unexpected_errors()
+
+
+# ---- seed 002: a script that rewrites pages on the fly, through interception ----
+
+INJECT_PAGE = b"""<!doctype html>
+<html><head><meta charset="utf-8"><title>ferry inject test</title></head><body>
+<p id="page">served by the origin</p>
+<img id="img" src="/pixel.png" alt="pixel">
+<p id="data">fetch pending</p>
+<script>fetch('/data.json').then(function (r) { return r.json(); }).then(function (d) {
+  document.getElementById('data').textContent = 'fetched answer=' + d.answer; });</script>
+</body></html>
+"""
+
+
+@pytest.fixture
+def gzip_origin(pki):
+    """The origin compresses its HTML itself (Content-Encoding: gzip), as most sites do."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(pki["origin"].cert, pki["origin"].key)
+    u = UpstreamServer(tls=ctx)
+    page_gz = gzip_bytes(INJECT_PAGE)
+    u.route("/", lambda h, req: h.send_simple(
+        200, page_gz, content_type="text/html; charset=utf-8",
+        headers=[("Content-Encoding", "gzip"), ("Vary", "Accept-Encoding")]))
+    u.route("/pixel.png", lambda h, req: h.send_simple(200, ASSETS["/pixel.png"][1],
+                                                       content_type="image/png"))
+    u.route("/data.json", lambda h, req: h.send_simple(200, b'{"answer": 42}',
+                                                       content_type="application/json"))
+    u.route("/favicon.ico", lambda h, req: h.send_simple(404, b"no icon\n"))
+    u.start()
+    yield u
+    u.stop()
+
+
+def gzip_bytes(data):
+    import gzip
+    return gzip.compress(data)
+
+
+def test_chromium_runs_a_script_ferry_injected(ferry_factory, pki, gzip_origin, tmp_path):
+    """Headless Chromium through the intercepting forward proxy with examples/lua/
+    inject_script.lua: the gzip page is decoded, gets the <script> tag before </body>, and is
+    encoded again for Chromium; the tag's script (answered by the hook itself) runs in the page
+    and marks the DOM. The image and the JSON reach Chromium byte for byte, and the origin never
+    sees the injected script's path."""
+    origin = gzip_origin
+    state = str(tmp_path / "state")
+    flows = str(tmp_path / "flows.jsonl")
+    script = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "lua",
+                          "inject_script.lua")
+    cfg = write_config("""
+listeners:
+  - listen: 127.0.0.1:%d
+    forward:
+      connect-ports: [443, %d]
+      upstream-ca: %s
+      allow: ["localhost:%d"]
+    intercept:
+      state-dir: %s
+    lua: %s
+    capture: { file: %s, max-body: 1m }
+""" % (free_port(), origin.port, pki["ca"].pem, origin.port, state, os.path.abspath(script),
+       flows))
+    f = ferry_factory(None, "-c", cfg, listen=None)
+    ca_pem = os.path.join(state, "ferry-ca.pem")
+    url = "https://localhost:%d/" % origin.port
+    base = str(tmp_path / "trusted")
+    rc, dom, err = run_chromium(base, nss_home(base, ca_pem), f.port, url)
+    assert rc == 0, err[-4000:]
+    assert "<title>ferry inject test</title>" in dom, (dom, err[-4000:])
+    assert 'data-ferry="injected"' in dom, dom
+    assert '<div id="ferry-injected">injected by ferry</div>' in dom, dom
+    assert '<p id="data">fetched answer=42</p>' in dom, dom
+    assert '<script src="/__ferry/inject.js"></script></body>' not in dom  # the DOM, not text
+    paths = [r.path for r in origin.requests]
+    assert "/__ferry/inject.js" not in paths, paths
+    assert {"/", "/pixel.png", "/data.json"} <= set(paths), paths
+    lines = wait_for(lambda: (lambda l: l if sum(
+        1 for e in l if e["request"]["url"].startswith(url)) >= 4 else None)(
+        read_capture(flows)), 10, what="capture lines for the page, its script and assets")
+    by_path = {e["request"]["url"][len(url) - 1:]: e for e in lines
+               if e["request"]["url"].startswith(url)}
+    page = by_path["/"]["response"]
+    assert header(page["headers"], "Content-Encoding") in ("gzip", "br", "zstd"), page["headers"]
+    assert header(page["headers"], "Content-Length") is None
+    png = by_path["/pixel.png"]["response"]
+    assert body_bytes(png["body"]) == ASSETS["/pixel.png"][1]
+    assert header(png["headers"], "Content-Length") == str(len(ASSETS["/pixel.png"][1]))
+    data = by_path["/data.json"]["response"]
+    assert body_bytes(data["body"]) == b'{"answer": 42}'
+    js = by_path["/__ferry/inject.js"]["response"]
+    assert js["status"] == 200 and by_path["/__ferry/inject.js"]["server"] is None
+    f.stop()
+    f.assert_no_unexpected_errors()
