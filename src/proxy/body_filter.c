@@ -45,15 +45,17 @@ static int sink_push(struct fy_bf_chain *c, const uint8_t **in, size_t *len, uns
 {
     if (c->sink_busy)
         return *len || flags ? FY_AGAIN : 0;
-    size_t n = FY_BF_BUF - c->sink_len;
-    if (n > *len)
-        n = *len;
-    memcpy(c->sink + c->sink_len, *in, n);
-    c->sink_len += n;
-    *in += n;
-    *len -= n;
-    if (*len)
-        return FY_AGAIN;
+    if (*len) {
+        size_t n = FY_BF_BUF - c->sink_len;
+        if (n > *len)
+            n = *len;
+        memcpy(c->sink + c->sink_len, *in, n);
+        c->sink_len += n;
+        *in += n;
+        *len -= n;
+        if (*len)
+            return FY_AGAIN;
+    }
     if (flags & FY_BF_FLUSH)
         c->flushed = true;
     if (flags & FY_BF_END)

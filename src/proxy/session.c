@@ -331,6 +331,8 @@ static void run_log_hooks(struct fy_session *s)
     uint64_t now = s->w->loop.now_us;
     e.duration_us = now - s->start_us;
     e.upstream_first_byte_us = s->up_head_us && s->up_start_us ? s->up_head_us - s->up_start_us : 0;
+    e.upstream_connect_us =
+        !s->reused && s->up_ready_us && s->up_start_us ? s->up_ready_us - s->up_start_us : 0;
     e.bytes_in = s->bytes_in;
     e.bytes_out = s->bytes_out;
     char upstream[64];

@@ -95,7 +95,7 @@ static int push_batch(struct fy_session *s)
     }
     if (last && rd->nspans == 0) {
         size_t len = 0;
-        const uint8_t *p = NULL;
+        const uint8_t *p = (const uint8_t *)""; /* never NULL: pointer arithmetic on it is UB */
         rc = fy_bf_chain_push(&s->bf, &p, &len, FY_BF_END);
         if (rc != 0)
             return rc;
@@ -113,7 +113,7 @@ int sess_bf_pump(struct fy_session *s)
             rc = push_batch(s);
         } else if (s->bf_flush_due && !s->bf.ended) {
             size_t len = 0;
-            const uint8_t *p = NULL;
+            const uint8_t *p = (const uint8_t *)""; /* never NULL: pointer arithmetic on it is UB */
             rc = fy_bf_chain_push(&s->bf, &p, &len, FY_BF_FLUSH);
             if (rc == 0) {
                 s->bf_flush_due = false;

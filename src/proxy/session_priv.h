@@ -163,6 +163,7 @@ struct fy_session {
     bool up_write_failed; /* a request write failed (reset): an upstream EOF is not a clean end */
     uint64_t bytes_in, bytes_out;
     uint64_t start_us, up_start_us, up_head_us;
+    uint64_t up_ready_us; /* the upstream connection was ready for the request (connected, TLS) */
     char path_inline[PATH_INLINE];
 };
 

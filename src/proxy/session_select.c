@@ -417,6 +417,7 @@ void sess_step_connect(struct fy_session *s)
             sess_capture_mark(s, FY_FLOW_TLS_DONE);
     }
     sess_capture_mark(s, FY_FLOW_SEND_START);
+    s->up_ready_us = w->loop.now_us;
     if (sess_queue_request_head(s) < 0) {
         sess_fail_exchange(s, 500, "out of memory");
         return;

@@ -145,7 +145,8 @@ static void take(struct fy_bf_chain *c, struct sink_out *o)
         o->cap = (o->len + iov.iov_len) * 2 + 64;
         o->data = realloc(o->data, o->cap);
     }
-    memcpy(o->data + o->len, iov.iov_base, iov.iov_len);
+    if (iov.iov_len)
+        memcpy(o->data + o->len, iov.iov_base, iov.iov_len);
     o->len += iov.iov_len;
     o->takes++;
     o->flushes += flushed;

@@ -381,7 +381,7 @@ Test(schema, unknown_key)
                      "5:9: unknown key 'colour' in a route (expected match, upstream, redirect, "
                      "respond, path-rewrite, host, request-headers, response-headers, "
                      "connect-timeout, upstream-timeout, max-body-size, "
-                     "abort-on-client-close, capture or compress)");
+                     "abort-on-client-close, capture, compress or lua)");
     EXPECT_ONE_ERROR("listeners:\n  - listen: 127.0.0.1:0\n    rotues: []\n",
                      "3:5: unknown key 'rotues' in a listener (did you mean routes?)");
     EXPECT_ONE_ERROR(ROUTE("      - upstream: api\n") "  web: { servers: [http://127.0.0.1:1], "
