@@ -62,6 +62,9 @@ struct fy_exchange {
      * a filter with fy_bf_chain_add() (the session then re-frames the body: no Content-Length,
      * chunked or close). NULL where the body cannot be filtered (ferry's own responses). */
     struct fy_bf_chain *body_filters;
+    /* Request and upstream_request hooks of a request with a body: the chain the request body
+     * will go through on its way upstream (it is then sent chunked). NULL otherwise. */
+    struct fy_bf_chain *request_body_filters;
     /* A request hook changed the target or the Host field: the session works out the path,
      * query and host again before routing (the access log keeps the target as received). */
     bool retarget;

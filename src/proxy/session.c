@@ -200,6 +200,7 @@ struct fy_session *fy_session_start(struct fy_worker *w, const struct fy_downstr
     s->task.fn = session_run;
     fy_timer_init(&s->timer, on_timer);
     sess_bf_init(s);
+    fy_bf_chain_init(&s->rbf);
     s->gen = fy_worker_gen_acquire(w);
     s->cfg = &s->gen->conf->settings;
     s->listener = &s->gen->conf->listeners[listener];
@@ -476,10 +477,47 @@ void sess_client_failed(struct fy_session *s, int status)
 
 /* ---- EXCHANGE ---- */
 
+/* Expect: 100-continue: ferry's own 100 before the first body read. Returns 0, or -1 when the
+ * client failed (the session ended). */
+int sess_send_continue(struct fy_session *s)
+{
+    if (s->req.expect_continue && !s->sent_continue && !s->got_response_bytes) {
+        s->sent_continue = true;
+        struct fy_msg cont;
+        fy_msg_init(&cont);
+        cont.status = 100;
+        cont.version_minor = 1;
+        if (s->ops->send_interim(s->ds, &cont) < 0) {
+            sess_client_failed(s, 0);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* A request write failed with rc: pump_request's result. */
+int sess_request_write_failed(struct fy_session *s, int rc)
+{
+    if (s->got_response_bytes) {
+        /* It answered early and stopped reading; let the response sess_finish. The write error
+         * may have eaten the reset's report, so from here on the connection's end no longer
+         * proves a close-delimited body complete. */
+        s->req_done = true;
+        sess_capture_mark(s, FY_FLOW_SENT);
+        s->req_last_queued = false;
+        s->up_write_failed = true;
+        return 1;
+    }
+    sess_upstream_failed(s, rc, "sending the request");
+    return -1;
+}
+
 /* Returns 1 on progress, 0 when blocked, -1 when the session changed state. Body spans are
  * pulled before flushing so a request head and its first body bytes leave in one writev. */
 static int pump_request(struct fy_session *s)
 {
+    if (fy_bf_chain_active(&s->rbf))
+        return sess_rbf_pump(s);
     struct fy_upconn *up = s->up;
     int progress = 0;
     if (s->req_done)
@@ -490,17 +528,8 @@ static int pump_request(struct fy_session *s)
         if (!s->req_spans_out && !s->req_last_queued) {
             if (!s->ds)
                 return -1;
-            if (s->req.expect_continue && !s->sent_continue && !s->got_response_bytes) {
-                s->sent_continue = true;
-                struct fy_msg cont;
-                fy_msg_init(&cont);
-                cont.status = 100;
-                cont.version_minor = 1;
-                if (s->ops->send_interim(s->ds, &cont) < 0) {
-                    sess_client_failed(s, 0);
-                    return -1;
-                }
-            }
+            if (sess_send_continue(s) < 0)
+                return -1;
             struct iovec iov[FY_H1R_MAX_SPANS];
             bool last = false;
             int status = 0;
@@ -525,20 +554,8 @@ static int pump_request(struct fy_session *s)
             int rc = fy_uh1_flush(up);
             if (rc == FY_AGAIN)
                 return progress;
-            if (rc < 0) {
-                if (s->got_response_bytes) {
-                    /* It answered early and stopped reading; let the response sess_finish. The
-                     * write error may have eaten the reset's report, so from here on the
-                     * connection's end no longer proves a close-delimited body complete. */
-                    s->req_done = true;
-                    sess_capture_mark(s, FY_FLOW_SENT);
-                    s->req_last_queued = false;
-                    s->up_write_failed = true;
-                    return 1;
-                }
-                sess_upstream_failed(s, rc, "sending the request");
-                return -1;
-            }
+            if (rc < 0)
+                return sess_request_write_failed(s, rc);
             progress = 1;
         }
         if (s->req_spans_out) {

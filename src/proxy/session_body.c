@@ -16,6 +16,8 @@
  */
 #include "proxy/session_priv.h"
 
+#include "proxy/flow.h"
+
 #define FLUSH_DELAY_MS 10
 
 static void on_flush_timer(struct fy_timer *t)
@@ -154,4 +156,137 @@ void sess_bf_free(struct fy_session *s)
 {
     fy_loop_timer_del(&s->w->loop, &s->bf_timer);
     fy_bf_chain_free(&s->bf);
+    fy_bf_chain_free(&s->rbf);
+}
+
+/* ---- the request body ---- */
+
+void sess_rbf_frame(struct fy_session *s)
+{
+    if (!fy_bf_chain_active(&s->rbf))
+        return;
+    /* The filters may change the body's length: it goes upstream chunked. The client's reader
+     * keeps its own framing of what it reads. */
+    fy_msg_remove(&s->req, "Content-Length", 14);
+    s->req.content_length = -1;
+    s->req.chunked = true;
+}
+
+/* Pushes what is left of the client's batch. Returns 0 (through: its spans were given back),
+ * FY_AGAIN (the sink is full) or <0 (a filter failed). */
+static int push_request_batch(struct fy_session *s)
+{
+    int rc = 0;
+    while (s->rbf_span < (uint32_t)s->rbf_n) {
+        const struct iovec *v = &s->rbf_iov[s->rbf_span];
+        const uint8_t *p = (const uint8_t *)v->iov_base + s->rbf_off;
+        size_t len = v->iov_len - s->rbf_off;
+        unsigned flags = s->rbf_last && s->rbf_span + 1 == (uint32_t)s->rbf_n ? FY_BF_END : 0;
+        rc = fy_bf_chain_push(&s->rbf, &p, &len, flags);
+        s->rbf_off = v->iov_len - len;
+        if (rc != 0)
+            return rc;
+        s->rbf_span++;
+        s->rbf_off = 0;
+    }
+    if (s->rbf_last && s->rbf_n == 0) {
+        size_t len = 0;
+        const uint8_t *p = (const uint8_t *)"";
+        if ((rc = fy_bf_chain_push(&s->rbf, &p, &len, FY_BF_END)) != 0)
+            return rc;
+    }
+    s->rbf_have = false;
+    s->rbf_end_pushed = s->rbf_last;
+    if (s->ds)
+        s->ops->body_consumed(s->ds); /* the chain copied what it took */
+    return 0;
+}
+
+/*
+ * The request body through its chain, pump_request's way: client batch -> chain -> the sink's
+ * span on the upstream writer -> flushed -> the sink open again. The client's spans are given
+ * back as soon as the chain took them, so backpressure is the sink: while its span is not
+ * written upstream nothing more is pushed, and so nothing more is read from the client.
+ */
+int sess_rbf_pump(struct fy_session *s)
+{
+    struct fy_upconn *up = s->up;
+    int progress = 0;
+    if (s->req_done)
+        return 0;
+    s->req_starved = false;
+    for (;;) {
+        if (fy_uh1_pending(up)) {
+            int rc = fy_uh1_flush(up);
+            if (rc == FY_AGAIN)
+                return progress;
+            if (rc < 0)
+                return sess_request_write_failed(s, rc);
+            progress = 1;
+        }
+        if (s->rbf_sent) {
+            s->rbf_sent = false;
+            fy_bf_chain_taken(&s->rbf);
+        }
+        if (s->req_last_queued) {
+            s->req_done = true;
+            sess_capture_mark(s, FY_FLOW_SENT);
+            return 1;
+        }
+        bool starved = false;
+        if (!s->rbf_have && !s->rbf_end_pushed) {
+            if (!s->ds)
+                return -1;
+            if (sess_send_continue(s) < 0)
+                return -1;
+            bool last = false;
+            int status = 0;
+            int n = s->ops->body_read(s->ds, s->rbf_iov, FY_H1R_MAX_SPANS, &last, &status);
+            if (n == FY_AGAIN) {
+                starved = true;
+            } else if (n < 0) {
+                sess_client_failed(s, status);
+                return -1;
+            } else {
+                s->req_body_started = true;
+                for (int i = 0; i < n; i++)
+                    s->bytes_in += s->rbf_iov[i].iov_len;
+                sess_capture_req_body(s, s->rbf_iov, n);
+                s->rbf_have = true;
+                s->rbf_n = n;
+                s->rbf_last = last;
+                s->rbf_span = 0;
+                s->rbf_off = 0;
+                progress = 1;
+            }
+        }
+        int rc = s->rbf_have ? push_request_batch(s) : 0;
+        if (rc < 0 && rc != FY_AGAIN) {
+            sess_slog(s, FY_LOG_WARN, "the request body filter failed: %s",
+                      s->rbf.err[0] ? s->rbf.err : "unknown error");
+            if (s->head_sent)
+                sess_finish(s, false, false);
+            else
+                sess_fail_exchange(s, 500, "the request body filter failed");
+            return -1;
+        }
+        /* The sink's bytes go upstream when it is full, at the end, and after each batch. */
+        if (s->rbf.sink_len || (s->rbf.ended && !s->req_last_queued)) {
+            struct iovec iov;
+            fy_bf_chain_take(&s->rbf, &iov);
+            bool last = s->rbf.ended;
+            fy_uh1_send_body(up, &iov, iov.iov_len ? 1 : 0, last);
+            s->rbf_sent = true;
+            s->req_last_queued = last;
+            progress = 1;
+            continue;
+        }
+        if (starved) {
+            s->req_starved = true;
+            return progress;
+        }
+        if (rc == 0 && !s->rbf_have && !s->rbf_end_pushed)
+            continue; /* read the next batch */
+        return progress;
+    }
 }

@@ -158,6 +158,16 @@ struct fy_session {
     bool bf_batch;     /* rd->spans is a batch not yet fully pushed */
     bool bf_dirty;     /* bytes went in since the last flush */
     bool bf_flush_due; /* bf_timer fired: push a flush */
+    /* request body filters (session_body.c): the client's batch being pushed */
+    struct fy_bf_chain rbf;
+    struct iovec rbf_iov[FY_H1R_MAX_SPANS];
+    int rbf_n;
+    uint32_t rbf_span;
+    size_t rbf_off;
+    bool rbf_have;       /* rbf_iov holds a client batch not yet fully pushed */
+    bool rbf_last;       /* ... the body's last */
+    bool rbf_end_pushed; /* the end went into the chain */
+    bool rbf_sent;       /* the sink's span is queued on the upstream writer */
     /* tunnel */
     bool up_eof, client_eof;
     bool up_write_failed; /* a request write failed (reset): an upstream EOF is not a clean end */
@@ -182,6 +192,9 @@ void sess_finish(struct fy_session *s, bool upstream_reusable, bool client_clean
 void sess_fail_exchange(struct fy_session *s, int status, const char *text);
 void sess_client_failed(struct fy_session *s, int status);
 void sess_upstream_failed(struct fy_session *s, int err, const char *what);
+/* pump_request's parts, shared with session_body.c's filtered request path. */
+int sess_send_continue(struct fy_session *s);
+int sess_request_write_failed(struct fy_session *s, int rc);
 
 /* session_splice.c */
 bool sess_can_splice(const struct fy_session *s);
@@ -217,6 +230,10 @@ int sess_bf_send_head(struct fy_session *s, struct fy_msg *m);
  * bytes to the client. Returns 0 when the batch is through, 1 when the client holds the sink's
  * bytes (fy_session_output_flushed() follows), -1 when the session ended (failed). */
 int sess_bf_pump(struct fy_session *s);
+/* EXCHANGE's request side when the request body is filtered (pump_request's results). */
+int sess_rbf_pump(struct fy_session *s);
+/* After the request hooks: a filtered request body goes upstream chunked. */
+void sess_rbf_frame(struct fy_session *s);
 /* The upstream has nothing more for now: arms the flush timer if bytes wait in the chain. */
 void sess_bf_paused(struct fy_session *s);
 void sess_bf_free(struct fy_session *s);

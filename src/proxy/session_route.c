@@ -595,6 +595,8 @@ void sess_step_route(struct fy_session *s)
             return;
         }
         fill_exchange(s);
+        if (sess_has_request_body(&s->req))
+            s->x.request_body_filters = &s->rbf;
         s->route_step = RS_REQUEST_HOOKS;
     }
     if (s->route_step == RS_REQUEST_HOOKS) {
@@ -608,6 +610,8 @@ void sess_step_route(struct fy_session *s)
     }
     if (!hooks_done(s, sess_run_hooks(s, HP_UPSTREAM_REQUEST, &s->req)))
         return;
+    s->x.request_body_filters = NULL;
+    sess_rbf_frame(s);
     s->state = S_CONNECT;
 }
 
