@@ -1524,3 +1524,129 @@ Test(lua, example_log_user_from_query)
     cr_assert(strstr(log, "GET /plain 404 1.5ms user=-\n"), "%s", log);
     fy_lua_close(vm);
 }
+
+/* Runs a POST with this Content-Type and body through log_json_field.lua: the request body cut
+ * at the offsets in cuts (ascending, ncuts of them), `empty_last` as filter_body above; asserts
+ * the body reaches the upstream unchanged. Returns the line on_log wrote (scratch memory), or
+ * NULL when the script did not filter the body. */
+static const char *json_field_log(struct fy_lua *vm, const char *ctype, const char *in, size_t len,
+                                  const size_t *cuts, int ncuts, bool empty_last)
+{
+    struct ex e;
+    ex_init(&e, "POST", "/graphql");
+    if (ctype)
+        add(&e.req, "Content-Type", ctype);
+    cr_assert_eq(fy_lua_on_request(vm, &e.x, &e.v), FY_LUA_CONTINUE, "%s", e.x.err);
+    if (!fy_lua_wants_request_body(&e.x)) {
+        ex_free(vm, &e);
+        return NULL;
+    }
+    struct body out = {0};
+    body_add(&out, "", 0);
+    size_t at = 0;
+    for (int i = 0; i <= ncuts; i++) {
+        size_t end = i < ncuts ? cuts[i] : len;
+        bool last = i == ncuts && !empty_last;
+        const char *o;
+        size_t olen;
+        cr_assert_eq(fy_lua_filter_request(vm, &e.x, in + at, end - at, last, &o, &olen),
+                     FY_LUA_CONTINUE, "%s", e.x.err);
+        cr_assert(o == in + at && olen == end - at, "chunk %d was changed", i);
+        body_add(&out, o, olen);
+        at = end;
+    }
+    if (empty_last) {
+        const char *o;
+        size_t olen;
+        cr_assert_eq(fy_lua_filter_request(vm, &e.x, "", 0, true, &o, &olen), FY_LUA_CONTINUE, "%s",
+                     e.x.err);
+        cr_assert_eq(olen, 0);
+    }
+    cr_assert(out.len == len && memcmp(out.p, in, len) == 0, "the body was changed");
+    free(out.p);
+    ex_response(&e, 200, "application/json");
+    struct fy_lua_log_info info = {.status = 200, .duration_us = 1500};
+    capture_begin();
+    fy_lua_on_log(vm, &e.x, &e.v, &info);
+    const char *log = capture_end();
+    ex_free(vm, &e);
+    return sdup(log, strlen(log));
+}
+
+static void json_field_is(struct fy_lua *vm, const char *in, const char *op)
+{
+    char want[160];
+    snprintf(want, sizeof(want), ": POST /graphql 200 1.5ms op=%s\n", op);
+    size_t k = strlen(in) / 2;
+    const char *log = json_field_log(vm, "application/json", in, strlen(in), &k, 1, false);
+    cr_assert_not_null(log, "%s: not filtered", in);
+    cr_assert(strstr(log, want), "%s: got '%s', want '%s'", in, log, want);
+}
+
+Test(lua, example_log_json_field)
+{
+    struct fy_lua *vm = open_lim("examples/lua/log_json_field.lua", 0, 0);
+    const char *in = "{\"query\":\"query GetUser($id: ID!) { user(id: $id) { name } }\","
+                     "\"operationName\":\"GetUser\",\"variables\":{\"id\":\"\xc3\xa9-1\"}}";
+    size_t len = strlen(in);
+    const char *want = "info ferry: examples/lua/log_json_field.lua:61: POST /graphql 200 1.5ms "
+                       "op=GetUser\n";
+    /* one cut anywhere, with and without an empty last chunk */
+    for (size_t k = 0; k <= len; k++) {
+        for (int empty_last = 0; empty_last < 2; empty_last++) {
+            const char *log =
+                json_field_log(vm, "application/json; charset=utf-8", in, len, &k, 1, empty_last);
+            cr_assert_not_null(log);
+            cr_assert_str_eq(log, want, "cut at %zu", k);
+        }
+    }
+    /* one byte at a time */
+    size_t *cuts = malloc(len * sizeof(*cuts));
+    for (size_t i = 0; i < len; i++)
+        cuts[i] = i + 1;
+    cr_assert_str_eq(json_field_log(vm, "application/json", in, len, cuts, (int)len, true), want);
+    cr_assert_str_eq(json_field_log(vm, "application/json", in, len, cuts, (int)len - 1, false),
+                     want);
+    free(cuts);
+
+    /* the fallback, and what gives no field */
+    json_field_is(vm, "{\"action\":\"user.create\",\"id\":1}", "user.create");
+    json_field_is(vm, "{\"operationName\":null,\"action\":\"ping\"}", "ping");
+    json_field_is(vm, "{\"operationName\":\"A\",\"action\":\"B\"}", "A");
+    json_field_is(vm, "{\"operationName\":\"two words\"}", "-");
+    json_field_is(vm, "{\"operationName\":42}", "-");
+    json_field_is(vm, "{\"nested\":{\"operationName\":\"X\"}}", "-");
+    json_field_is(vm, "[{\"operationName\":\"X\"}]", "-");
+    json_field_is(vm, "\"operationName\"", "-");
+    json_field_is(vm, "", "-");
+    /* invalid JSON: no field, and no error (nothing in the log but the line) */
+    const char *bad = "{\"operationName\":\"GetUser\"";
+    size_t k = 5;
+    const char *log = json_field_log(vm, "application/json", bad, strlen(bad), &k, 1, false);
+    cr_assert(starts_with(log, "info ferry: ") && strstr(log, "op=-\n") &&
+                  strchr(log, '\n') == log + strlen(log) - 1,
+              "%s", log);
+
+    /* 64 KiB: decoded; one byte more: passed on whole, not decoded, however it is cut */
+    size_t big = 64 * 1024 + 1;
+    char *b = malloc(big + 1);
+    const char *head = "{\"operationName\":\"Big\",\"pad\":\"";
+    memset(b, 'x', big);
+    memcpy(b, head, strlen(head));
+    memcpy(b + big - 3, "\"}\n", 3); /* the newline is JSON whitespace */
+    b[big] = 0;
+    size_t bcuts[] = {1, 100, 4096, 65535, 65536};
+    log = json_field_log(vm, "application/json", b, big - 1, bcuts, 3, false);
+    cr_assert(strstr(log, "op=Big\n"), "64 KiB: %s", log);
+    log = json_field_log(vm, "application/json", b, big, bcuts, 5, false);
+    cr_assert(strstr(log, "op=-\n"), "64 KiB + 1: %s", log);
+    log = json_field_log(vm, "application/json", b, big, bcuts, 4, true);
+    cr_assert(strstr(log, "op=-\n"), "64 KiB + 1: %s", log);
+    free(b);
+
+    /* not JSON: the body is not filtered at all */
+    cr_assert_null(json_field_log(vm, "text/plain", in, len, NULL, 0, false));
+    cr_assert_null(json_field_log(vm, "application/problem+json", in, len, NULL, 0, false));
+    cr_assert_null(json_field_log(vm, NULL, in, len, NULL, 0, false));
+    fy_lua_close(vm);
+}
