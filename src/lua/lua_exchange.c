@@ -315,6 +315,7 @@ static void push_ctx(lua_State *L, struct fy_lua_x *x)
 }
 
 static int req_respond(lua_State *L);
+static int req_filter_body(lua_State *L);
 
 static int req_index(lua_State *L)
 {
@@ -338,6 +339,8 @@ static int req_index(lua_State *L)
         push_ctx(L, x);
     else if (strcmp(k, "respond") == 0)
         lua_pushcfunction(L, req_respond);
+    else if (strcmp(k, "filter_body") == 0)
+        lua_pushcfunction(L, req_filter_body);
     else
         return lvm_error(L, 1, "req has no field '%s'", k);
     return 1;
@@ -497,6 +500,26 @@ static int obj_tostring(lua_State *L)
     return 1;
 }
 
+/* Keeps the function at index 2 in *ref (a later call replaces it). */
+static void set_filter(lua_State *L, int *ref)
+{
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    lua_settop(L, 2);
+    if (*ref == LUA_NOREF)
+        *ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    else
+        lua_rawseti(L, LUA_REGISTRYINDEX, *ref);
+}
+
+static int req_filter_body(lua_State *L)
+{
+    struct xobj *o = luaL_checkudata(L, 1, MT_REQ);
+    struct fy_lua_x *x = live_x(L, o);
+    need_phase(L, LVM_REQUEST, "req:filter_body()");
+    set_filter(L, &x->req_filter_ref);
+    return 0;
+}
+
 /* ---- resp ---- */
 
 static int resp_filter_body(lua_State *L)
@@ -504,12 +527,7 @@ static int resp_filter_body(lua_State *L)
     struct xobj *o = luaL_checkudata(L, 1, MT_RESP);
     struct fy_lua_x *x = live_x(L, o);
     need_phase(L, LVM_RESPONSE, "resp:filter_body()");
-    luaL_checktype(L, 2, LUA_TFUNCTION);
-    lua_settop(L, 2);
-    if (x->filter_ref == LUA_NOREF)
-        x->filter_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    else
-        lua_rawseti(L, LUA_REGISTRYINDEX, x->filter_ref);
+    set_filter(L, &x->filter_ref);
     return 0;
 }
 
@@ -594,7 +612,8 @@ struct call {
     struct fy_lua *vm;
     struct fy_lua_x *x;
     enum fy_lua_rc rc;
-    /* fy_lua_filter */
+    /* fy_lua_filter, fy_lua_filter_request: the function and the reference keeping its output */
+    int *filter_ref, *out_ref;
     const char *chunk, *out;
     size_t len, out_len;
     bool last;
@@ -609,7 +628,7 @@ void fy_lua_x_init(struct fy_lua_x *x)
 {
     memset(x, 0, sizeof(*x));
     x->req_ref = x->resp_ref = x->ctx_ref = x->filter_ref = x->out_ref = LUA_NOREF;
-    x->respond_ref = LUA_NOREF;
+    x->respond_ref = x->req_filter_ref = x->req_out_ref = LUA_NOREF;
 }
 
 /* Pushes the exchange's req or resp object, created on first use. */
@@ -750,15 +769,20 @@ bool fy_lua_wants_body(const struct fy_lua_x *x)
     return x->filter_ref != LUA_NOREF;
 }
 
+bool fy_lua_wants_request_body(const struct fy_lua_x *x)
+{
+    return x->req_filter_ref != LUA_NOREF;
+}
+
+/* One call of a body filter, the request's or the response's (c->filter_ref, c->out_ref). */
 static int call_filter(lua_State *L)
 {
     struct call *c = lua_touserdata(L, 1);
-    struct fy_lua_x *x = c->x;
-    if (x->out_ref != LUA_NOREF) {
-        luaL_unref(L, LUA_REGISTRYINDEX, x->out_ref);
-        x->out_ref = LUA_NOREF;
+    if (*c->out_ref != LUA_NOREF) {
+        luaL_unref(L, LUA_REGISTRYINDEX, *c->out_ref);
+        *c->out_ref = LUA_NOREF;
     }
-    lua_rawgeti(L, LUA_REGISTRYINDEX, x->filter_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, *c->filter_ref);
     lua_Debug ar;
     lua_pushvalue(L, -1);
     lua_getinfo(L, ">S", &ar);
@@ -767,7 +791,7 @@ static int call_filter(lua_State *L)
     lua_call(L, 2, 1);
     if (lua_type(L, -1) == LUA_TSTRING) {
         c->out = lua_tolstring(L, -1, &c->out_len);
-        x->out_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* keeps c->out alive */
+        *c->out_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* keeps c->out alive */
     } else if (lua_isnil(L, -1)) {
         c->out = c->chunk;
         c->out_len = c->len;
@@ -779,20 +803,34 @@ static int call_filter(lua_State *L)
     return 0;
 }
 
-enum fy_lua_rc fy_lua_filter(struct fy_lua *vm, struct fy_lua_x *x, const char *chunk, size_t len,
-                             bool last, const char **out, size_t *out_len)
+static enum fy_lua_rc filter(struct fy_lua *vm, struct fy_lua_x *x, int *filter_ref, int *out_ref,
+                             const char *chunk, size_t len, bool last, const char **out,
+                             size_t *out_len)
 {
     *out = chunk;
     *out_len = len;
-    if (x->filter_ref == LUA_NOREF)
+    if (*filter_ref == LUA_NOREF)
         return FY_LUA_CONTINUE;
-    struct call c = {.chunk = chunk, .len = len, .last = last};
+    struct call c = {
+        .filter_ref = filter_ref, .out_ref = out_ref, .chunk = chunk, .len = len, .last = last};
     enum fy_lua_rc rc = run(vm, x, call_filter, &c, LVM_BODY);
     if (rc == FY_LUA_CONTINUE) {
         *out = c.out;
         *out_len = c.out_len;
     }
     return rc;
+}
+
+enum fy_lua_rc fy_lua_filter(struct fy_lua *vm, struct fy_lua_x *x, const char *chunk, size_t len,
+                             bool last, const char **out, size_t *out_len)
+{
+    return filter(vm, x, &x->filter_ref, &x->out_ref, chunk, len, last, out, out_len);
+}
+
+enum fy_lua_rc fy_lua_filter_request(struct fy_lua *vm, struct fy_lua_x *x, const char *chunk,
+                                     size_t len, bool last, const char **out, size_t *out_len)
+{
+    return filter(vm, x, &x->req_filter_ref, &x->req_out_ref, chunk, len, last, out, out_len);
 }
 
 static void set_int(lua_State *L, const char *k, uint64_t v)
@@ -853,8 +891,8 @@ static int call_release(lua_State *L)
 {
     struct call *c = lua_touserdata(L, 1);
     struct fy_lua_x *x = c->x;
-    int *refs[] = {&x->req_ref,    &x->resp_ref, &x->ctx_ref,
-                   &x->filter_ref, &x->out_ref,  &x->respond_ref};
+    int *refs[] = {&x->req_ref, &x->resp_ref,    &x->ctx_ref,        &x->filter_ref,
+                   &x->out_ref, &x->respond_ref, &x->req_filter_ref, &x->req_out_ref};
     for (size_t i = 0; i < sizeof(refs) / sizeof(refs[0]); i++) {
         luaL_unref(L, LUA_REGISTRYINDEX, *refs[i]);
         *refs[i] = LUA_NOREF;
@@ -879,7 +917,9 @@ void fy_lua_x_release(struct fy_lua *vm, struct fy_lua_x *x)
         lua_pop(L, 1);
     }
     bool any = x->req_ref != LUA_NOREF || x->resp_ref != LUA_NOREF || x->ctx_ref != LUA_NOREF ||
-               x->filter_ref != LUA_NOREF || x->out_ref != LUA_NOREF || x->respond_ref != LUA_NOREF;
+               x->filter_ref != LUA_NOREF || x->out_ref != LUA_NOREF ||
+               x->respond_ref != LUA_NOREF || x->req_filter_ref != LUA_NOREF ||
+               x->req_out_ref != LUA_NOREF;
     struct call c = {0};
     if (any && run(vm, x, call_release, &c, LVM_GLUE) == FY_LUA_ERROR)
         fy_warn("lua: releasing an exchange: %s", x->err);

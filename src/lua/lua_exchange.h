@@ -1,15 +1,18 @@
 /*
  * One exchange as a Lua script sees it: the req and resp objects handed to the hooks of
- * lua/lua_vm.h, their headers, req:respond() and resp:filter_body(). The session fills a view
+ * lua/lua_vm.h, their headers, req:respond(), req:filter_body() and resp:filter_body(). The
+ * session fills a view
  * (struct fy_lua_xview) and embeds a struct fy_lua_x; this module never touches sockets.
  *
  * Objects: req and resp are userdata created once per exchange (on_request, on_response and
  * on_log see the same objects, so req.ctx, a table, persists). They hold a pointer to the
  * exchange that fy_lua_x_release() clears, so an object a script kept raises "the exchange is
  * over" instead of reaching freed memory; used during another exchange's call it raises too.
- * What a call may change: req.headers, req.method, req.path, req.host and req:respond() in
- * on_request; resp.headers, resp.status and resp:filter_body() in on_response; everything else
- * is read-only (req.ctx is always writable). Header writes are validated as HTTP does (a token
+ * What a call may change: req.headers, req.method, req.path, req.host, req:respond() and
+ * req:filter_body() in on_request; resp.headers, resp.status and resp:filter_body() in
+ * on_response; nothing in a body filter or on_log; everything else is read-only (req.ctx is
+ * always writable). The request and response body filters are separate: a script may set both,
+ * each has its own function and output. Header writes are validated as HTTP does (a token
  * for the name; no CR, LF, NUL or other control characters but HTAB in the value), and the fields
  * that frame or route a message (Content-Length, Transfer-Encoding, Connection, the other
  * hop-by-hop fields, Expect, Host) cannot be set or removed: framing is ferry's job.
@@ -43,6 +46,7 @@ struct fy_lua_xview {
 /* The Lua side of one exchange, embedded in the session; initialise with fy_lua_x_init. */
 struct fy_lua_x {
     int req_ref, resp_ref, ctx_ref, filter_ref, out_ref; /* registry references or LUA_NOREF */
+    int req_filter_ref, req_out_ref; /* req:filter_body()'s function and its last output */
     int respond_ref;           /* the fields given to req:respond(), a {name, value, ...} list */
     struct fy_lua_xview *view; /* the view of the last hook call */
     /* results for the session */
@@ -60,9 +64,10 @@ void fy_lua_x_init(struct fy_lua_x *x);
 
 /* Calls on_request(req) when the script has one (CONTINUE otherwise, at no cost). RESPONDED:
  * the hook returned req:respond(...): respond_status/respond_body hold the answer and
- * fy_lua_respond_fields() its fields. CONTINUE: go on (path/method/host may have changed, see the
- * *_changed flags; req.headers changes are already in v->req). ERROR: x->err says why; fail the
- * request (500). */
+ * fy_lua_respond_fields() its fields (a request body filter it set is then moot). CONTINUE: go
+ * on (path/method/host may have changed, see the *_changed flags; req.headers changes are
+ * already in v->req; fy_lua_wants_request_body() says whether the body is filtered). ERROR:
+ * x->err says why; fail the request (500). */
 enum fy_lua_rc fy_lua_on_request(struct fy_lua *vm, struct fy_lua_x *x, struct fy_lua_xview *v);
 
 /* Adds the fields the script gave req:respond() to m (strings copied with v->alloc). No
@@ -87,6 +92,17 @@ bool fy_lua_wants_body(const struct fy_lua_x *x);
  * string. */
 enum fy_lua_rc fy_lua_filter(struct fy_lua *vm, struct fy_lua_x *x, const char *chunk, size_t len,
                              bool last, const char **out, size_t *out_len);
+
+/* True when on_request called req:filter_body(): the session then passes the request body through
+ * fy_lua_filter_request() (and sends it upstream chunked: its length may change). */
+bool fy_lua_wants_request_body(const struct fy_lua_x *x);
+
+/* As fy_lua_filter, for the request body's function: its own output reference, so the two
+ * filters' outputs do not invalidate each other. *out stays valid until the next
+ * fy_lua_filter_request call or fy_lua_x_release. ERROR: the request cannot be completed (abort
+ * it towards the upstream). */
+enum fy_lua_rc fy_lua_filter_request(struct fy_lua *vm, struct fy_lua_x *x, const char *chunk,
+                                     size_t len, bool last, const char **out, size_t *out_len);
 
 /* What on_log's info table holds, under the same names (plus duration_ms, a float; absent
  * strings are nil). Strings NUL-terminated, read during the call only. */

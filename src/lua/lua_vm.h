@@ -3,6 +3,7 @@
  * between threads. A script defines any of three global functions, a fixed public API:
  *
  *   on_request(req)            before routing; may `return req:respond(status, headers, body)`
+ *                              or call req:filter_body(fn) (the request body, to the upstream)
  *   on_response(req, resp)     the response head; may call resp:filter_body(fn)
  *   on_log(req, resp, info)    after the exchange
  *

@@ -910,6 +910,213 @@ Test(lua, body_filter)
     fy_lua_close(vm);
 }
 
+/* Starts a request whose on_request sets up the request body filter; asserts it did. */
+static void request_filtered(struct fy_lua *vm, struct ex *e, const char *path)
+{
+    cr_assert_eq(request(vm, e, "POST", path), FY_LUA_CONTINUE, "%s: %s", path, e->x.err);
+    cr_assert(fy_lua_wants_request_body(&e->x), "%s", path);
+    cr_assert_not(fy_lua_wants_body(&e->x), "%s", path);
+}
+
+Test(lua, request_body_filter)
+{
+    const char *p =
+        script("function on_request(req)\n"
+               "    local p = req.path\n"
+               "    if p == '/upper' then req:filter_body(function(c, last)\n"
+               "        return c:upper() .. (last and '.' or '') end) end\n"
+               "    if p == '/nil' then req:filter_body(function(c, last) end) end\n"
+               "    local held = {}\n"
+               "    if p == '/hold' then req:filter_body(function(c, last)\n"
+               "        held[#held + 1] = c\n"
+               "        if last then return table.concat(held) end\n"
+               "        return '' end) end\n"
+               "    if p == '/err' then req:filter_body(function(c, last)\n"
+               "        if last then error('boom') end end) end\n"
+               "    if p == '/num' then req:filter_body(function(c, last) return 1 end) end\n"
+               "end\n");
+    struct fy_lua *vm = open_lim(p, 0, 0);
+    struct ex e;
+    const char *out;
+    size_t len;
+    cr_assert_eq(request(vm, &e, "GET", "/none"), FY_LUA_CONTINUE);
+    cr_assert_not(fy_lua_wants_request_body(&e.x));
+    /* no filter: the chunk unchanged, at no cost */
+    cr_assert_eq(fy_lua_filter_request(vm, &e.x, "ab", 2, true, &out, &len), FY_LUA_CONTINUE);
+    cr_assert(out != NULL && len == 2 && memcmp(out, "ab", 2) == 0);
+    ex_free(vm, &e);
+
+    request_filtered(vm, &e, "/upper");
+    cr_assert_eq(fy_lua_filter_request(vm, &e.x, "ab", 2, false, &out, &len), FY_LUA_CONTINUE);
+    cr_assert(len == 2 && memcmp(out, "AB", 2) == 0);
+    cr_assert_eq(fy_lua_filter_request(vm, &e.x, "c\0d", 3, true, &out, &len), FY_LUA_CONTINUE);
+    cr_assert(len == 4 && memcmp(out, "C\0D.", 4) == 0);
+    ex_free(vm, &e);
+
+    static const char chunk[] = "same bytes";
+    request_filtered(vm, &e, "/nil");
+    cr_assert_eq(fy_lua_filter_request(vm, &e.x, chunk, 10, false, &out, &len), FY_LUA_CONTINUE);
+    cr_assert(out == chunk && len == 10);
+    cr_assert_eq(fy_lua_filter_request(vm, &e.x, "", 0, true, &out, &len), FY_LUA_CONTINUE);
+    cr_assert_eq(len, 0);
+    ex_free(vm, &e);
+
+    request_filtered(vm, &e, "/hold");
+    cr_assert_eq(fy_lua_filter_request(vm, &e.x, "one ", 4, false, &out, &len), FY_LUA_CONTINUE);
+    cr_assert_eq(len, 0);
+    cr_assert_eq(fy_lua_filter_request(vm, &e.x, "two", 3, false, &out, &len), FY_LUA_CONTINUE);
+    cr_assert_eq(len, 0);
+    cr_assert_eq(fy_lua_filter_request(vm, &e.x, "", 0, true, &out, &len), FY_LUA_CONTINUE);
+    cr_assert(len == 7 && memcmp(out, "one two", 7) == 0);
+    ex_free(vm, &e);
+
+    char want[200];
+    request_filtered(vm, &e, "/err");
+    cr_assert_eq(fy_lua_filter_request(vm, &e.x, "a", 1, false, &out, &len), FY_LUA_CONTINUE);
+    cr_assert_eq(fy_lua_filter_request(vm, &e.x, "", 0, true, &out, &len), FY_LUA_ERROR);
+    snprintf(want, sizeof(want), "%s:12: boom", p);
+    cr_assert_str_eq(e.x.err, want);
+    ex_free(vm, &e);
+
+    request_filtered(vm, &e, "/num");
+    cr_assert_eq(fy_lua_filter_request(vm, &e.x, chunk, 10, false, &out, &len), FY_LUA_ERROR);
+    snprintf(want, sizeof(want), "%s:13: the body filter returned a number: return a string or nil",
+             p);
+    cr_assert_str_eq(e.x.err, want);
+    ex_free(vm, &e);
+    fy_lua_close(vm);
+}
+
+Test(lua, request_body_filter_only_in_on_request)
+{
+    struct fy_lua *vm =
+        open_text("function on_request(req)\n"
+                  "    if req.path == '/inner' then\n"
+                  "        req:filter_body(function(c, last) req:filter_body(function() end) end)\n"
+                  "    end\n"
+                  "    if req.path == '/notfn' then req:filter_body('x') end\n"
+                  "end\n"
+                  "function on_response(req, resp)\n"
+                  "    if req.path == '/resp' then req:filter_body(function() end) end\n"
+                  "    if req.path == '/rbody' then\n"
+                  "        resp:filter_body(function() req:filter_body(function() end) end)\n"
+                  "    end\n"
+                  "end\n"
+                  "function on_log(req, resp, info)\n"
+                  "    req:filter_body(function() end)\n"
+                  "end\n");
+    const char *want = "req:filter_body() is only possible in on_request";
+    struct ex e;
+    const char *out;
+    size_t len;
+    cr_assert_eq(request(vm, &e, "POST", "/notfn"), FY_LUA_ERROR);
+    cr_assert(strstr(e.x.err, ":5: bad argument #1 to 'filter_body' (function expected"), "%s",
+              e.x.err);
+    ex_free(vm, &e);
+
+    cr_assert_eq(request(vm, &e, "POST", "/resp"), FY_LUA_CONTINUE);
+    ex_response(&e, 200, NULL);
+    cr_assert_eq(fy_lua_on_response(vm, &e.x, &e.v), FY_LUA_ERROR);
+    cr_assert(strstr(e.x.err, ":8: ") && strstr(e.x.err, want), "%s", e.x.err);
+    cr_assert_not(fy_lua_wants_request_body(&e.x));
+    ex_free(vm, &e);
+
+    cr_assert_eq(request(vm, &e, "POST", "/rbody"), FY_LUA_CONTINUE);
+    ex_response(&e, 200, NULL);
+    cr_assert_eq(fy_lua_on_response(vm, &e.x, &e.v), FY_LUA_CONTINUE, "%s", e.x.err);
+    cr_assert_eq(fy_lua_filter(vm, &e.x, "a", 1, true, &out, &len), FY_LUA_ERROR);
+    cr_assert(strstr(e.x.err, ":10: ") && strstr(e.x.err, want), "%s", e.x.err);
+    ex_free(vm, &e);
+
+    /* inside its own filter too */
+    request_filtered(vm, &e, "/inner");
+    cr_assert_eq(fy_lua_filter_request(vm, &e.x, "a", 1, true, &out, &len), FY_LUA_ERROR);
+    cr_assert(strstr(e.x.err, ":3: ") && strstr(e.x.err, want), "%s", e.x.err);
+    ex_free(vm, &e);
+
+    cr_assert_eq(request(vm, &e, "POST", "/log"), FY_LUA_CONTINUE);
+    capture_begin();
+    struct fy_lua_log_info info = {.status = 200};
+    fy_lua_on_log(vm, &e.x, &e.v, &info);
+    const char *log = capture_end();
+    cr_assert(strstr(log, "warn ferry: lua: on_log: ") && strstr(log, want), "%s", log);
+    cr_assert_not(fy_lua_wants_request_body(&e.x));
+    ex_free(vm, &e);
+    fy_lua_close(vm);
+}
+
+Test(lua, request_and_response_filters_are_independent)
+{
+    struct fy_lua *vm = open_text("function on_request(req)\n"
+                                  "    req:filter_body(function(c, last) return 'q:' .. c end)\n"
+                                  "end\n"
+                                  "function on_response(req, resp)\n"
+                                  "    resp:filter_body(function(c, last) return 'r:' .. c end)\n"
+                                  "end\n");
+    struct ex e;
+    request_filtered(vm, &e, "/both");
+    const char *qout, *rout;
+    size_t qlen, rlen;
+    cr_assert_eq(fy_lua_filter_request(vm, &e.x, "one", 3, false, &qout, &qlen), FY_LUA_CONTINUE,
+                 "%s", e.x.err);
+    cr_assert(qlen == 5 && memcmp(qout, "q:one", 5) == 0);
+    ex_response(&e, 200, "text/plain");
+    cr_assert_eq(fy_lua_on_response(vm, &e.x, &e.v), FY_LUA_CONTINUE, "%s", e.x.err);
+    cr_assert(fy_lua_wants_body(&e.x) && fy_lua_wants_request_body(&e.x));
+    cr_assert_eq(fy_lua_filter(vm, &e.x, "two", 3, false, &rout, &rlen), FY_LUA_CONTINUE, "%s",
+                 e.x.err);
+    cr_assert(rlen == 5 && memcmp(rout, "r:two", 5) == 0);
+    /* Collect garbage hard: an output only the other filter's reference kept would be freed. */
+    lua_gc(vm->L, LUA_GCCOLLECT);
+    lua_gc(vm->L, LUA_GCCOLLECT);
+    cr_assert(qlen == 5 && memcmp(qout, "q:one", 5) == 0, "the request output was clobbered");
+    /* and the response filter's output survives a request filter call */
+    cr_assert_eq(fy_lua_filter_request(vm, &e.x, "three", 5, true, &qout, &qlen), FY_LUA_CONTINUE,
+                 "%s", e.x.err);
+    lua_gc(vm->L, LUA_GCCOLLECT);
+    cr_assert(qlen == 7 && memcmp(qout, "q:three", 7) == 0);
+    cr_assert(rlen == 5 && memcmp(rout, "r:two", 5) == 0, "the response output was clobbered");
+    cr_assert_eq(fy_lua_filter(vm, &e.x, "", 0, true, &rout, &rlen), FY_LUA_CONTINUE);
+    cr_assert(rlen == 2 && memcmp(rout, "r:", 2) == 0);
+    ex_free(vm, &e);
+    fy_lua_close(vm);
+}
+
+Test(lua, request_body_filter_budget)
+{
+    const char *p = script("function on_request(req)\n"
+                           "    req:filter_body(function(c, last)\n"
+                           "        if c == 'loop' then while true do end end\n"
+                           "        local n = 0\n"
+                           "        for i = 1, 20000 do n = n + i end\n"
+                           "        return tostring(n)\n"
+                           "    end)\n"
+                           "end\n");
+    struct fy_lua *vm = open_lim(p, 100000, 0);
+    struct ex e;
+    const char *out;
+    size_t len;
+    request_filtered(vm, &e, "/");
+    /* each call has its own budget: many calls under it in total over it are fine */
+    for (int i = 0; i < 10; i++) {
+        cr_assert_eq(fy_lua_filter_request(vm, &e.x, "x", 1, false, &out, &len), FY_LUA_CONTINUE,
+                     "%s", e.x.err);
+        cr_assert(len == 9 && memcmp(out, "200010000", 9) == 0);
+    }
+    cr_assert_eq(fy_lua_filter_request(vm, &e.x, "loop", 4, false, &out, &len), FY_LUA_ERROR);
+    char want[200];
+    snprintf(want, sizeof(want), "%s:3: instruction budget of 100000 exceeded", p);
+    cr_assert_str_eq(e.x.err, want);
+    ex_free(vm, &e);
+    /* the state still works */
+    request_filtered(vm, &e, "/");
+    cr_assert_eq(fy_lua_filter_request(vm, &e.x, "x", 1, true, &out, &len), FY_LUA_CONTINUE, "%s",
+                 e.x.err);
+    cr_assert(len == 9 && memcmp(out, "200010000", 9) == 0);
+    ex_free(vm, &e);
+    fy_lua_close(vm);
+}
+
 /* ---- ferry helpers ---- */
 
 Test(lua, ferry_log_and_print)
@@ -1315,5 +1522,131 @@ Test(lua, example_log_user_from_query)
     log = capture_end();
     ex_free(vm, &e);
     cr_assert(strstr(log, "GET /plain 404 1.5ms user=-\n"), "%s", log);
+    fy_lua_close(vm);
+}
+
+/* Runs a POST with this Content-Type and body through log_json_field.lua: the request body cut
+ * at the offsets in cuts (ascending, ncuts of them), `empty_last` as filter_body above; asserts
+ * the body reaches the upstream unchanged. Returns the line on_log wrote (scratch memory), or
+ * NULL when the script did not filter the body. */
+static const char *json_field_log(struct fy_lua *vm, const char *ctype, const char *in, size_t len,
+                                  const size_t *cuts, int ncuts, bool empty_last)
+{
+    struct ex e;
+    ex_init(&e, "POST", "/graphql");
+    if (ctype)
+        add(&e.req, "Content-Type", ctype);
+    cr_assert_eq(fy_lua_on_request(vm, &e.x, &e.v), FY_LUA_CONTINUE, "%s", e.x.err);
+    if (!fy_lua_wants_request_body(&e.x)) {
+        ex_free(vm, &e);
+        return NULL;
+    }
+    struct body out = {0};
+    body_add(&out, "", 0);
+    size_t at = 0;
+    for (int i = 0; i <= ncuts; i++) {
+        size_t end = i < ncuts ? cuts[i] : len;
+        bool last = i == ncuts && !empty_last;
+        const char *o;
+        size_t olen;
+        cr_assert_eq(fy_lua_filter_request(vm, &e.x, in + at, end - at, last, &o, &olen),
+                     FY_LUA_CONTINUE, "%s", e.x.err);
+        cr_assert(o == in + at && olen == end - at, "chunk %d was changed", i);
+        body_add(&out, o, olen);
+        at = end;
+    }
+    if (empty_last) {
+        const char *o;
+        size_t olen;
+        cr_assert_eq(fy_lua_filter_request(vm, &e.x, "", 0, true, &o, &olen), FY_LUA_CONTINUE, "%s",
+                     e.x.err);
+        cr_assert_eq(olen, 0);
+    }
+    cr_assert(out.len == len && memcmp(out.p, in, len) == 0, "the body was changed");
+    free(out.p);
+    ex_response(&e, 200, "application/json");
+    struct fy_lua_log_info info = {.status = 200, .duration_us = 1500};
+    capture_begin();
+    fy_lua_on_log(vm, &e.x, &e.v, &info);
+    const char *log = capture_end();
+    ex_free(vm, &e);
+    return sdup(log, strlen(log));
+}
+
+static void json_field_is(struct fy_lua *vm, const char *in, const char *op)
+{
+    char want[160];
+    snprintf(want, sizeof(want), ": POST /graphql 200 1.5ms op=%s\n", op);
+    size_t k = strlen(in) / 2;
+    const char *log = json_field_log(vm, "application/json", in, strlen(in), &k, 1, false);
+    cr_assert_not_null(log, "%s: not filtered", in);
+    cr_assert(strstr(log, want), "%s: got '%s', want '%s'", in, log, want);
+}
+
+Test(lua, example_log_json_field)
+{
+    struct fy_lua *vm = open_lim("examples/lua/log_json_field.lua", 0, 0);
+    const char *in = "{\"query\":\"query GetUser($id: ID!) { user(id: $id) { name } }\","
+                     "\"operationName\":\"GetUser\",\"variables\":{\"id\":\"\xc3\xa9-1\"}}";
+    size_t len = strlen(in);
+    const char *want = "info ferry: examples/lua/log_json_field.lua:61: POST /graphql 200 1.5ms "
+                       "op=GetUser\n";
+    /* one cut anywhere, with and without an empty last chunk */
+    for (size_t k = 0; k <= len; k++) {
+        for (int empty_last = 0; empty_last < 2; empty_last++) {
+            const char *log =
+                json_field_log(vm, "application/json; charset=utf-8", in, len, &k, 1, empty_last);
+            cr_assert_not_null(log);
+            cr_assert_str_eq(log, want, "cut at %zu", k);
+        }
+    }
+    /* one byte at a time */
+    size_t *cuts = malloc(len * sizeof(*cuts));
+    for (size_t i = 0; i < len; i++)
+        cuts[i] = i + 1;
+    cr_assert_str_eq(json_field_log(vm, "application/json", in, len, cuts, (int)len, true), want);
+    cr_assert_str_eq(json_field_log(vm, "application/json", in, len, cuts, (int)len - 1, false),
+                     want);
+    free(cuts);
+
+    /* the fallback, and what gives no field */
+    json_field_is(vm, "{\"action\":\"user.create\",\"id\":1}", "user.create");
+    json_field_is(vm, "{\"operationName\":null,\"action\":\"ping\"}", "ping");
+    json_field_is(vm, "{\"operationName\":\"A\",\"action\":\"B\"}", "A");
+    json_field_is(vm, "{\"operationName\":\"two words\"}", "-");
+    json_field_is(vm, "{\"operationName\":42}", "-");
+    json_field_is(vm, "{\"nested\":{\"operationName\":\"X\"}}", "-");
+    json_field_is(vm, "[{\"operationName\":\"X\"}]", "-");
+    json_field_is(vm, "\"operationName\"", "-");
+    json_field_is(vm, "", "-");
+    /* invalid JSON: no field, and no error (nothing in the log but the line) */
+    const char *bad = "{\"operationName\":\"GetUser\"";
+    size_t k = 5;
+    const char *log = json_field_log(vm, "application/json", bad, strlen(bad), &k, 1, false);
+    cr_assert(starts_with(log, "info ferry: ") && strstr(log, "op=-\n") &&
+                  strchr(log, '\n') == log + strlen(log) - 1,
+              "%s", log);
+
+    /* 64 KiB: decoded; one byte more: passed on whole, not decoded, however it is cut */
+    size_t big = 64 * 1024 + 1;
+    char *b = malloc(big + 1);
+    const char *head = "{\"operationName\":\"Big\",\"pad\":\"";
+    memset(b, 'x', big);
+    memcpy(b, head, strlen(head));
+    memcpy(b + big - 3, "\"}\n", 3); /* the newline is JSON whitespace */
+    b[big] = 0;
+    size_t bcuts[] = {1, 100, 4096, 65535, 65536};
+    log = json_field_log(vm, "application/json", b, big - 1, bcuts, 3, false);
+    cr_assert(strstr(log, "op=Big\n"), "64 KiB: %s", log);
+    log = json_field_log(vm, "application/json", b, big, bcuts, 5, false);
+    cr_assert(strstr(log, "op=-\n"), "64 KiB + 1: %s", log);
+    log = json_field_log(vm, "application/json", b, big, bcuts, 4, true);
+    cr_assert(strstr(log, "op=-\n"), "64 KiB + 1: %s", log);
+    free(b);
+
+    /* not JSON: the body is not filtered at all */
+    cr_assert_null(json_field_log(vm, "text/plain", in, len, NULL, 0, false));
+    cr_assert_null(json_field_log(vm, "application/problem+json", in, len, NULL, 0, false));
+    cr_assert_null(json_field_log(vm, NULL, in, len, NULL, 0, false));
     fy_lua_close(vm);
 }
