@@ -11,6 +11,7 @@
 #include "filters/codec.h"
 
 #include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -56,6 +57,7 @@ struct io {
 
 struct fy_codec {
     enum fy_coding coding;
+    int level; /* an encoder's, as asked for (the idle cache matches on it) */
     bool decoder;
     bool failed;
     bool done;      /* encoder: trailer written; decoder: the stream (or gzip member) ended */
@@ -141,9 +143,105 @@ static struct fy_codec *codec_alloc(enum fy_coding coding, bool decoder)
     return c;
 }
 
+/*
+ * Idle encoders, per thread, for the next body. deflateInit2 and ZSTD_createCCtx allocate a few
+ * hundred KiB of state each time (which the kernel then zeroes, page by page), a noticeable part
+ * of compressing a 100 KB page; a reset keeps the memory and the parameters. brotli's encoder has
+ * no reset and is not kept. FY_NO_FREELIST (the sanitizer builds) frees for real, so a stream
+ * used after its free is reported. The list is freed when its thread exits.
+ */
+#define IDLE_ENCODERS 8
+
+struct idle_encoders {
+    struct fy_codec *c[IDLE_ENCODERS];
+    unsigned n;
+};
+
+static pthread_key_t idle_key;
+static pthread_once_t idle_once = PTHREAD_ONCE_INIT;
+
+static void codec_destroy(struct fy_codec *c);
+
+static void idle_free(void *p)
+{
+    struct idle_encoders *l = p;
+    for (unsigned i = 0; i < l->n; i++)
+        codec_destroy(l->c[i]);
+    free(l);
+}
+
+static void idle_key_make(void)
+{
+    pthread_key_create(&idle_key, idle_free);
+}
+
+static struct idle_encoders *idle_list(bool create)
+{
+    pthread_once(&idle_once, idle_key_make);
+    struct idle_encoders *l = pthread_getspecific(idle_key);
+    if (!l && create && (l = calloc(1, sizeof(*l))) && pthread_setspecific(idle_key, l) != 0) {
+        free(l);
+        l = NULL;
+    }
+    return l;
+}
+
+static bool reusable(const struct fy_codec *c)
+{
+#ifdef FY_NO_FREELIST
+    (void)c;
+    return false;
+#else
+    return !c->decoder && (c->coding == FY_CODING_GZIP || c->coding == FY_CODING_DEFLATE ||
+                           c->coding == FY_CODING_ZSTD);
+#endif
+}
+
+/* An idle encoder for this coding and level, as good as new; NULL when there is none. */
+static struct fy_codec *idle_take(enum fy_coding coding, int level)
+{
+    struct idle_encoders *l = idle_list(false);
+    for (unsigned i = 0; l && i < l->n; i++) {
+        struct fy_codec *c = l->c[i];
+        if (c->coding != coding || c->level != level)
+            continue;
+        l->c[i] = l->c[--l->n];
+        typeof(c->u) u = c->u;
+        memset(c, 0, sizeof(*c));
+        c->u = u;
+        c->coding = coding;
+        c->level = level;
+        c->clean = true;
+        c->drained = true;
+        return c;
+    }
+    return NULL;
+}
+
+/* Keeps an encoder for the next body, reset. Returns false when it is not kept. */
+static bool idle_put(struct fy_codec *c)
+{
+    if (!reusable(c))
+        return false;
+    struct idle_encoders *l = idle_list(true);
+    if (!l || l->n == IDLE_ENCODERS)
+        return false;
+    if (c->coding == FY_CODING_ZSTD) {
+        if (ZSTD_isError(ZSTD_CCtx_reset(c->u.zc, ZSTD_reset_session_only)))
+            return false;
+    } else if (deflateReset(&c->u.z) != Z_OK) {
+        return false;
+    }
+    l->c[l->n++] = c;
+    return true;
+}
+
 struct fy_codec *fy_encoder_new(enum fy_coding coding, int level)
 {
-    struct fy_codec *c = codec_alloc(coding, false);
+    struct fy_codec *c = idle_take(coding, level);
+    if (c)
+        return c;
+    c = codec_alloc(coding, false);
     if (!c)
         return NULL;
     switch (coding) {
@@ -180,6 +278,7 @@ struct fy_codec *fy_encoder_new(enum fy_coding coding, int level)
     default:
         goto fail_codec;
     }
+    c->level = level;
     return c;
 
 fail_zstd:
@@ -235,8 +334,12 @@ fail_codec:
 
 void fy_codec_free(struct fy_codec *c)
 {
-    if (!c)
-        return;
+    if (c && !idle_put(c))
+        codec_destroy(c);
+}
+
+static void codec_destroy(struct fy_codec *c)
+{
     switch (c->coding) {
     case FY_CODING_GZIP:
     case FY_CODING_DEFLATE:

@@ -176,6 +176,8 @@ static enum fy_hook_result script_failed(struct fy_exchange *x, struct lua_xch *
     return e->conf->on_error_pass ? FY_HOOK_CONTINUE : FY_HOOK_ERROR;
 }
 
+static struct fy_bfilter *lua_filter_new(struct fy_exchange *x, struct lua_xch *e, bool request);
+
 static enum fy_hook_result run_on_request(struct fy_exchange *x, struct lua_xch *e,
                                           struct fy_msg *m)
 {
@@ -205,6 +207,15 @@ static enum fy_hook_result run_on_request(struct fy_exchange *x, struct lua_xch 
         if (fy_msg_set_tok(m, FY_TOK_HOST, "Host", 4, e->view.host, e->view.host_len) < 0)
             return FY_HOOK_ERROR;
         x->retarget = true;
+    }
+    /* req:filter_body(): the request body as it was sent (a request's Content-Encoding is not
+     * undone), through the script on its way upstream. Only once: a route's script that takes
+     * over does not stack a second filter on the listener's. */
+    if (fy_lua_wants_request_body(&e->lx) && x->request_body_filters &&
+        !fy_bf_chain_active(x->request_body_filters)) {
+        struct fy_bfilter *rf = lua_filter_new(x, e, true);
+        if (!rf || fy_bf_chain_add(x->request_body_filters, rf) < 0)
+            return FY_HOOK_ERROR;
     }
     return FY_HOOK_CONTINUE;
 }
@@ -244,6 +255,7 @@ struct lua_filter {
     struct fy_bfilter f;
     struct lua_xch *e;
     struct fy_exchange *x;
+    bool request;     /* req:filter_body()'s function, else resp:filter_body()'s */
     const char *pend; /* what the function returned, not yet passed on (the script's memory,
                        * valid until the next call) */
     size_t pend_len;
@@ -294,9 +306,14 @@ static int lua_filter_push(struct fy_bfilter *f, const uint8_t **in, size_t *len
         }
         const char *out;
         size_t out_len;
-        if (fy_lua_filter(lf->e->vm, &lf->e->lx, chunk, n, last, &out, &out_len) == FY_LUA_ERROR) {
-            fy_warn("lua: body filter: %s (client %s, request %s; on-error: %s)", lf->e->lx.err,
-                    lf->x->client_ip, lf->x->request_id ? lf->x->request_id : "-",
+        enum fy_lua_rc lrc =
+            lf->request
+                ? fy_lua_filter_request(lf->e->vm, &lf->e->lx, chunk, n, last, &out, &out_len)
+                : fy_lua_filter(lf->e->vm, &lf->e->lx, chunk, n, last, &out, &out_len);
+        if (lrc == FY_LUA_ERROR) {
+            fy_warn("lua: %s body filter: %s (client %s, request %s; on-error: %s)",
+                    lf->request ? "request" : "response", lf->e->lx.err, lf->x->client_ip,
+                    lf->x->request_id ? lf->x->request_id : "-",
                     lf->e->conf->on_error_pass ? "pass" : "fail");
             if (!lf->e->conf->on_error_pass)
                 return fy_bf_fail(f, "%s", lf->e->lx.err);
@@ -312,14 +329,16 @@ static int lua_filter_push(struct fy_bfilter *f, const uint8_t **in, size_t *len
 
 static const struct fy_bf_ops lua_filter_ops = {"lua body filter", lua_filter_push, NULL};
 
-static struct fy_bfilter *lua_filter_new(struct fy_exchange *x, struct lua_xch *e)
+static struct fy_bfilter *lua_filter_new(struct fy_exchange *x, struct lua_xch *e, bool request)
 {
     struct lua_filter *lf = calloc(1, sizeof(*lf));
     if (!lf)
         return NULL;
     lf->f.ops = &lua_filter_ops;
+    lf->f.name = request ? "lua request body filter" : "lua response body filter";
     lf->e = e;
     lf->x = x;
+    lf->request = request;
     return &lf->f;
 }
 
@@ -395,7 +414,7 @@ static int add_body_filters(struct fy_exchange *x, struct lua_xch *e, struct fy_
         if (!dec || fy_bf_chain_add(c, dec) < 0)
             return -1;
     }
-    struct fy_bfilter *lf = lua_filter_new(x, e);
+    struct fy_bfilter *lf = lua_filter_new(x, e, false);
     if (!lf || fy_bf_chain_add(c, lf) < 0)
         return -1;
     if (coding != FY_CODING_IDENTITY) {

@@ -411,3 +411,40 @@ upstreams:
             t.join(10)
     assert not errors, errors[:5]
     assert seen <= {"1", "2"}
+
+
+# ---- request bodies ----
+
+def test_request_body_filter_rewrites_what_goes_upstream(ferry_factory, upstream, tmp_path):
+    s = script(tmp_path, 'function on_request(req)\n'
+                         '  req:filter_body(function(chunk, last) return chunk:upper() end)\nend\n',
+               "upper.lua")
+    f = ferry_factory(upstream.url, "--lua", s)
+    body = b"hello request body " * 5000  # about 95 KB, several batches
+    r = requests.post("http://127.0.0.1:%d/echo" % f.port, data=body, timeout=10)
+    assert r.status_code == 200
+    got = upstream.last
+    assert got.body == body.upper()
+    assert (got.header("Transfer-Encoding") or "").lower() == "chunked"
+    assert got.header("Content-Length") is None
+    # a request without a body is untouched
+    requests.get("http://127.0.0.1:%d/x" % f.port, timeout=10)
+    assert upstream.last.header("Transfer-Encoding") is None
+
+
+def test_log_json_field_example(ferry_factory, upstream):
+    f = ferry_factory(upstream.url, "--lua", example("log_json_field.lua"))
+    doc = {"operationName": "GetUser", "query": "query GetUser { me { id } }",
+           "variables": {"pad": "x" * 40000}}
+    raw = json.dumps(doc).encode()
+    r = requests.post("http://127.0.0.1:%d/graphql" % f.port, data=raw, timeout=10,
+                      headers={"Content-Type": "application/json"})
+    assert r.status_code == 200
+    assert upstream.last.body == raw, "the body reaches the upstream unchanged"
+    wait_for(lambda: "op=GetUser" in f.stderr_text(), 5)
+    line = [l for l in f.stderr_text().splitlines() if "op=GetUser" in l][0]
+    assert "POST /graphql 200" in line
+    requests.post("http://127.0.0.1:%d/form" % f.port, data=b"a=1", timeout=10,
+                  headers={"Content-Type": "application/x-www-form-urlencoded"})
+    wait_for(lambda: "POST /form 200" in f.stderr_text(), 5)
+    assert "POST /form 200" in f.stderr_text() and upstream.last.body == b"a=1"
