@@ -114,15 +114,17 @@ int fy_compress_vary(struct fy_msg *m)
     return fy_msg_add(m, "Vary", 4, "Accept-Encoding", 15, FY_TOK_OTHER);
 }
 
-static enum fy_coding pick(const struct fy_compress_conf *c, const struct fy_msg *req)
+void fy_compress_client_ae(const struct fy_exchange *x, struct fy_accept_enc *ae)
+{
+    fy_ae_init(ae);
+    for (uint8_t i = 0; i < x->n_accept_encoding; i++)
+        fy_ae_add(ae, x->accept_encoding[i].value, x->accept_encoding[i].len);
+}
+
+static enum fy_coding pick(const struct fy_compress_conf *c, const struct fy_exchange *x)
 {
     struct fy_accept_enc ae;
-    fy_ae_init(&ae);
-    for (uint32_t i = 0; i < req->nhdrs; i++) {
-        const struct fy_hdr *h = &req->hdrs[i];
-        if (!h->removed && h->name_len == 15 && strncasecmp(h->name, "Accept-Encoding", 15) == 0)
-            fy_ae_add(&ae, h->value, h->value_len);
-    }
+    fy_compress_client_ae(x, &ae);
     unsigned enabled = 0;
     for (uint8_t i = 0; i < c->nprefer; i++)
         enabled |= 1u << c->prefer[i];
@@ -148,11 +150,11 @@ static int weaken_etag(struct fy_exchange *x, struct fy_msg *m)
 static enum fy_hook_result compress_response(struct fy_exchange *x, struct fy_msg *m)
 {
     const struct fy_compress_conf *c = conf_for(x);
-    if (!c || !x->body_filters || !x->req || !eligible(c, m))
+    if (!c || !x->body_filters || !eligible(c, m))
         return FY_HOOK_CONTINUE;
     if (fy_compress_vary(m) < 0)
         return FY_HOOK_ERROR;
-    enum fy_coding coding = pick(c, x->req);
+    enum fy_coding coding = pick(c, x);
     if (coding == FY_CODING_IDENTITY)
         return FY_HOOK_CONTINUE;
     struct fy_bfilter *f = fy_encode_filter_new(coding, c->level[coding]);

@@ -18,6 +18,10 @@ extern const struct fy_hook fy_compress_hook;
  * Returns 0 or -1 (out of memory). */
 int fy_compress_vary(struct fy_msg *m);
 
+/* The client's Accept-Encoding as it sent it (before any rule or script changed the request). */
+struct fy_accept_enc;
+void fy_compress_client_ae(const struct fy_exchange *x, struct fy_accept_enc *ae);
+
 /* Is this Content-Type value's media type one of c's types? */
 bool fy_compress_type_allowed(const struct fy_compress_conf *c, const char *ctype, uint32_t len);
 

@@ -35,6 +35,7 @@
 #include "filters/compress.h"
 #include "lua/lua_exchange.h"
 #include "lua/lua_vm.h"
+#include "net/addr.h"
 
 /* ---- states, per worker and generation ---- */
 
@@ -384,12 +385,7 @@ static enum fy_coding client_coding(struct fy_exchange *x, uint8_t *level)
     for (int i = 0; i < n; i++)
         enabled |= 1u << prefer[i];
     struct fy_accept_enc ae;
-    fy_ae_init(&ae);
-    for (uint32_t i = 0; x->req && i < x->req->nhdrs; i++) {
-        const struct fy_hdr *h = &x->req->hdrs[i];
-        if (!h->removed && h->name_len == 15 && strncasecmp(h->name, "Accept-Encoding", 15) == 0)
-            fy_ae_add(&ae, h->value, h->value_len);
-    }
+    fy_compress_client_ae(x, &ae);
     enum fy_coding c = fy_ae_pick(&ae, enabled, prefer, n);
     static const uint8_t default_level[FY_CODING_COUNT] = {0, 6, 6, 4, 3};
     *level = cc && cc->on && cc->level[c] ? cc->level[c] : default_level[c];
@@ -468,6 +464,9 @@ static void lua_log(struct fy_exchange *x, const struct fy_exchange_log *in)
     struct lua_xch *e = xch_of(x);
     if (!e)
         return;
+    char upstream[64];
+    if (in->upstream && fy_addr_format(in->upstream, upstream, sizeof(upstream)) == 0)
+        upstream[0] = '\0';
     struct fy_lua_log_info info = {
         .status = in->status,
         .duration_us = in->duration_us,
@@ -475,7 +474,7 @@ static void lua_log(struct fy_exchange *x, const struct fy_exchange_log *in)
         .upstream_first_byte_us = in->upstream_first_byte_us,
         .bytes_in = in->bytes_in,
         .bytes_out = in->bytes_out,
-        .upstream = in->upstream,
+        .upstream = in->upstream && upstream[0] ? upstream : NULL,
         .tls_version = in->tls_version,
         .tls_sni = in->tls_sni,
         .request_id = in->request_id,

@@ -645,14 +645,12 @@ static void push_obj(lua_State *L, struct fy_lua_x *x, enum obj_kind kind)
     lua_rawgeti(L, LUA_REGISTRYINDEX, *ref);
 }
 
-/* Pushes hook function i and the line it was defined on, for errors about what it returned. */
+/* Pushes hook function i; returns the line it was defined on, for errors about what it
+ * returned (found once, when the script was opened). */
 static int push_hook(lua_State *L, const struct fy_lua *vm, int i)
 {
-    lua_Debug ar;
     lua_rawgeti(L, LUA_REGISTRYINDEX, vm->hook_ref[i]);
-    lua_pushvalue(L, -1);
-    lua_getinfo(L, ">S", &ar);
-    return ar.linedefined;
+    return vm->hook_line[i];
 }
 
 static int call_request(lua_State *L)

@@ -33,6 +33,7 @@ struct fy_lua {
     char short_src[LUA_IDSIZE]; /* Lua's name for the script in positions */
     unsigned hooks;             /* FY_LUA_ON_* */
     int hook_ref[3];            /* registry references of the hook functions */
+    int hook_line[3];           /* the lines they were defined on (for errors about them) */
     /* memory */
     size_t mem_used, mem_cap;
     bool oom_seen; /* an allocation was refused during this call: oom_src/oom_line say where */

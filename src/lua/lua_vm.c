@@ -309,6 +309,9 @@ static int open_script(lua_State *L)
     for (int i = 0; i < 3; i++) {
         int t = lua_getglobal(L, hook_names[i]);
         if (t == LUA_TFUNCTION) {
+            lua_pushvalue(L, -1);
+            lua_getinfo(L, ">S", &ar);
+            vm->hook_line[i] = ar.linedefined;
             vm->hook_ref[i] = luaL_ref(L, LUA_REGISTRYINDEX);
             vm->hooks |= 1u << i;
         } else if (t != LUA_TNIL) {
@@ -342,6 +345,9 @@ struct fy_lua *fy_lua_open(const char *path, const struct fy_lua_limits *lim, ch
         return NULL;
     }
     lua_gc(vm->L, LUA_GCCOLLECT); /* start the exchanges with the top level's garbage gone */
+    /* Generational: each exchange makes a few objects that die with it (req, resp, the log's
+     * info table), the case Lua 5.4's generational collector is for. */
+    lua_gc(vm->L, LUA_GCGEN, 0, 0);
     return vm;
 
 fail_state:

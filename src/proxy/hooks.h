@@ -34,6 +34,7 @@
 #include "proxy/body_filter.h"
 
 #define FY_MAX_HOOKS 16
+#define FY_MAX_ACCEPT_ENCODING 4
 
 enum fy_hook_result { FY_HOOK_CONTINUE, FY_HOOK_DONE, FY_HOOK_WAIT, FY_HOOK_ERROR };
 
@@ -58,6 +59,14 @@ struct fy_exchange {
     const struct fy_sock *client_sock;
     const struct fy_listener_conf *listener; /* the listener the request came in on */
     const struct fy_msg *req; /* the request as the upstream got it (response hooks: its head) */
+    /* The client's Accept-Encoding fields as it sent them (the first FY_MAX_ACCEPT_ENCODING):
+     * they point into the request's own strings, so they stay valid when a rule or a script
+     * removes or replaces the field for the upstream. Compression negotiates with these. */
+    struct {
+        const char *value;
+        uint32_t len;
+    } accept_encoding[FY_MAX_ACCEPT_ENCODING];
+    uint8_t n_accept_encoding;
     /* Response hooks on an upstream's response: the chain its body will go through; a hook adds
      * a filter with fy_bf_chain_add() (the session then re-frames the body: no Content-Length,
      * chunked or close). NULL where the body cannot be filtered (ferry's own responses). */
@@ -81,8 +90,8 @@ struct fy_exchange_log {
     int status;
     uint64_t duration_us, upstream_connect_us, upstream_first_byte_us;
     uint64_t bytes_in, bytes_out;
-    const char *upstream;    /* "addr:port" of the server used, or NULL */
-    const char *tls_version; /* the client's TLS, NULL: plain */
+    const struct sockaddr *upstream; /* the server used, or NULL */
+    const char *tls_version;         /* the client's TLS, NULL: plain */
     const char *tls_sni;
     const char *request_id;
     const char *route; /* "ferry.yaml:12", NULL when none matched */

@@ -336,11 +336,8 @@ static void run_log_hooks(struct fy_session *s)
         !s->reused && s->up_ready_us && s->up_start_us ? s->up_ready_us - s->up_start_us : 0;
     e.bytes_in = s->bytes_in;
     e.bytes_out = s->bytes_out;
-    char upstream[64];
-    if (s->up_start_us && s->addrs && s->addr_i < s->naddrs &&
-        fy_addr_format((const struct sockaddr *)&s->addrs[s->addr_i].ss, upstream,
-                       sizeof(upstream)) > 0)
-        e.upstream = upstream;
+    if (s->up_start_us && s->addrs && s->addr_i < s->naddrs)
+        e.upstream = (const struct sockaddr *)&s->addrs[s->addr_i].ss;
     e.tls_version = s->tls_version;
     e.tls_sni = s->client_sock ? fy_tls_server_name(s->client_sock) : NULL;
     e.request_id = s->request_id[0] ? s->request_id : NULL;

@@ -526,6 +526,14 @@ static void fill_exchange(struct fy_session *s)
     x->client_sock = s->client_sock;
     x->listener = s->listener;
     x->req = &s->req;
+    x->n_accept_encoding = 0;
+    for (uint32_t i = 0; i < s->req.nhdrs && x->n_accept_encoding < FY_MAX_ACCEPT_ENCODING; i++) {
+        const struct fy_hdr *h = &s->req.hdrs[i];
+        if (!h->removed && h->name_len == 15 && strncasecmp(h->name, "Accept-Encoding", 15) == 0) {
+            x->accept_encoding[x->n_accept_encoding].value = h->value;
+            x->accept_encoding[x->n_accept_encoding++].len = h->value_len;
+        }
+    }
     x->gen_data = s->gen->hook_gen;
 }
 

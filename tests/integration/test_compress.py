@@ -386,3 +386,13 @@ def test_1gb_through_the_compressor_in_bounded_memory(ferry_factory, raw_upstrea
     assert got.hexdigest() == sent.hexdigest()
     print("ferry peak RSS %d kB (limit %d kB)" % (sampler.max_kb, limit))
     assert sampler.max_kb < limit
+
+
+def test_negotiation_uses_the_clients_accept_encoding(ferry_factory, raw_upstream):
+    """A rule that takes Accept-Encoding off the request (so the upstream sends plain bytes)
+    does not stop ferry from compressing for the client that asked."""
+    serve(raw_upstream, [("Content-Type", "text/html")], HTML)
+    f = ferry_factory(raw_upstream.url, "--compress", "--remove-request-header", "Accept-Encoding")
+    r = get(f.port, ae="br")
+    assert r.header("Content-Encoding") == "br"
+    assert decode("br", r.body) == HTML

@@ -448,3 +448,9 @@ def test_log_json_field_example(ferry_factory, upstream):
                   headers={"Content-Type": "application/x-www-form-urlencoded"})
     wait_for(lambda: "POST /form 200" in f.stderr_text(), 5)
     assert "POST /form 200" in f.stderr_text() and upstream.last.body == b"a=1"
+
+
+@pytest.mark.parametrize("name", sorted(n for n in os.listdir(EXAMPLES) if n.endswith(".lua")))
+def test_every_example_passes_the_check(name):
+    p = run_ferry("-t", "--upstream", "http://127.0.0.1:9", "--lua", example(name))
+    assert p.returncode == 0, p.stderr.decode()
