@@ -16,6 +16,7 @@
 #define MT_REQ "ferry.req"
 #define MT_RESP "ferry.resp"
 #define MT_HDRS "ferry.headers"
+#define MT_INFO "ferry.info"
 
 #define MAX_NAME 1024
 #define MAX_VALUE 65536
@@ -574,6 +575,84 @@ static int resp_newindex(lua_State *L)
     return 0;
 }
 
+/* ---- on_log's info: one object per state, its fields read from the C struct on access ----
+ *
+ * Building a table of twelve fields (four of them new strings) for every exchange was most of
+ * what a no-op on_log cost; a field is now made only when the script reads it. The object is
+ * the state's one `info`, valid during on_log only: kept and used later, it raises instead of
+ * reading a struct that is gone. */
+
+static const char info_key = 0; /* the registry key of the state's info object */
+
+struct info_obj {
+    const struct fy_lua_log_info *info; /* NULL outside on_log */
+};
+
+static void push_opt_str(lua_State *L, const char *s)
+{
+    if (s)
+        lua_pushstring(L, s);
+    else
+        lua_pushnil(L);
+}
+
+static int info_index(lua_State *L)
+{
+    struct info_obj *o = luaL_checkudata(L, 1, MT_INFO);
+    const char *k = luaL_checkstring(L, 2);
+    const struct fy_lua_log_info *in = o->info;
+    if (!in)
+        return lvm_error(L, 1, "info is only valid during on_log");
+    if (strcmp(k, "status") == 0)
+        lua_pushinteger(L, in->status);
+    else if (strcmp(k, "duration_us") == 0)
+        lua_pushinteger(L, (lua_Integer)in->duration_us);
+    else if (strcmp(k, "duration_ms") == 0)
+        lua_pushnumber(L, (lua_Number)in->duration_us / 1000.0);
+    else if (strcmp(k, "upstream_connect_us") == 0)
+        lua_pushinteger(L, (lua_Integer)in->upstream_connect_us);
+    else if (strcmp(k, "upstream_first_byte_us") == 0)
+        lua_pushinteger(L, (lua_Integer)in->upstream_first_byte_us);
+    else if (strcmp(k, "bytes_in") == 0)
+        lua_pushinteger(L, (lua_Integer)in->bytes_in);
+    else if (strcmp(k, "bytes_out") == 0)
+        lua_pushinteger(L, (lua_Integer)in->bytes_out);
+    else if (strcmp(k, "upstream") == 0)
+        push_opt_str(L, in->upstream);
+    else if (strcmp(k, "tls_version") == 0)
+        push_opt_str(L, in->tls_version);
+    else if (strcmp(k, "tls_sni") == 0)
+        push_opt_str(L, in->tls_sni);
+    else if (strcmp(k, "request_id") == 0)
+        push_opt_str(L, in->request_id);
+    else if (strcmp(k, "route") == 0)
+        push_opt_str(L, in->route);
+    else
+        return lvm_error(L, 1, "info has no field '%s'", k);
+    return 1;
+}
+
+static int info_newindex(lua_State *L)
+{
+    return lvm_error(L, 1, "info is read-only");
+}
+
+static int info_tostring(lua_State *L)
+{
+    lua_pushliteral(L, "ferry info");
+    return 1;
+}
+
+/* Points the state's info object at `in` (NULL: on_log is over). Never allocates. */
+static void set_info(lua_State *L, const struct fy_lua_log_info *in)
+{
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &info_key);
+    struct info_obj *o = lua_touserdata(L, -1);
+    if (o)
+        o->info = in;
+    lua_pop(L, 1);
+}
+
 /* ---- metatables ---- */
 
 static void new_mt(lua_State *L, const char *name, const luaL_Reg *fns)
@@ -598,12 +677,22 @@ void lvm_open_exchange(lua_State *L)
     static const luaL_Reg hdrs_methods[] = {{"get", hdrs_get},   {"set", hdrs_set},
                                             {"add", hdrs_add},   {"remove", hdrs_remove},
                                             {"each", hdrs_each}, {NULL, NULL}};
+    static const luaL_Reg info_fns[] = {{"__index", info_index},
+                                        {"__newindex", info_newindex},
+                                        {"__tostring", info_tostring},
+                                        {NULL, NULL}};
     new_mt(L, MT_REQ, req_fns);
     new_mt(L, MT_RESP, resp_fns);
     new_mt(L, MT_HDRS, hdrs_fns);
     luaL_newlib(L, hdrs_methods);
     lua_setfield(L, -2, "__index");
     lua_pop(L, 3);
+    new_mt(L, MT_INFO, info_fns);
+    lua_pop(L, 1);
+    struct info_obj *o = lua_newuserdatauv(L, sizeof(*o), 0);
+    o->info = NULL;
+    luaL_setmetatable(L, MT_INFO);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &info_key);
 }
 
 /* ---- entry points ---- */
@@ -831,20 +920,6 @@ enum fy_lua_rc fy_lua_filter_request(struct fy_lua *vm, struct fy_lua_x *x, cons
     return filter(vm, x, &x->req_filter_ref, &x->req_out_ref, chunk, len, last, out, out_len);
 }
 
-static void set_int(lua_State *L, const char *k, uint64_t v)
-{
-    lua_pushinteger(L, (lua_Integer)v);
-    lua_setfield(L, -2, k);
-}
-
-static void set_str(lua_State *L, const char *k, const char *v)
-{
-    if (!v)
-        return;
-    lua_pushstring(L, v);
-    lua_setfield(L, -2, k);
-}
-
 static int call_log(lua_State *L)
 {
     struct call *c = lua_touserdata(L, 1);
@@ -855,20 +930,8 @@ static int call_log(lua_State *L)
         push_obj(L, c->x, OBJ_RESP);
     else
         lua_pushnil(L);
-    lua_createtable(L, 0, 12);
-    set_int(L, "status", (uint64_t)in->status);
-    set_int(L, "duration_us", in->duration_us);
-    lua_pushnumber(L, (lua_Number)in->duration_us / 1000.0);
-    lua_setfield(L, -2, "duration_ms");
-    set_int(L, "upstream_connect_us", in->upstream_connect_us);
-    set_int(L, "upstream_first_byte_us", in->upstream_first_byte_us);
-    set_int(L, "bytes_in", in->bytes_in);
-    set_int(L, "bytes_out", in->bytes_out);
-    set_str(L, "upstream", in->upstream);
-    set_str(L, "tls_version", in->tls_version);
-    set_str(L, "tls_sni", in->tls_sni);
-    set_str(L, "request_id", in->request_id);
-    set_str(L, "route", in->route);
+    set_info(L, in);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &info_key);
     lua_call(L, 3, 0);
     c->rc = FY_LUA_CONTINUE;
     return 0;
@@ -881,7 +944,9 @@ void fy_lua_on_log(struct fy_lua *vm, struct fy_lua_x *x, struct fy_lua_xview *v
     if (!(vm->hooks & FY_LUA_ON_LOG))
         return;
     struct call c = {.info = info};
-    if (run(vm, x, call_log, &c, LVM_LOG) == FY_LUA_ERROR)
+    enum fy_lua_rc rc = run(vm, x, call_log, &c, LVM_LOG);
+    set_info(vm->L, NULL); /* also after an error: the struct is the caller's */
+    if (rc == FY_LUA_ERROR)
         fy_warn("lua: on_log: %s", x->err);
 }
 

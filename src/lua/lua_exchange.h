@@ -104,8 +104,9 @@ bool fy_lua_wants_request_body(const struct fy_lua_x *x);
 enum fy_lua_rc fy_lua_filter_request(struct fy_lua *vm, struct fy_lua_x *x, const char *chunk,
                                      size_t len, bool last, const char **out, size_t *out_len);
 
-/* What on_log's info table holds, under the same names (plus duration_ms, a float; absent
- * strings are nil). Strings NUL-terminated, read during the call only. */
+/* What on_log's info object shows, under the same names (plus duration_ms, a float; absent
+ * strings are nil). Fields are read from this struct when the script reads them, during the call
+ * only (the object raises once on_log returned). Strings NUL-terminated. */
 struct fy_lua_log_info {
     int status;
     uint64_t duration_us, upstream_connect_us, upstream_first_byte_us;
