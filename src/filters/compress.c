@@ -76,9 +76,10 @@ static bool field_has(struct fy_msg *m, const char *name, uint32_t nlen, const c
     return false;
 }
 
-/* Encoded already: a Content-Encoding that is not just identity. */
-static bool encoded(struct fy_msg *m)
+int fy_content_coding(const struct fy_msg *m)
 {
+    int coding = FY_CODING_IDENTITY;
+    bool seen = false;
     for (uint32_t i = 0; i < m->nhdrs; i++) {
         const struct fy_hdr *h = &m->hdrs[i];
         if (h->removed || h->name_len != 16 || strncasecmp(h->name, "Content-Encoding", 16))
@@ -89,17 +90,23 @@ static bool encoded(struct fy_msg *m)
             v++, n--;
         while (n && (v[n - 1] == ' ' || v[n - 1] == '\t'))
             n--;
-        if (!(n == 8 && strncasecmp(v, "identity", 8) == 0) && n)
-            return true;
+        if (!n)
+            continue;
+        if (seen || memchr(v, ',', n))
+            return -1; /* codings stacked */
+        coding = fy_coding_parse(v, n);
+        seen = true;
     }
-    return false;
+    return coding;
 }
 
 static bool eligible(const struct fy_compress_conf *c, struct fy_msg *m)
 {
     if (m->status < 200 || m->status == 204 || m->status == 206 || m->status == 304)
         return false;
-    if (encoded(m) || field_has(m, "Cache-Control", 13, "no-transform"))
+    /* Encoded already: any Content-Encoding but identity (stacked or unknown ones too). */
+    if (fy_content_coding(m) != FY_CODING_IDENTITY ||
+        field_has(m, "Cache-Control", 13, "no-transform"))
         return false;
     const struct fy_hdr *ct = fy_msg_find(m, "Content-Type", 12);
     if (!ct || !fy_compress_type_allowed(c, ct->value, ct->value_len))

@@ -22,6 +22,10 @@ int fy_compress_vary(struct fy_msg *m);
 struct fy_accept_enc;
 void fy_compress_client_ae(const struct fy_exchange *x, struct fy_accept_enc *ae);
 
+/* The one content coding of a message's body: FY_CODING_IDENTITY when it has none (or says
+ * identity), -1 when it cannot be decoded (codings stacked, or one ferry does not know). */
+int fy_content_coding(const struct fy_msg *m);
+
 /* Is this Content-Type value's media type one of c's types? */
 bool fy_compress_type_allowed(const struct fy_compress_conf *c, const char *ctype, uint32_t len);
 

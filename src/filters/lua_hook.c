@@ -343,31 +343,6 @@ static struct fy_bfilter *lua_filter_new(struct fy_exchange *x, struct lua_xch *
     return &lf->f;
 }
 
-/* The upstream body's one coding (identity when none), or -1 when it cannot be decoded. */
-static int body_coding(struct fy_msg *m)
-{
-    int coding = FY_CODING_IDENTITY;
-    bool seen = false;
-    for (uint32_t i = 0; i < m->nhdrs; i++) {
-        const struct fy_hdr *h = &m->hdrs[i];
-        if (h->removed || h->name_len != 16 || strncasecmp(h->name, "Content-Encoding", 16))
-            continue;
-        const char *v = h->value;
-        uint32_t n = h->value_len;
-        while (n && (*v == ' ' || *v == '\t'))
-            v++, n--;
-        while (n && (v[n - 1] == ' ' || v[n - 1] == '\t'))
-            n--;
-        if (!n)
-            continue;
-        if (seen || memchr(v, ',', n))
-            return -1; /* two codings stacked: not decoded */
-        coding = fy_coding_parse(v, n);
-        seen = true;
-    }
-    return coding;
-}
-
 /* The coding the client gets for a re-encoded body, as compress: would pick it. */
 static enum fy_coding client_coding(struct fy_exchange *x, uint8_t *level)
 {
@@ -396,7 +371,7 @@ static enum fy_coding client_coding(struct fy_exchange *x, uint8_t *level)
  * body cannot be filtered (it goes out as it is), or -1 (out of memory). */
 static int add_body_filters(struct fy_exchange *x, struct lua_xch *e, struct fy_msg *m)
 {
-    int coding = body_coding(m);
+    int coding = fy_content_coding(m);
     if (coding < 0) {
         fy_warn("lua: %s: the response's Content-Encoding cannot be decoded; its body is not "
                 "filtered (client %s, request %s)",

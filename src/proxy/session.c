@@ -476,7 +476,7 @@ void sess_client_failed(struct fy_session *s, int status)
 
 /* Expect: 100-continue: ferry's own 100 before the first body read. Returns 0, or -1 when the
  * client failed (the session ended). */
-int sess_send_continue(struct fy_session *s)
+static int send_continue(struct fy_session *s)
 {
     if (s->req.expect_continue && !s->sent_continue && !s->got_response_bytes) {
         s->sent_continue = true;
@@ -490,6 +490,28 @@ int sess_send_continue(struct fy_session *s)
         }
     }
     return 0;
+}
+
+int sess_read_request_body(struct fy_session *s, struct iovec *iov, bool *last)
+{
+    if (!s->ds)
+        return -1;
+    if (send_continue(s) < 0)
+        return -1;
+    int status = 0;
+    *last = false;
+    int n = s->ops->body_read(s->ds, iov, FY_H1R_MAX_SPANS, last, &status);
+    if (n == FY_AGAIN)
+        return FY_AGAIN;
+    if (n < 0) {
+        sess_client_failed(s, status);
+        return -1;
+    }
+    s->req_body_started = true;
+    for (int i = 0; i < n; i++)
+        s->bytes_in += iov[i].iov_len;
+    sess_capture_req_body(s, iov, n);
+    return n;
 }
 
 /* A request write failed with rc: pump_request's result. */
@@ -523,24 +545,14 @@ static int pump_request(struct fy_session *s)
     for (;;) {
         bool starved = false;
         if (!s->req_spans_out && !s->req_last_queued) {
-            if (!s->ds)
-                return -1;
-            if (sess_send_continue(s) < 0)
-                return -1;
             struct iovec iov[FY_H1R_MAX_SPANS];
-            bool last = false;
-            int status = 0;
-            int n = s->ops->body_read(s->ds, iov, FY_H1R_MAX_SPANS, &last, &status);
+            bool last;
+            int n = sess_read_request_body(s, iov, &last);
             if (n == FY_AGAIN) {
                 starved = true;
             } else if (n < 0) {
-                sess_client_failed(s, status);
                 return -1;
             } else {
-                s->req_body_started = true;
-                for (int i = 0; i < n; i++)
-                    s->bytes_in += iov[i].iov_len;
-                sess_capture_req_body(s, iov, n);
                 fy_uh1_send_body(up, iov, n, last);
                 s->req_spans_out = n > 0;
                 s->req_last_queued = last;

@@ -235,23 +235,13 @@ int sess_rbf_pump(struct fy_session *s)
         }
         bool starved = false;
         if (!s->rbf_have && !s->rbf_end_pushed) {
-            if (!s->ds)
-                return -1;
-            if (sess_send_continue(s) < 0)
-                return -1;
-            bool last = false;
-            int status = 0;
-            int n = s->ops->body_read(s->ds, s->rbf_iov, FY_H1R_MAX_SPANS, &last, &status);
+            bool last;
+            int n = sess_read_request_body(s, s->rbf_iov, &last);
             if (n == FY_AGAIN) {
                 starved = true;
             } else if (n < 0) {
-                sess_client_failed(s, status);
                 return -1;
             } else {
-                s->req_body_started = true;
-                for (int i = 0; i < n; i++)
-                    s->bytes_in += s->rbf_iov[i].iov_len;
-                sess_capture_req_body(s, s->rbf_iov, n);
                 s->rbf_have = true;
                 s->rbf_n = n;
                 s->rbf_last = last;

@@ -193,7 +193,9 @@ void sess_fail_exchange(struct fy_session *s, int status, const char *text);
 void sess_client_failed(struct fy_session *s, int status);
 void sess_upstream_failed(struct fy_session *s, int err, const char *what);
 /* pump_request's parts, shared with session_body.c's filtered request path. */
-int sess_send_continue(struct fy_session *s);
+/* Up to FY_H1R_MAX_SPANS spans of the client's body (counted and captured): their number,
+ * FY_AGAIN, or -1 when the client failed (the session ended). */
+int sess_read_request_body(struct fy_session *s, struct iovec *iov, bool *last);
 int sess_request_write_failed(struct fy_session *s, int rc);
 
 /* session_splice.c */
