@@ -396,3 +396,18 @@ def test_negotiation_uses_the_clients_accept_encoding(ferry_factory, raw_upstrea
     r = get(f.port, ae="br")
     assert r.header("Content-Encoding") == "br"
     assert decode("br", r.body) == HTML
+
+
+def test_forward_proxy_compresses_too(ferry_factory, raw_upstream):
+    """--compress on a forward proxy: an absolute-form request through it gets the same
+    compression as a reverse-proxied one (curl -x --compressed decodes it)."""
+    serve(raw_upstream, [("Content-Type", "text/html")], HTML)
+    f = ferry_factory(None, "--forward", "--compress")
+    s = connect(f.port, timeout=10)
+    s.sendall(simple_request("GET", "http://127.0.0.1:%d/page" % raw_upstream.port,
+                             host="127.0.0.1:%d" % raw_upstream.port,
+                             headers=[("Accept-Encoding", "gzip")]))
+    r = ResponseReader(s, timeout=10).read_response()
+    s.close()
+    assert r.status == 200 and r.header("Content-Encoding") == "gzip"
+    assert decode("gzip", r.body) == HTML
