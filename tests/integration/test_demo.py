@@ -1,6 +1,7 @@
 """scripts/run-demo.sh (`make run`): the banner appears only once ferry listens, a taken port is
 reported clearly with a non-zero exit, and a stop signal ends ferry and the demo upstream."""
 
+import fcntl
 import os
 import signal
 import socket
@@ -17,6 +18,11 @@ BANNER = "try: curl -i http://"
 class Demo:
     def __init__(self, listen_port, upstream_port):
         self.out = tempfile.TemporaryFile()
+        # O_APPEND: the script and ferry share this file's offset with the test, which seeks to 0
+        # to read it; without it a write landing between that seek and the read would overwrite
+        # the start of the output (the test saw its own "listening on" line vanish).
+        fd = self.out.fileno()
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_APPEND)
         env = dict(os.environ, FERRY_BIN=ferry_bin(), DEMO_LISTEN="127.0.0.1:%d" % listen_port,
                    DEMO_UPSTREAM_PORT=str(upstream_port))
         # Its own session, so the test can signal the script like a terminal would.
