@@ -8,6 +8,7 @@ import hashlib
 import os
 import subprocess
 import threading
+import time
 import zlib
 
 import brotli
@@ -411,3 +412,71 @@ def test_forward_proxy_compresses_too(ferry_factory, raw_upstream):
     s.close()
     assert r.status == 200 and r.header("Content-Encoding") == "gzip"
     assert decode("gzip", r.body) == HTML
+
+
+def test_close_delimited_upstream_body_is_compressed(ferry_factory, raw_upstream):
+    """An upstream body that ends when the upstream closes (no length, no chunks) is
+    compressed and ends cleanly; the client's connection stays usable."""
+    def handler(c):
+        rd = SockReader(c, timeout=10)
+        rd.rxreq()
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nConnection: close\r\n\r\n" + HTML)
+        c.close()
+
+    raw_upstream.handler = handler
+    f = ferry_factory(raw_upstream.url, "--compress")
+    s = connect(f.port, timeout=10)
+    try:
+        for _ in range(2):
+            r = get(f.port, "/", ae="gzip", sock=s)
+            assert r.status == 200 and r.header("Content-Encoding") == "gzip"
+            assert decode("gzip", r.body) == HTML
+    finally:
+        s.close()
+
+
+def test_a_client_that_does_not_read_holds_back_the_upstream(ferry_factory, raw_upstream):
+    """Backpressure through the compressor: while the client reads nothing, ferry stops
+    reading from the upstream once its buffers and the sockets' are full."""
+    import base64
+    import os as _os
+    import socket as _socket
+    import threading as _threading
+    chunk = base64.b64encode(_os.urandom(48 << 10))  # 64 KiB of text that barely compresses
+    total = 256 << 20
+    sent = [0]
+    stop = _threading.Event()
+
+    def handler(c):
+        rd = SockReader(c, timeout=10)
+        rd.rxreq()
+        c.settimeout(10)
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n"
+                  % total)
+        try:
+            while sent[0] < total and not stop.is_set():
+                c.sendall(chunk)
+                sent[0] += len(chunk)
+        except OSError:
+            pass
+
+    raw_upstream.handler = handler
+    f = ferry_factory(raw_upstream.url, "--compress")
+    s = _socket.socket()
+    s.setsockopt(_socket.SOL_SOCKET, _socket.SO_RCVBUF, 64 << 10)
+    s.connect(("127.0.0.1", f.port))
+    try:
+        s.sendall(simple_request("GET", "/big", headers=[("Accept-Encoding", "gzip")]))
+        # wait until the upstream is stuck: what it sent stops growing
+        last, still = -1, 0
+        deadline = time.monotonic() + 20
+        while still < 10 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            still = still + 1 if sent[0] == last else 0
+            last = sent[0]
+        print("upstream sent %d bytes before it blocked" % sent[0])
+        assert sent[0] < 48 << 20, "the upstream sent %d bytes to a client that reads nothing" % sent[0]
+        assert f.tree_rss_kb() < 64 * 1024
+    finally:
+        stop.set()
+        s.close()
