@@ -23,6 +23,7 @@
 
 #include "conf/config.h"
 #include "core/json.h"
+#include "filters/codec.h"
 #include "tools/capfile.h"
 #include "tools/tools.h"
 
@@ -280,6 +281,59 @@ static void put_request(struct fy_json_writer *w, const struct fy_json *rq)
     fy_json_obj_end(w);
 }
 
+/* HAR's content is the body as the page got it: decoded from the Content-Encoding the wire
+ * carried (Chrome's HAR does the same; bodySize stays the encoded size, `compression` the bytes
+ * saved). Only a body captured whole, in one coding ferry knows, and within a bound (a capture is
+ * not trusted more than an upstream is). Returns the decoded bytes (malloc'd) or NULL. */
+#define HAR_DECODE_MAX ((uint64_t)64 << 20)
+
+static char *decoded_body(const struct fy_json *headers, const struct fy_capbody *b, size_t *len)
+{
+    const struct fy_json *ce = fy_capfile_header(headers, "content-encoding");
+    if (!ce || b->size == 0 || b->captured < b->size)
+        return NULL;
+    const char *v = ce->str;
+    size_t n = ce->len;
+    while (n && (*v == ' ' || *v == '\t'))
+        v++, n--;
+    while (n && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+        n--;
+    int coding = fy_coding_parse(v, n);
+    if (coding <= FY_CODING_IDENTITY)
+        return NULL;
+    char *raw;
+    size_t raw_len;
+    if (fy_capfile_body_bytes(b, &raw, &raw_len) < 0)
+        return NULL;
+    struct fy_codec *d = fy_decoder_new((enum fy_coding)coding, HAR_DECODE_MAX, 0);
+    size_t cap = raw_len * 4 + 4096, used = 0;
+    char *out = d ? malloc(cap) : NULL;
+    const uint8_t *in = (const uint8_t *)raw;
+    size_t in_len = raw_len;
+    enum fy_codec_rc rc = FY_CODEC_MORE;
+    while (out && rc != FY_CODEC_DONE && rc != FY_CODEC_ERROR) {
+        if (cap - used < 4096) {
+            char *bigger = realloc(out, cap * 2);
+            if (!bigger)
+                break;
+            out = bigger;
+            cap *= 2;
+        }
+        uint8_t *o = (uint8_t *)out + used;
+        size_t avail = cap - used;
+        rc = fy_codec_run(d, &in, &in_len, &o, &avail, FY_CODEC_END);
+        used = (size_t)((char *)o - out);
+    }
+    fy_codec_free(d);
+    free(raw);
+    if (rc != FY_CODEC_DONE || in_len) {
+        free(out);
+        return NULL; /* corrupt, truncated, too large: shown as captured */
+    }
+    *len = used;
+    return out;
+}
+
 static void put_response(struct fy_json_writer *w, const struct fy_json *rs, const char *error)
 {
     const struct fy_json *headers = rs ? fy_json_get_type(rs, "headers", FY_JSON_ARRAY) : NULL;
@@ -298,11 +352,27 @@ static void put_response(struct fy_json_writer *w, const struct fy_json *rs, con
         memset(&b, 0, sizeof(b));
     fy_json_key(w, "content");
     fy_json_obj_begin(w);
+    size_t plain_len = 0;
+    char *plain = rs ? decoded_body(headers, &b, &plain_len) : NULL;
     fy_json_key(w, "size");
-    fy_json_int(w, (int64_t)b.size);
+    fy_json_int(w, (int64_t)(plain ? plain_len : b.size));
+    if (plain) {
+        fy_json_key(w, "compression");
+        fy_json_int(w, (int64_t)plain_len - (int64_t)b.size);
+    }
     fy_json_key(w, "mimeType");
     fy_json_cstr(w, mime_of(headers, "x-unknown"));
-    if (b.size > 0) {
+    if (plain) {
+        fy_json_key(w, "text");
+        if (fy_utf8_valid(plain, plain_len)) {
+            fy_json_str(w, plain, plain_len);
+        } else {
+            fy_json_base64(w, plain, plain_len);
+            fy_json_key(w, "encoding");
+            fy_json_cstr(w, "base64");
+        }
+        free(plain);
+    } else if (b.size > 0) {
         fy_json_key(w, "text");
         fy_json_str(w, b.text, b.text_len);
         if (b.base64) {

@@ -362,3 +362,41 @@ def test_replay_usage_errors(tmp_path):
     p = run_ferry("replay", src)
     assert p.returncode == 0 and lines_of(p) == [
         "0 sent: 0 same, 0 with another status, 0 with another body; 0 skipped, 0 failed"]
+
+
+def test_har_content_is_the_decoded_body(tmp_path):
+    """HAR's content is the body as the page got it: a gzip, br or zstd body captured whole is
+    decoded (content.size the decoded length, bodySize the encoded one, compression the bytes
+    saved); a truncated capture or a corrupt body stays as it was captured."""
+    import gzip
+    import brotli
+    import zstandard
+    page = b"<html><body>" + b"<p>hello har</p>" * 500 + b"</body></html>"
+    png = bytes(range(256)) * 8
+    recs = [
+        record("a" * 32, "GET", "https://x.test/g", resp_body=gzip.compress(page),
+               resp_headers=[("Content-Type", "text/html"), ("Content-Encoding", "gzip")]),
+        record("b" * 32, "GET", "https://x.test/b", resp_body=brotli.compress(page),
+               resp_headers=[("Content-Type", "text/html"), ("Content-Encoding", "br")]),
+        record("c" * 32, "GET", "https://x.test/z",
+               resp_body=zstandard.ZstdCompressor().compress(png),
+               resp_headers=[("Content-Type", "image/png"), ("Content-Encoding", "zstd")]),
+        record("d" * 32, "GET", "https://x.test/bad", resp_body=b"not gzip at all",
+               resp_headers=[("Content-Type", "text/plain"), ("Content-Encoding", "gzip")]),
+    ]
+    src = write_jsonl(tmp_path / "flows.jsonl", recs)
+    out = str(tmp_path / "flows.har")
+    assert run_ferry("har", src, "-o", out).returncode == 0
+    validate_har(out)
+    with open(out) as f:
+        entries = json.load(f)["log"]["entries"]
+    g, b, z, bad = (e["response"] for e in entries)
+    for r in (g, b):
+        assert r["content"]["text"] == page.decode()
+        assert r["content"]["size"] == len(page)
+        assert r["content"]["compression"] == len(page) - r["bodySize"]
+    assert z["content"]["encoding"] == "base64"
+    import base64
+    assert base64.b64decode(z["content"]["text"]) == png
+    assert bad["content"]["text"] == "not gzip at all" and bad["content"]["size"] == 15
+    assert "compression" not in bad["content"]
