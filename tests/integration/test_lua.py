@@ -454,3 +454,13 @@ def test_log_json_field_example(ferry_factory, upstream):
 def test_every_example_passes_the_check(name):
     p = run_ferry("-t", "--upstream", "http://127.0.0.1:9", "--lua", example(name))
     assert p.returncode == 0, p.stderr.decode()
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_an_empty_body_through_a_filter_and_the_compressor(ferry_factory, raw_upstream, chunked):
+    serve(raw_upstream, [("Content-Type", "text/html")], b"", chunked=chunked)
+    f = ferry_factory(raw_upstream.url, "--lua", example("inject_script.lua"), "--compress")
+    for _ in range(2):  # and the connection goes on
+        r = get(f.port, "/", ae="gzip")
+        assert r.status == 200
+        assert decode(r.header("Content-Encoding"), r.body) == b""
