@@ -119,9 +119,10 @@ def origin(pki):
     u.stop()
 
 
-def start_ferry(ferry_factory, pki, origin, state, flows):
+def start_ferry(ferry_factory, pki, origin, state, flows, lua=None):
     """ferry --forward --intercept --connect-ports 443,ORIGIN --upstream-ca TEST_CA --capture,
-    as a configuration file so that `allow:` can keep Chromium's own requests on the machine."""
+    as a configuration file so that `allow:` can keep Chromium's own requests on the machine;
+    `lua`: a script on the listener."""
     cfg = write_config("""
 listeners:
   - listen: 127.0.0.1:%d
@@ -132,7 +133,8 @@ listeners:
     intercept:
       state-dir: %s
     capture: { file: %s, max-body: 1m }
-""" % (free_port(), origin.port, pki["ca"].pem, origin.port, state, flows))
+""" % (free_port(), origin.port, pki["ca"].pem, origin.port, state, flows)
+                       + ("    lua: %s\n" % lua if lua else ""))
     return ferry_factory(None, "-c", cfg, listen=None)
 
 
@@ -366,20 +368,7 @@ def test_chromium_runs_a_script_ferry_injected(ferry_factory, pki, gzip_origin, 
     flows = str(tmp_path / "flows.jsonl")
     script = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "lua",
                           "inject_script.lua")
-    cfg = write_config("""
-listeners:
-  - listen: 127.0.0.1:%d
-    forward:
-      connect-ports: [443, %d]
-      upstream-ca: %s
-      allow: ["localhost:%d"]
-    intercept:
-      state-dir: %s
-    lua: %s
-    capture: { file: %s, max-body: 1m }
-""" % (free_port(), origin.port, pki["ca"].pem, origin.port, state, os.path.abspath(script),
-       flows))
-    f = ferry_factory(None, "-c", cfg, listen=None)
+    f = start_ferry(ferry_factory, pki, origin, state, flows, lua=os.path.abspath(script))
     ca_pem = os.path.join(state, "ferry-ca.pem")
     url = "https://localhost:%d/" % origin.port
     base = str(tmp_path / "trusted")
