@@ -200,7 +200,7 @@ static int scan_head(struct fy_h1_reader *r, const char *h, size_t n)
         uint32_t line_len = (crlf ? i - 1 : i) - r->line_start;
         if (line_len == 0) {
             if (r->nlines == 0) {
-                reader_error(r, 400, "empty request line");
+                reader_error(r, 400, r->is_request ? "empty request line" : "empty status line");
                 return -1;
             }
             r->head_len = i + 1;

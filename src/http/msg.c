@@ -145,6 +145,51 @@ bool fy_list_has(const char *value, uint32_t vlen, const char *tok, uint32_t tle
     return list_each(value, vlen, match_tok, &a);
 }
 
+/* An Upgrade element (protocol-name["/"protocol-version]) the request offered: the same element,
+ * or the same name where one side gives no version. */
+struct offered_arg {
+    const struct fy_msg *req;
+    bool any;
+};
+
+static bool same_protocol(const char *e, uint32_t n, void *arg)
+{
+    const struct match_arg *want = arg;
+    if (n == want->len && strncasecmp(e, want->tok, n) == 0)
+        return true;
+    const char *s1 = memchr(e, '/', n), *s2 = memchr(want->tok, '/', want->len);
+    if (!s1 == !s2)
+        return false; /* both versioned and different, or both bare and different */
+    uint32_t n1 = s1 ? (uint32_t)(s1 - e) : n, n2 = s2 ? (uint32_t)(s2 - want->tok) : want->len;
+    return n1 == n2 && strncasecmp(e, want->tok, n1) == 0;
+}
+
+static bool not_offered(const char *e, uint32_t n, void *arg)
+{
+    struct offered_arg *a = arg;
+    a->any = true;
+    struct match_arg want = {e, n};
+    for (uint32_t i = 0; i < a->req->nhdrs; i++) {
+        const struct fy_hdr *h = &a->req->hdrs[i];
+        if (!h->removed && h->tok == FY_TOK_UPGRADE &&
+            list_each(h->value, h->value_len, same_protocol, &want))
+            return false;
+    }
+    return true; /* stops the walk: this one was not asked for */
+}
+
+bool fy_msg_upgrade_offered(const struct fy_msg *req, const struct fy_msg *resp)
+{
+    struct offered_arg a = {req, false};
+    for (uint32_t i = 0; i < resp->nhdrs; i++) {
+        const struct fy_hdr *h = &resp->hdrs[i];
+        if (!h->removed && h->tok == FY_TOK_UPGRADE &&
+            list_each(h->value, h->value_len, not_offered, &a))
+            return false;
+    }
+    return a.any;
+}
+
 static bool hide_named(const char *e, uint32_t n, void *arg)
 {
     struct fy_msg *m = arg;

@@ -89,4 +89,8 @@ int fy_msg_own(struct fy_msg *m);
 /* True if a comma-separated field value contains `tok` as a list element (any case). */
 bool fy_list_has(const char *value, uint32_t vlen, const char *tok, uint32_t tlen);
 
+/* A 101's Upgrade (RFC 9110 7.8): true when it names at least one protocol and each one it
+ * names is among those the request's visible Upgrade fields offered. */
+bool fy_msg_upgrade_offered(const struct fy_msg *req, const struct fy_msg *resp);
+
 #endif

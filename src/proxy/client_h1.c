@@ -577,14 +577,34 @@ static void ds_body_consumed(void *ds)
     (void)ds; /* consumed bytes sit before in->start and are reused on the next read */
 }
 
+/* The response's visible fields. Content-Length is left out of a 1xx and a 204, which must not
+ * carry one (RFC 9110 8.6): a lenient client honouring it on a 103 would take bytes of the final
+ * response as that interim's body. (A 304's Content-Length describes the selected
+ * representation and stays.) */
 static int put_fields(struct fy_buf *b, const struct fy_msg *m)
 {
+    bool no_length = m->status < 200 || m->status == 204;
     for (uint32_t i = 0; i < m->nhdrs; i++) {
         const struct fy_hdr *h = &m->hdrs[i];
-        if (!h->removed && !fy_h1w_put_field(b, h->name, h->name_len, h->value, h->value_len))
+        if (h->removed || (no_length && h->tok == FY_TOK_CONTENT_LENGTH))
+            continue;
+        if (!fy_h1w_put_field(b, h->name, h->name_len, h->value, h->value_len))
             return -1;
     }
     return 0;
+}
+
+/* reason-phrase = *( HTAB / SP / VCHAR / obs-text ) (RFC 9112 4). An upstream's phrase with
+ * other bytes (ESC sequences for a terminal, DEL) is replaced by the standard one: the reason is
+ * advisory, and a client must not get what a field value would have been refused for. */
+static bool reason_valid(const char *r, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)r[i];
+        if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
+            return false;
+    }
+    return true;
 }
 
 static int put_status_line(struct fy_buf *b, const struct fy_msg *m)
@@ -605,8 +625,9 @@ static int put_status_line(struct fy_buf *b, const struct fy_msg *m)
                      ' '};
     if (!fy_h1w_put(b, line, sizeof(line)))
         return -1;
-    const char *reason = m->reason_len ? m->reason : fy_http_reason(m->status);
-    size_t rlen = m->reason_len ? m->reason_len : strlen(reason);
+    bool own = m->reason_len && reason_valid(m->reason, m->reason_len);
+    const char *reason = own ? m->reason : fy_http_reason(m->status);
+    size_t rlen = own ? m->reason_len : strlen(reason);
     return fy_h1w_put(b, reason, rlen) && fy_h1w_put(b, "\r\n", 2) ? 0 : -1;
 }
 

@@ -443,6 +443,7 @@ void sess_upstream_failed(struct fy_session *s, int err, const char *what)
         sess_release_upstream(s, false);
         s->reused = false;
         s->req_last_queued = s->req_done = false;
+        s->up_write_failed = false;
         s->state = S_CONNECT;
         fy_loop_queue(&s->w->loop, &s->task);
         return;
@@ -517,18 +518,19 @@ int sess_read_request_body(struct fy_session *s, struct iovec *iov, bool *last)
 /* A request write failed with rc: pump_request's result. */
 int sess_request_write_failed(struct fy_session *s, int rc)
 {
-    if (s->got_response_bytes) {
-        /* It answered early and stopped reading; let the response sess_finish. The write error
-         * may have eaten the reset's report, so from here on the connection's end no longer
-         * proves a close-delimited body complete. */
-        s->req_done = true;
-        sess_capture_mark(s, FY_FLOW_SENT);
-        s->req_last_queued = false;
-        s->up_write_failed = true;
-        return 1;
-    }
-    sess_upstream_failed(s, rc, "sending the request");
-    return -1;
+    /* An upstream may answer early (a 413 to a large upload) and close without reading the
+     * rest: the write then fails with a reset, but the answer is still queued in the socket
+     * and comes out of the next reads (RFC 9112 9.3 lets a server do this; the client gets
+     * the answer, not a 502). So stop sending and let the response side read: if nothing was
+     * queued, the read reports the end and sess_upstream_failed() decides (a retry included)
+     * as it would have here. The write error may have eaten the reset's report, so from here
+     * on the connection's end no longer proves a close-delimited body complete. */
+    s->req_done = true;
+    sess_capture_mark(s, FY_FLOW_SENT);
+    s->req_last_queued = false;
+    s->up_write_failed = true;
+    s->up_write_err = rc;
+    return 1;
 }
 
 /* Returns 1 on progress, 0 when blocked, -1 when the session changed state. Body spans are
@@ -627,6 +629,14 @@ static int on_response_head(struct fy_session *s)
     struct fy_upconn *up = s->up;
     struct fy_msg *m = &up->rd.msg;
     if (m->status < 200 && m->status != 101) {
+        /* Interim responses are bounded like every other input: each one restarts the upstream
+         * timeout, so an endless stream of them would hold the exchange forever. */
+        if (++s->ninterim > FY_MAX_INTERIM) {
+            sess_slog(s, FY_LOG_WARN, "the upstream sent more than %d interim (1xx) responses",
+                      FY_MAX_INTERIM);
+            sess_fail_exchange(s, 502, "the upstream server sent an invalid response");
+            return -1;
+        }
         /* Interim response: relay (ferry already sent its own 100 if the client asked). */
         if (!(m->status == 100 && (s->sent_continue || !s->req.expect_continue))) {
             fy_msg_strip_hop_by_hop(m);
@@ -646,7 +656,12 @@ static int on_response_head(struct fy_session *s)
     s->status = m->status;
     s->up_head_us = s->w->loop.now_us;
     sess_capture_mark(s, FY_FLOW_FIRST_BYTE);
-    if (m->status == 101 && !s->req.upgrade) {
+    if (m->status == 101 && (!s->req.upgrade || !fy_msg_upgrade_offered(&s->req, m))) {
+        /* A switch the client did not ask for, or to a protocol it did not offer (nor
+         * --upgrade-protocols allowed), is never tunnelled (RFC 9110 7.8, 15.2.2). */
+        sess_slog(s, FY_LOG_WARN, "the upstream switched protocols (101) %s",
+                  !s->req.upgrade ? "for a request that asked for no upgrade"
+                                  : "to a protocol the request did not offer");
         sess_fail_exchange(s, 502, "the upstream server sent an invalid response");
         return -1;
     }
@@ -784,8 +799,12 @@ static int pump_response(struct fy_session *s)
             sess_fail_exchange(s, 502, "the upstream server sent an invalid response");
             return -1;
         case FY_UH1_CLOSED:
-            sess_upstream_failed(
-                s, err, s->head_sent ? "sending the response body" : "waiting for the response");
+            if (s->up_write_failed && !s->got_response_bytes)
+                sess_upstream_failed(s, err ? err : s->up_write_err, "sending the request");
+            else
+                sess_upstream_failed(s, err,
+                                     s->head_sent ? "sending the response body"
+                                                  : "waiting for the response");
             return -1;
         }
     }

@@ -31,7 +31,8 @@
 #include "proxy/upstream_h1.h"
 #include "proxy/worker.h"
 
-#define PATH_INLINE 256 /* normalised paths up to this long need no allocation */
+#define PATH_INLINE 256   /* normalised paths up to this long need no allocation */
+#define FY_MAX_INTERIM 32 /* 1xx responses relayed per exchange before a 502 */
 
 #define FY_SESSION_STATES(X)                                                                       \
     X(ROUTE, "matching the request to a route")                                                    \
@@ -171,6 +172,8 @@ struct fy_session {
     /* tunnel */
     bool up_eof, client_eof;
     bool up_write_failed; /* a request write failed (reset): an upstream EOF is not a clean end */
+    int up_write_err;     /* that write's error, reported if no response follows */
+    uint16_t ninterim;    /* 1xx responses relayed so far (at most FY_MAX_INTERIM) */
     uint64_t bytes_in, bytes_out;
     uint64_t start_us, up_start_us, up_head_us;
     uint64_t up_ready_us; /* the upstream connection was ready for the request (connected, TLS) */

@@ -355,3 +355,84 @@ def test_1xx_not_sent_to_http10_client(env):
         interim, final = c.rxresp_interim()
     assert interim == [], "1xx sent to an HTTP/1.0 client: %r" % interim
     assert final.status == 200 and final.body == GOOD_BODY, final
+
+
+def test_too_many_interim_responses_502(env):
+    """1xx responses are bounded like any input: each restarts the upstream timeout, so an
+    endless stream of them would hold the exchange forever. Past 32, a 502."""
+    env.script.plan((b"HTTP/1.1 102 Processing\r\n\r\n" * 40 + GOOD, "close"))
+    with Client(env.port) as c:
+        c.send(REQ)
+        interim, final = c.rxresp_interim()
+    assert len(interim) == 32, len(interim)
+    assert final.status == 502, final
+
+
+def test_interim_and_204_lose_content_length(env):
+    """RFC 9110 8.6: no Content-Length on a 1xx or a 204. A lenient client honouring it on a 103
+    would take bytes of the final response as the interim's body."""
+    env.script.plan((b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\nContent-Length: 5\r\n\r\n" + GOOD,
+                     "close"),
+                    (b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n", "close"))
+    with Client(env.port) as c:
+        c.send(REQ)
+        interim, final = c.rxresp_interim()
+        assert [r.status for r in interim] == [103] and interim[0].header("Link") == "</a>"
+        assert interim[0].header("Content-Length") is None, interim[0]
+        assert final.status == 200 and final.body == GOOD_BODY, final
+    with Client(env.port) as c:
+        c.send(REQ)
+        resp = c.rxresp()
+    assert resp.status == 204 and resp.header("Content-Length") is None, resp
+
+
+def test_invalid_reason_phrase_replaced(env):
+    """reason-phrase is HTAB / SP / VCHAR / obs-text (RFC 9112 4): an upstream's phrase with
+    control bytes (a terminal's escape sequences) reaches the client as the standard phrase."""
+    env.script.plan((b"HTTP/1.1 200 \x1b]0;pwned\x07\x1b[31mRED\x7f\r\nContent-Length: 5\r\n"
+                     b"Connection: close\r\n\r\n" + GOOD_BODY, "close"))
+    with Client(env.port) as c:
+        c.send(b"GET /f HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n\r\n")
+        data = c.wait_closed()
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n"), data
+    assert b"\x1b" not in data and data.endswith(GOOD_BODY), data
+
+
+def test_early_answer_then_reset_is_relayed(env):
+    """An upstream answers a large upload early (413, Connection: close) and closes without
+    reading the body, so its kernel resets the connection and ferry's next write fails. The 413
+    is still queued in ferry's socket: the client gets it (RFC 9112 9.3 allows an early
+    answer), not a 502, and its connection closes (the rest of its body was never read)."""
+    body = 4 << 20
+    early = (b"HTTP/1.1 413 Payload Too Large\r\nConnection: close\r\nContent-Length: 8\r\n\r\n"
+             b"too-big!")
+    for _ in range(2):
+        env.script.plan((early, "close"))
+        with Client(env.port) as c:
+            def upload():
+                try:
+                    c.sock.sendall(b"POST /upload HTTP/1.1\r\nHost: example.test\r\n"
+                                   b"Content-Length: %d\r\n\r\n" % body + b"a" * body)
+                except OSError:
+                    pass  # ferry closed the connection once the answer was sent
+            t = threading.Thread(target=upload)
+            t.start()
+            t.join(10)
+            resp = c.rxresp()
+        assert resp.status == 413 and resp.body == b"too-big!", resp
+
+
+@pytest.mark.parametrize("upgrade", [b"Upgrade: h2c\r\n", b""], ids=["other-protocol", "no-upgrade"])
+def test_101_to_a_protocol_not_offered_502(env, upgrade):
+    """RFC 9110 7.8: a server must not switch to a protocol the client did not offer, and a 101
+    names the protocol (15.2.2). Such a switch is never tunnelled: it would also get around
+    --upgrade-protocols (h2c smuggling)."""
+    env.script.plan((b"HTTP/1.1 101 Switching Protocols\r\n" + upgrade +
+                     b"Connection: Upgrade\r\n\r\nPRI * HTTP/2.0\r\n", "hold"))
+    with Client(env.port) as c:
+        c.send(b"GET /ws HTTP/1.1\r\nHost: example.test\r\nUpgrade: websocket\r\n"
+               b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+               b"Sec-WebSocket-Version: 13\r\n\r\n")
+        resp = c.rxresp()
+    assert resp.status == 502, resp
+    assert_broken_conn_discarded(env)

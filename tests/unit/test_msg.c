@@ -289,3 +289,36 @@ Test(tokens, lookup_and_flags)
     cr_assert_eq(fy_token_lookup("VIA", 3), FY_TOK_VIA);
     cr_assert_eq(fy_token_lookup("X-Forwarded-Proto", 17), FY_TOK_X_FORWARDED_PROTO);
 }
+
+/* A 101 may only switch to a protocol the request offered (RFC 9110 7.8). */
+Test(msg, upgrade_offered)
+{
+    struct fy_msg req, resp;
+    fy_msg_init(&req);
+    fy_msg_init(&resp);
+    add(&req, "Upgrade", "websocket, foo/2");
+    cr_assert_not(fy_msg_upgrade_offered(&req, &resp)); /* a 101 without Upgrade */
+    add(&resp, "Upgrade", "WebSocket");
+    cr_assert(fy_msg_upgrade_offered(&req, &resp));
+    fy_msg_reset(&resp);
+    add(&resp, "Upgrade", "websocket/13"); /* a version where the offer had none */
+    cr_assert(fy_msg_upgrade_offered(&req, &resp));
+    fy_msg_reset(&resp);
+    add(&resp, "Upgrade", "foo/3"); /* both versioned, and different */
+    cr_assert_not(fy_msg_upgrade_offered(&req, &resp));
+    fy_msg_reset(&resp);
+    add(&resp, "Upgrade", "foo");
+    cr_assert(fy_msg_upgrade_offered(&req, &resp));
+    fy_msg_reset(&resp);
+    add(&resp, "Upgrade", "websocket, h2c"); /* one not offered */
+    cr_assert_not(fy_msg_upgrade_offered(&req, &resp));
+    fy_msg_reset(&resp);
+    add(&resp, "Upgrade", "h2c");
+    cr_assert_not(fy_msg_upgrade_offered(&req, &resp));
+    req.hdrs[0].removed = true; /* what was not sent upstream was not offered */
+    fy_msg_reset(&resp);
+    add(&resp, "Upgrade", "websocket");
+    cr_assert_not(fy_msg_upgrade_offered(&req, &resp));
+    fy_msg_free(&req);
+    fy_msg_free(&resp);
+}
