@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "core/log.h"
@@ -194,6 +195,39 @@ bool fy_addr_is_loopback(const struct sockaddr *sa)
         return (ntohl(v4) >> 24) == 127;
     return sa->sa_family == AF_INET6 &&
            IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)sa)->sin6_addr);
+}
+
+bool fy_addr_is_unspecified(const struct sockaddr *sa)
+{
+    uint32_t v4;
+    if (v4_of(sa, &v4))
+        return (ntohl(v4) >> 24) == 0;
+    return sa->sa_family == AF_INET6 &&
+           IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)sa)->sin6_addr);
+}
+
+bool fy_addr_is_local(const struct sockaddr *sa)
+{
+    if (fy_addr_is_loopback(sa) || fy_addr_is_unspecified(sa))
+        return true;
+    if (sa->sa_family != AF_INET && sa->sa_family != AF_INET6)
+        return false;
+    /* Binding to an address succeeds only where the address is one of this machine's (any
+     * interface); the port is 0, so nothing is taken. */
+    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return false;
+    struct sockaddr_storage ss;
+    socklen_t len =
+        sa->sa_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+    memcpy(&ss, sa, len);
+    if (ss.ss_family == AF_INET)
+        ((struct sockaddr_in *)&ss)->sin_port = 0;
+    else
+        ((struct sockaddr_in6 *)&ss)->sin6_port = 0;
+    bool local = bind(fd, (struct sockaddr *)&ss, len) == 0;
+    close(fd);
+    return local;
 }
 
 bool fy_addr_same_host(const struct sockaddr *a, const struct sockaddr *b)

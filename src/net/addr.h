@@ -37,6 +37,14 @@ bool fy_addr_is_any(const struct sockaddr *sa);
 /* True for 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104. */
 bool fy_addr_is_loopback(const struct sockaddr *sa);
 
+/* 0.0.0.0/8 (RFC 1122's "this host"), ::, or an IPv4-mapped form of those: not a destination
+ * anywhere, but Linux connects a socket to 0.0.0.0 or :: on this machine itself. */
+bool fy_addr_is_unspecified(const struct sockaddr *sa);
+
+/* One of this machine's own addresses: loopback, unspecified, or any interface's (a bind(2)
+ * test: a socket and two system calls, for the rare checks that need it). */
+bool fy_addr_is_local(const struct sockaddr *sa);
+
 /* The same host address (ports ignored); an IPv4-mapped IPv6 address equals its IPv4 one. */
 bool fy_addr_same_host(const struct sockaddr *a, const struct sockaddr *b);
 

@@ -70,8 +70,11 @@ bool fy_tls_sniff_host_valid(const char *name, size_t len)
             label = 0;
             continue;
         }
+        /* Letters, digits and '-' (RFC 1123), and '_': not a host name character, but names
+         * with one are in real use (service labels, some internal hosts), resolve, and
+         * OpenSSL, browsers and Squid accept them in an SNI and a certificate. */
         bool ldh = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-                   (ch >= '0' && ch <= '9') || ch == '-';
+                   (ch >= '0' && ch <= '9') || ch == '-' || ch == '_';
         if (!ldh || (ch == '-' && label == 0) || ++label > 63)
             return false;
     }

@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -792,11 +793,13 @@ static ssize_t ds_send_pipe(void *ds, int pipe_rd, size_t len)
 static int ds_send_error(void *ds, int status, const char *text, const struct fy_msg *extra)
 {
     struct fy_client *c = ds;
-    /* Keep-alive survives an error only if the request was read to its end. */
+    /* Keep-alive survives an error only if the request was read to its end. A failed CONNECT
+     * closes too: its client may already be sending tunnel bytes (a ClientHello), which must
+     * never be read as the next request. */
     bool body_pending = c->io->rd.state != FY_H1R_DONE;
-    if (body_pending)
+    if (body_pending || c->req_is_connect)
         c->linger = true;
-    int body = queue_error(c, status, text, body_pending, extra);
+    int body = queue_error(c, status, text, body_pending || c->req_is_connect, extra);
     if (body < 0)
         c->close_after = true;
     return body;
@@ -883,8 +886,10 @@ static int absolute_form(struct fy_msg *m)
     m->target = auth + alen;
     m->target_len = rest;
     if (m->target_len == 0) {
-        /* "http://h": the path is "/" (RFC 9110 4.2.3). */
-        m->target = "/";
+        /* "http://h": the path is "/" (RFC 9110 4.2.3), but "*" for OPTIONS: an empty path there
+         * asks about the server as a whole (RFC 9112 3.2.4). */
+        bool options = m->method_len == 7 && !memcmp(m->method, "OPTIONS", 7);
+        m->target = options ? "*" : "/";
         m->target_len = 1;
     }
     return 0;
@@ -900,7 +905,7 @@ static bool normalize_target(struct fy_msg *m)
         return true;
     if (m->target[0] == '*')
         return m->target_len == 1 && m->method_len == 7 && !memcmp(m->method, "OPTIONS", 7);
-    return absolute_form(m) == 0 && m->target[0] == '/';
+    return absolute_form(m) == 0 && (m->target[0] == '/' || m->target[0] == '*');
 }
 
 /* Every protocol the client asks to upgrade to (all Upgrade fields) is on the allowlist
@@ -985,6 +990,16 @@ static bool parse_authority(const char *a, uint32_t len, uint16_t def_port, stru
             return false;
         host = a + 1;
         hl = (uint32_t)(rb - a) - 1;
+        /* An IP literal here is an IPv6 address: an IPvFuture one names nothing ferry can
+         * reach, and must not be taken for a DNS name. */
+        char text[INET6_ADDRSTRLEN];
+        struct in6_addr a6;
+        if (hl == 0 || hl >= sizeof(text))
+            return false;
+        memcpy(text, host, hl);
+        text[hl] = 0;
+        if (inet_pton(AF_INET6, text, &a6) != 1)
+            return false;
         uint32_t used = (uint32_t)(rb - a) + 1;
         if (used < len) {
             port = rb + 2;
@@ -1001,7 +1016,9 @@ static bool parse_authority(const char *a, uint32_t len, uint16_t def_port, stru
     if (hl == 0 || hl > 253)
         return false;
     uint32_t p = def_port;
-    if (port) {
+    if (port && pl == 0 && def_port) {
+        /* "http://h:/": an empty port is the scheme's default (RFC 3986 3.2.3). */
+    } else if (port) {
         if (pl == 0 || pl > 5)
             return false;
         p = 0;
@@ -1271,8 +1288,16 @@ static void start_exchange(struct fy_client *c)
         return;
     }
     const struct fy_forward_conf *fc = w->gen->conf->listeners[c->lsn->listener].forward;
-    bool absolute = m->target_len > 0 && m->target[0] != '/' && !c->req_is_connect;
+    bool absolute =
+        m->target_len > 0 && m->target[0] != '/' && m->target[0] != '*' && !c->req_is_connect;
     bool https = m->target_len >= 8 && !strncasecmp(m->target, "https://", 8);
+    if (fc) {
+        /* Proxy-Connection is not standard, but old clients send it to a proxy in place of
+         * Connection; its "close" is honoured as Squid does (it never goes further). */
+        struct fy_hdr *pc = fy_msg_find_tok(m, FY_TOK_PROXY_CONNECTION);
+        if (pc && fy_list_has(pc->value, pc->value_len, "close", 5))
+            c->close_after = true;
+    }
     if (fc && !forward_admit(c, fc, m))
         return;
     if (c->req_is_connect) {
@@ -1281,8 +1306,21 @@ static void start_exchange(struct fy_client *c)
             return;
         }
         struct fy_fwd_target t;
-        if (c->origin_host || !parse_authority(m->target, m->target_len, 0, &t)) {
-            reject(c, 400, "CONNECT needs a host:port target");
+        if (c->origin_host) {
+            reject(c, 400, "CONNECT inside a tunnel is not supported");
+            return;
+        }
+        if (m->chunked || m->content_length > 0) {
+            /* A CONNECT has no content (RFC 9110 9.3.6): what follows its head is the tunnel's.
+             * Framing fields on one would have ferry and the destination disagree on where
+             * the tunnel starts. (Content-Length: 0, which some clients send, is harmless.) */
+            reject(c, 400,
+                   "a CONNECT request has no content (Content-Length or "
+                   "Transfer-Encoding given)");
+            return;
+        }
+        if (!parse_authority(m->target, m->target_len, 0, &t)) {
+            reject(c, 400, "CONNECT needs a host:port target (a port from 1 to 65535)");
             return;
         }
         if (!fy_ports_match(fc->connect_ports, t.port)) {
@@ -1321,6 +1359,10 @@ static void start_exchange(struct fy_client *c)
     }
     struct fy_fwd_target fwd;
     bool has_fwd = fc && forward_target(c, m, absolute, https, &fwd);
+    if (fc && absolute && !has_fwd && !c->origin_host) {
+        reject(c, 400, "the URL's host or port is not valid (a port from 1 to 65535)");
+        return;
+    }
     if (c->req_is_connect && fc->intercept && fc->intercept->tls &&
         !(fc->intercept->pass_through &&
           fy_dest_rules_check_name(fc->intercept->pass_through, fwd.host, fwd.host_len, fwd.port,

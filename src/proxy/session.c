@@ -400,6 +400,15 @@ void sess_fail_exchange(struct fy_session *s, int status, const char *text)
 {
     if (s->state == S_DONE)
         return;
+    if (s->has_fwd && s->fwd.answered) {
+        /* The client was told 200 for its CONNECT already (interception's sniff): its
+         * connection is a tunnel now, and no HTTP response may appear in it (RFC 9110 9.3.6).
+         * It closes; the log line keeps the status and the reason was logged. */
+        s->status = status;
+        sess_capture_error(s, status, text);
+        sess_finish(s, false, false);
+        return;
+    }
     if (!s->head_sent && s->ds) {
         s->status = status;
         sess_capture_error(s, status, text);

@@ -49,6 +49,17 @@ bool sess_forward_route(struct fy_session *s)
             sess_fail_exchange(s, 403, why);
             return false;
         }
+        /* Inside an intercepted tunnel the client's SNI names the host it means (and is what
+         * the destination is asked for): a name the rules deny is refused there too, whatever
+         * the CONNECT named, or CONNECT to an allowed address would front for it. */
+        const char *sni = s->fwd.sni;
+        if (sni && *sni &&
+            fy_dest_policy_check_name(fc->dests, sni, strlen(sni), s->fwd.port, why, sizeof(why)) ==
+                FY_DEST_DENIED) {
+            sess_slog(s, FY_LOG_INFO, "destination refused: the SNI %s: %s", sni, why);
+            sess_fail_exchange(s, 403, why);
+            return false;
+        }
     }
     return true;
 }
@@ -69,7 +80,8 @@ static bool is_self(const struct fy_session *s, const struct fy_addr *addr)
             const struct sockaddr *as = (const struct sockaddr *)&addr->ss;
             if (fy_addr_same_host(ls, as))
                 return true;
-            if (fy_addr_is_any(ls) && (fy_addr_is_loopback(as) || fy_addr_is_any(as)))
+            /* A wildcard listener is reached through every address of the machine. */
+            if (fy_addr_is_any(ls) && fy_addr_is_local(as))
                 return true;
         }
     }
@@ -87,6 +99,12 @@ bool sess_forward_next_addr(struct fy_session *s)
         fy_addr_format((const struct sockaddr *)&a->ss, text, sizeof(text));
         if (is_self(s, a)) {
             snprintf(why, sizeof(why), "%s is this proxy itself (a forwarding loop)", text);
+            continue;
+        }
+        if (fy_addr_is_unspecified((const struct sockaddr *)&a->ss)) {
+            /* 0.0.0.0 and :: name no host, and connecting to them reaches this machine: a way
+             * around every deny rule for loopback (Squid's to_localhost has them too). */
+            snprintf(why, sizeof(why), "%s is not a destination (the unspecified address)", text);
             continue;
         }
         if (fc->dests && !fy_dest_policy_check_addr(fc->dests, (enum fy_dest_verdict)s->fwd_verdict,

@@ -168,6 +168,8 @@ static int upstream_tls(struct fy_session *s, struct fy_upconn *up)
         char why[128];
         snprintf(why, sizeof(why), "TLS handshake timed out after %llu ms",
                  (unsigned long long)s->connect_timeout);
+        snprintf(s->tls_fail, sizeof(s->tls_fail), "no answer within %llu ms (connect-timeout)",
+                 (unsigned long long)s->connect_timeout);
         connect_failed_as(s, why, "the TLS handshake with the upstream server failed");
         return -1;
     }

@@ -242,3 +242,94 @@ def test_resolver_that_never_answers_is_504(ferry_factory):
         assert b"resolving" in r.body
     finally:
         dns.stop()
+
+
+def test_the_unspecified_address_is_not_a_destination(ferry_factory, origin):
+    """Linux connects 0.0.0.0 and :: to this machine: with a deny rule for loopback, they would
+    reach loopback services anyway (Squid's to_localhost lists them too). Refused, in every
+    spelling, and as a CONNECT."""
+    port = free_port()
+    cfg = write_config("""
+listeners:
+  - listen: 127.0.0.1:%d
+    forward:
+      deny: ["127.0.0.0/8", "::1/128"]
+      connect-ports: [%d]
+""" % (port, origin.port))
+    f = ferry_factory(None, "-c", cfg, listen=None)
+    for host in ("0.0.0.0", "0", "0.0", "[::ffff:0.0.0.0]", "[::]"):
+        r = proxy_get(f.port, "http://%s:%d/secret" % (host, origin.port))
+        assert r.status == 403, (host, r)
+    s, status, _ = connect(f.port, "0.0.0.0:%d" % origin.port)
+    s.close()
+    assert status == 403
+    assert origin.requests == []
+    # and no loop through it either, without any rule
+    f2 = ferry_factory(None, "--forward")
+    r = proxy_get(f2.port, "http://0.0.0.0:%d/loop" % f2.port)
+    assert r.status == 403
+    assert len(f2.wait_access_log(1)) == 1
+
+
+def test_a_refused_connect_closes_the_connection(ferry_factory, origin):
+    """A CONNECT's client may send tunnel bytes right away: after a refusal they must never be
+    read as the next request."""
+    port = free_port()
+    cfg = write_config("""
+listeners:
+  - listen: 127.0.0.1:%d
+    forward:
+      deny: ["127.0.0.2"]
+      connect-ports: [%d]
+""" % (port, origin.port))
+    f = ferry_factory(None, "-c", cfg, listen=None)
+    with socket.create_connection(("127.0.0.1", f.port), timeout=10) as s:
+        s.sendall(b"CONNECT 127.0.0.2:%d HTTP/1.1\r\nHost: x\r\n\r\n"
+                  b"GET http://127.0.0.1:%d/smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+                  % (origin.port, origin.port))
+        rd = ResponseReader(s, timeout=10)
+        r = rd.read_response()
+        assert r.status == 403 and r.header("Connection") == "close", r
+        assert s.recv(100) == b""
+    assert origin.requests == []
+
+
+@pytest.mark.parametrize("framing", [b"Content-Length: 5\r\n", b"Transfer-Encoding: chunked\r\n"])
+def test_connect_with_content_is_400(ferry_factory, origin, framing):
+    """A CONNECT has no content (RFC 9110 9.3.6): framing fields on one would make ferry and
+    the destination disagree on where the tunnel starts."""
+    f = ferry_factory(None, "--forward", "--connect-ports", str(origin.port))
+    with socket.create_connection(("127.0.0.1", f.port), timeout=10) as s:
+        s.sendall(b"CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: x\r\n%s\r\n" % (origin.port, framing))
+        r = ResponseReader(s, timeout=10).read_response()
+    assert r.status == 400, r
+
+
+def test_options_with_an_empty_path_is_asterisk(ferry_factory, origin):
+    """RFC 9112 3.2.4: OPTIONS http://h:p (no path) goes on as OPTIONS *; OPTIONS * sent to a
+    forward proxy names no destination (400)."""
+    f = ferry_factory(None, "--forward")
+    with socket.create_connection(("127.0.0.1", f.port), timeout=10) as s:
+        s.sendall(b"OPTIONS http://127.0.0.1:%d HTTP/1.1\r\nHost: x\r\n\r\n" % origin.port)
+        r = ResponseReader(s, timeout=10).read_response()
+    assert r.status == 200
+    assert origin.requests[-1].method == "OPTIONS" and origin.requests[-1].path == "*"
+    with socket.create_connection(("127.0.0.1", f.port), timeout=10) as s:
+        s.sendall(b"OPTIONS * HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % origin.port)
+        r = ResponseReader(s, timeout=10).read_response()
+    assert r.status == 400, r
+    assert len(origin.requests) == 1
+
+
+def test_url_ports_and_ip_literals(ferry_factory, origin):
+    """An empty port is the scheme's default (RFC 3986 3.2.3); port 0 and an IPvFuture literal
+    are 400s that say what is wrong (not 'ask for an absolute URL', not a DNS lookup)."""
+    f = ferry_factory(None, "--forward")
+    r = proxy_get(f.port, "http://127.0.0.1:0/x")
+    assert r.status == 400 and b"port" in r.body, r
+    r = proxy_get(f.port, "http://[v1.abc]:%d/x" % origin.port)
+    assert r.status == 400, r
+    # "http://127.0.0.1:/x" is port 80: nothing listens there in the test machine's loopback,
+    # or something does; either way ferry tries port 80 rather than refusing the URL
+    r = proxy_get(f.port, "http://127.0.0.1:/x")
+    assert r.status != 400, r

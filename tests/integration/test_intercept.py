@@ -376,3 +376,42 @@ def test_credentials_are_asked_once_per_tunnel(ferry_factory, pki, state, origin
     assert r.stdout == b"200", r.stderr
     with pytest.raises(requests.exceptions.ProxyError):
         requests.get(url, proxies={"https": proxy}, verify=ferry_ca(state), timeout=10)
+
+
+def test_a_failure_after_the_tunnel_was_answered_closes_it(ferry_factory, pki, state):
+    """Interception answers 200 before it reads the first bytes. A tunnel relayed untouched
+    (here: bytes that are neither TLS nor HTTP) whose destination then fails must close: an
+    HTTP error written into it would be read as the destination's bytes."""
+    dead = free_port()  # allowed by connect-ports, nothing listens
+    f = start(ferry_factory, pki, state, dead)
+    with open_tunnel(f.port, "127.0.0.1:%d" % dead) as s:
+        s.sendall(b"\x00\x01binary protocol")
+        try:
+            got = s.recv(100)
+        except ConnectionResetError:  # closed with the client's bytes unread
+            got = b""
+        assert got == b"", got  # nothing was written into the tunnel
+    line = f.wait_access_log(2)[-1]
+    assert " 502 0 " in line, line
+
+
+def test_deny_rules_apply_to_the_sni(ferry_factory, pki, state, origin):
+    """CONNECT to an allowed address with the SNI of a denied name would front for it: the
+    requests inside get a 403 (inside TLS, readable by the user) as if the CONNECT had named
+    it."""
+    port = free_port()
+    cfg = write_config("""
+state-dir: %s
+listeners:
+  - listen: 127.0.0.1:%d
+    forward:
+      connect-ports: [%d]
+      deny: [localhost]
+      upstream-ca: %s
+    intercept: on
+""" % (state, port, origin.port, pki["ca"].pem))
+    f = ferry_factory(None, "-c", cfg, listen=None)
+    with tls_in_tunnel(f.port, "127.0.0.1:%d" % origin.port, ferry_ca(state), "localhost") as t:
+        r = get(t, "/fronted")
+    assert r.status == 403 and b"localhost" in r.body, r
+    assert origin.requests == []

@@ -304,9 +304,9 @@ Test(sniff, malformed_lengths_are_bad)
 Test(sniff, bad_server_names_are_bad)
 {
     char sni[FY_SNIFF_SNI_CAP];
-    static const char *names[] = {"under_score.example", "a..b", ".a",        "-a.example",
-                                  "a-.example",          "a b",  "*.example", "a.example..",
-                                  "\xc3\xa9.example",    "."};
+    static const char *names[] = {"per%cent.example", "a..b", ".a",        "-a.example",
+                                  "a-.example",       "a b",  "*.example", "a.example..",
+                                  "\xc3\xa9.example", "."};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         cr_assert_eq(sniff_spec(&(struct spec){.sni = names[i]}, sni), FY_SNIFF_BAD, "%s",
                      names[i]);
@@ -437,6 +437,8 @@ Test(sniff, host_names)
     cr_assert(fy_tls_sniff_host_valid("a", 1));
     cr_assert(fy_tls_sniff_host_valid("xn--bcher-kva.example", 21));
     cr_assert(fy_tls_sniff_host_valid("127.0.0.1", 9));
+    cr_assert(fy_tls_sniff_host_valid("_svc.under_score.example", 24));
+    cr_assert_not(fy_tls_sniff_host_valid("a%41.example", 12));
     cr_assert_not(fy_tls_sniff_host_valid("", 0));
     cr_assert_not(fy_tls_sniff_host_valid("a.", 2));
     cr_assert_not(fy_tls_sniff_host_valid("::1", 3));
