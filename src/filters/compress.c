@@ -27,6 +27,7 @@
 #include "filters/accept_encoding.h"
 #include "filters/codec.h"
 #include "filters/codec_filter.h"
+#include "http/tokens.h"
 
 static const struct fy_compress_conf *conf_for(const struct fy_exchange *x)
 {
@@ -154,9 +155,35 @@ static int weaken_etag(struct fy_exchange *x, struct fy_msg *m)
     return 0;
 }
 
+/* A 304 stands for the 200 the client has (RFC 9110 15.4.5): if that one was compressed, the
+ * client revalidates with its weakened tag, and the 304 must carry the same W/"x" (a cache
+ * matches the 304 to its stored response by it) and the same Vary. The 304 has no Content-Type
+ * to judge by, so the client's own If-None-Match tells: it names W/"x" where the upstream's tag
+ * is "x". */
+static int revalidated(struct fy_exchange *x, struct fy_msg *m)
+{
+    const struct fy_hdr *etag = fy_msg_find(m, "ETag", 4);
+    if (!x->req || !etag || etag->value_len < 2 || etag->value[0] != '"' || etag->value_len > 250)
+        return 0;
+    char weak[256];
+    memcpy(weak, "W/", 2);
+    memcpy(weak + 2, etag->value, etag->value_len);
+    bool named = false;
+    for (uint32_t i = 0; i < x->req->nhdrs && !named; i++) {
+        const struct fy_hdr *h = &x->req->hdrs[i];
+        named = !h->removed && fy_name_eq(h->name, h->name_len, "If-None-Match", 13) &&
+                fy_list_has(h->value, h->value_len, weak, etag->value_len + 2);
+    }
+    if (!named)
+        return 0;
+    return weaken_etag(x, m) < 0 || fy_compress_vary(m) < 0 ? -1 : 0;
+}
+
 static enum fy_hook_result compress_response(struct fy_exchange *x, struct fy_msg *m)
 {
     const struct fy_compress_conf *c = conf_for(x);
+    if (c && m->status == 304)
+        return revalidated(x, m) < 0 ? FY_HOOK_ERROR : FY_HOOK_CONTINUE;
     if (!c || !x->body_filters || !eligible(c, m))
         return FY_HOOK_CONTINUE;
     if (fy_compress_vary(m) < 0)

@@ -371,6 +371,13 @@ static enum fy_coding client_coding(struct fy_exchange *x, uint8_t *level)
  * body cannot be filtered (it goes out as it is), or -1 (out of memory). */
 static int add_body_filters(struct fy_exchange *x, struct lua_xch *e, struct fy_msg *m)
 {
+    if (m->status == 206) {
+        /* A part of the representation (of its encoded bytes, when it has a coding): it cannot
+         * be decoded alone, and a changed length would no longer match its Content-Range. */
+        fy_debug("lua: %s: a 206 (partial content) is not filtered (client %s, request %s)",
+                 e->conf->where, x->client_ip, x->request_id ? x->request_id : "-");
+        return 1;
+    }
     int coding = fy_content_coding(m);
     if (coding < 0) {
         fy_warn("lua: %s: the response's Content-Encoding cannot be decoded; its body is not "

@@ -94,9 +94,10 @@ static int check_request_line(struct fy_h1_reader *r, const char *l, uint32_t n)
     if (n - i - 1 != 8 || memcmp(v, "HTTP/", 5) != 0 || !is_digit(v[5]) || v[6] != '.' ||
         !is_digit(v[7]))
         return 400;
-    if (v[5] == '1')
-        r->line_minor = (int8_t)(v[7] - '0');
-    return 0; /* other major versions get 505 once the head is complete */
+    if (v[5] != '1')
+        return 505; /* HTTP/0.9, 2.0, 3.0...: a version ferry does not speak on this connection */
+    r->line_minor = (int8_t)(v[7] - '0');
+    return 0; /* 1.2 to 1.9: llhttp refuses them (400) */
 }
 
 /* status-line = HTTP-version SP 3DIGIT SP [ reason-phrase ] (RFC 9112 4). */
@@ -310,6 +311,8 @@ size_t fy_h1r_execute(struct fy_h1_reader *r, const char *data, size_t len)
     }
     if (r->state == FY_H1R_HEAD)
         reader_error(r, 400, "incomplete head"); /* scanner and llhttp disagree: refuse */
+    if (r->state == FY_H1R_ERROR && r->is_request)
+        fy_h1r_keep_request_line(r, data); /* llhttp refused it: the log still shows the line */
     if (r->state == FY_H1R_BODY && r->own_chunked)
         used += decode_chunked(r, data + used, len - used);
     return skipped + used;
@@ -503,8 +506,11 @@ static int on_headers_complete(llhttp_t *p)
         }
         /* CONNECT turns the connection into a tunnel after the head, like an upgrade: llhttp
          * treats what follows as tunnel bytes, never as a body, whatever Content-Length says. */
-        m->upgrade = (conn_upgrade && fy_msg_find_tok(m, FY_TOK_UPGRADE) != NULL) ||
-                     p->method == HTTP_CONNECT;
+        /* An HTTP/1.0 request's Upgrade is ignored (RFC 9110 7.8): its client could not take
+         * the 101 (no 1xx to HTTP/1.0, 15.2); it goes on as a plain request. */
+        m->upgrade =
+            (conn_upgrade && m->version_minor == 1 && fy_msg_find_tok(m, FY_TOK_UPGRADE) != NULL) ||
+            p->method == HTTP_CONNECT;
         if (r->limits.max_body && m->content_length > 0 &&
             (uint64_t)m->content_length > r->limits.max_body) {
             reader_error(r, 413, "request body too large");

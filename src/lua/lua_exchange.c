@@ -409,6 +409,18 @@ static int req_newindex(lua_State *L)
                          push_printable(L, s, n));
     if (is_method && !method_ok(s, n))
         return lvm_error(L, 1, "req.method %s is not a token", push_printable(L, s, n));
+    if (is_method) {
+        /* A response to HEAD has no body (RFC 9112 6.3): a client that asked for GET would
+         * wait for the body the upstream never sends. (HEAD made GET is fine: the body the
+         * upstream then sends is not relayed.) CONNECT is a tunnel, not a request. */
+        bool to_head = n == 4 && !memcmp(s, "HEAD", 4);
+        bool was_head = v->method_len == 4 && !memcmp(v->method, "HEAD", 4);
+        if ((to_head && !was_head) || (n == 7 && !memcmp(s, "CONNECT", 7)))
+            return lvm_error(L, 1,
+                             "req.method cannot become %s (the client's request was not one: "
+                             "the response's framing depends on it)",
+                             push_printable(L, s, n));
+    }
     if (is_host && !host_ok(s, n))
         return lvm_error(L, 1, "req.host %s is not a host name, address or host:port",
                          push_printable(L, s, n));
@@ -947,7 +959,9 @@ void fy_lua_on_log(struct fy_lua *vm, struct fy_lua_x *x, struct fy_lua_xview *v
     enum fy_lua_rc rc = run(vm, x, call_log, &c, LVM_LOG);
     set_info(vm->L, NULL); /* also after an error: the struct is the caller's */
     if (rc == FY_LUA_ERROR)
-        fy_warn("lua: on_log: %s", x->err);
+        fy_warn("lua: on_log: %s (client %.*s, request %s)", x->err,
+                v->client_ip ? (int)v->client_ip_len : 1, v->client_ip ? v->client_ip : "-",
+                info && info->request_id ? info->request_id : "-");
 }
 
 static int call_release(lua_State *L)

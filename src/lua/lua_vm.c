@@ -208,6 +208,11 @@ int lvm_run(struct fy_lua *vm, lua_CFunction fn, void *arg, enum lvm_phase phase
                      msg ? msg : "no message");
         else
             snprintf(err, errlen, "%s", msg ? msg : "error without a message");
+        /* The message is the script's text and goes into ferry's log: a newline or an escape
+         * sequence in it must not forge a line or reach a terminal (ferry.log does the same). */
+        for (char *p = err; *p; p++)
+            if ((unsigned char)*p < 0x20 || *p == 0x7f)
+                *p = ' ';
     }
     lua_settop(L, 0);
     vm->phase = LVM_IDLE;

@@ -411,14 +411,15 @@ static bool trace_hides(const struct fy_hdr *h)
 }
 
 /* A request that never became an exchange: answer, log, and close after flushing. */
-static void reject(struct fy_client *c, int status, const char *why)
+static void reject_with(struct fy_client *c, int status, const char *why,
+                        const struct fy_msg *extra)
 {
     if (c->io && c->in && c->io->rd.state == FY_H1R_HEAD) /* e.g. the header timeout */
         fy_h1r_keep_request_line(&c->io->rd, c->in->data + c->in->start);
     client_log(c, FY_LOG_INFO, "rejected with %d: %s", status, why);
     c->linger = true;
     c->phase = P_CLOSING;
-    int body = queue_error(c, status, why, true, NULL);
+    int body = queue_error(c, status, why, true, extra);
     log_client_error(c, status, body);
     if (body < 0) {
         close_client(c);
@@ -426,6 +427,11 @@ static void reject(struct fy_client *c, int status, const char *why)
     }
     fy_loop_timer_set(&c->w->loop, &c->timer, c->w->cfg->send_timeout);
     fy_loop_queue(&c->w->loop, &c->task);
+}
+
+static void reject(struct fy_client *c, int status, const char *why)
+{
+    reject_with(c, status, why, NULL);
 }
 
 /*
@@ -797,9 +803,14 @@ static int ds_send_error(void *ds, int status, const char *text, const struct fy
      * closes too: its client may already be sending tunnel bytes (a ClientHello), which must
      * never be read as the next request. */
     bool body_pending = c->io->rd.state != FY_H1R_DONE;
-    if (body_pending || c->req_is_connect)
+    /* A malformed request closes the connection whatever its framing (as nginx does, and as
+     * ferry's own reader rejections do): its client is not one to trust with another. */
+    bool malformed =
+        status == 400 || status == 408 || status == 413 || status == 414 || status == 431;
+    bool close = body_pending || c->req_is_connect || malformed;
+    if (close)
         c->linger = true;
-    int body = queue_error(c, status, text, body_pending || c->req_is_connect, extra);
+    int body = queue_error(c, status, text, close, extra);
     if (body < 0)
         c->close_after = true;
     return body;
@@ -951,16 +962,25 @@ static int max_forwards(struct fy_client *c, struct fy_msg *m)
     bool trace = m->method_len == 5 && !memcmp(m->method, "TRACE", 5);
     if (!options && !trace)
         return 0;
-    struct fy_hdr *h = fy_msg_find_tok(m, FY_TOK_MAX_FORWARDS);
+    struct fy_hdr *h = NULL;
+    for (uint32_t i = 0; i < m->nhdrs; i++) {
+        if (m->hdrs[i].removed || m->hdrs[i].tok != FY_TOK_MAX_FORWARDS)
+            continue;
+        if (h)
+            return -1; /* two fields are a list (RFC 9110 5.3), and the value is one number */
+        h = &m->hdrs[i];
+    }
     if (!h)
         return 0;
-    if (h->value_len == 0 || h->value_len > 18)
+    if (h->value_len == 0)
         return -1;
+    /* 1*DIGIT, of any length: a value past 10^18 is as good as infinite (clamped). */
     uint64_t n = 0;
     for (uint32_t i = 0; i < h->value_len; i++) {
         if (h->value[i] < '0' || h->value[i] > '9')
             return -1;
-        n = n * 10 + (uint64_t)(h->value[i] - '0');
+        if (n < 1000000000000000000ull)
+            n = n * 10 + (uint64_t)(h->value[i] - '0');
     }
     if (n > 0) {
         /* The decremented value lives in the client until fy_msg_own() copies it. */
@@ -1302,7 +1322,14 @@ static void start_exchange(struct fy_client *c)
         return;
     if (c->req_is_connect) {
         if (!fc) {
-            reject(c, 405, "CONNECT is not supported by this reverse proxy");
+            /* A 405 names what is allowed (RFC 9110 15.5.6): every method but CONNECT is
+             * forwarded; these are the standard ones. */
+            static const char allow[] = "GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH";
+            struct fy_msg extra;
+            fy_msg_init(&extra);
+            fy_msg_add(&extra, "Allow", 5, allow, sizeof(allow) - 1, FY_TOK_OTHER);
+            reject_with(c, 405, "CONNECT is not supported by this reverse proxy", &extra);
+            fy_msg_free(&extra);
             return;
         }
         struct fy_fwd_target t;
@@ -1429,7 +1456,14 @@ static void read_request(struct fy_client *c)
             continue;
         if (r == FY_AGAIN)
             break;
-        /* EOF or error between or inside request heads: nothing to answer. */
+        /* EOF or error between or inside request heads: nothing to answer. One inside a head
+         * is still logged (as nginx does, a 400 of 0 bytes): a client that hangs up half-way
+         * through a request should show in the access log. */
+        if (r == 0 && c->phase == P_HEAD && c->io && c->in && c->in->start < c->in->end) {
+            fy_h1r_keep_request_line(&c->io->rd, c->in->data + c->in->start);
+            client_log(c, FY_LOG_INFO, "closed the connection inside a request head");
+            log_client_error(c, 400, 0);
+        }
         close_client(c);
         return;
     }

@@ -418,10 +418,19 @@ static void send_own_response(struct fy_session *s, int status, const char *body
     }
     if (sess_run_hooks(s, HP_RESPONSE, resp) != FY_HOOK_CONTINUE)
         goto oom;
-    resp->content_length = blen;
-    size_t dl = fy_u64_to_dec(blen, s->clen);
-    if (fy_msg_add(resp, "Content-Length", 14, s->clen, (uint32_t)dl, FY_TOK_CONTENT_LENGTH) < 0)
-        goto oom;
+    status = resp->status;
+    if (status < 200 || status == 204 || status == 304) {
+        /* No content, and no Content-Length: a 204 must not carry one (RFC 9110 8.6), and a
+         * 304's would describe the representation, not this empty message. */
+        blen = 0;
+        resp->content_length = 0;
+    } else {
+        resp->content_length = blen;
+        size_t dl = fy_u64_to_dec(blen, s->clen);
+        if (fy_msg_add(resp, "Content-Length", 14, s->clen, (uint32_t)dl, FY_TOK_CONTENT_LENGTH) <
+            0)
+            goto oom;
+    }
     s->status = status;
     sess_capture_response(s, resp);
     int rc = s->ops->send_head(s->ds, resp);
@@ -599,6 +608,8 @@ void sess_step_route(struct fy_session *s)
         fy_worker_count_request(s->w);
         take_request_id(s);
         if (request_facts(s) < 0) {
+            sess_slog(s, FY_LOG_INFO,
+                      "rejected with 400: invalid request target (malformed percent-encoding)");
             sess_fail_exchange(s, 400, "invalid request target (malformed percent-encoding)");
             return;
         }

@@ -480,3 +480,19 @@ def test_a_client_that_does_not_read_holds_back_the_upstream(ferry_factory, raw_
     finally:
         stop.set()
         s.close()
+
+
+def test_a_304_matches_the_compressed_200(ferry_factory, raw_upstream):
+    """A 304 stands for the 200 the client has (RFC 9110 15.4.5): a client revalidating the
+    compressed response (If-None-Match: W/"v1", the weakened tag) gets W/"v1" and the Vary the
+    200 carried; a client revalidating the identity one ("v1") gets the tag as it is."""
+    serve(raw_upstream, [("Content-Type", "text/html"), ("ETag", '"v1"')], HTML)
+    f = ferry_factory(raw_upstream.url, "--compress")
+    r = get(f.port, ae="gzip")
+    assert r.header("ETag") == 'W/"v1"' and r.header("Content-Encoding") == "gzip"
+    serve(raw_upstream, [("ETag", '"v1"')], b"", status=304)
+    r = get(f.port, ae="gzip", headers=[("If-None-Match", 'W/"v1"')])
+    assert r.status == 304 and r.header("ETag") == 'W/"v1"', r
+    assert "accept-encoding" in (r.header("Vary") or "").lower(), r
+    r = get(f.port, headers=[("If-None-Match", '"v1"')])
+    assert r.status == 304 and r.header("ETag") == '"v1"', r

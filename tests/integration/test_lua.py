@@ -464,3 +464,64 @@ def test_an_empty_body_through_a_filter_and_the_compressor(ferry_factory, raw_up
         r = get(f.port, "/", ae="gzip")
         assert r.status == 200
         assert decode(r.header("Content-Encoding"), r.body) == b""
+
+
+def test_method_cannot_become_head_or_connect(ferry_factory, upstream, tmp_path):
+    """A client that sent GET waits for a body; the upstream's answer to HEAD has none (RFC 9112
+    6.3). Turning a request into HEAD or CONNECT is a script error (500), logged; HEAD made GET
+    is allowed (the body is not relayed)."""
+    s = script(tmp_path, 'function on_request(req)\n'
+                         '  if req.path == "/head" then req.method = "HEAD" end\n'
+                         '  if req.path == "/connect" then req.method = "CONNECT" end\n'
+                         '  if req.path == "/get" then req.method = "GET" end\nend\n', "m.lua")
+    f = ferry_factory(upstream.url, "--lua", s)
+    base = "http://127.0.0.1:%d" % f.port
+    t0 = time.monotonic()
+    assert requests.get(base + "/head", timeout=10).status_code == 500
+    assert requests.get(base + "/connect", timeout=10).status_code == 500
+    assert time.monotonic() - t0 < 5, "answered at once, not after the upstream timeout"
+    r = requests.head(base + "/get", timeout=10)
+    assert r.status_code == 200 and upstream.requests[-1].method == "GET"
+    wait_for(lambda: "m.lua:2:" in f.stderr_text() and "m.lua:3:" in f.stderr_text(), 5)
+
+
+def test_a_206_is_not_filtered(ferry_factory, raw_upstream):
+    """A part of a (possibly encoded) representation cannot be decoded alone, and a changed
+    length would no longer match its Content-Range: a 206 goes out as the upstream sent it."""
+    part = gzip.compress(HTML)[:500]
+    serve(raw_upstream, [("Content-Type", "text/html"), ("Content-Encoding", "gzip"),
+                         ("Content-Range", "bytes 0-499/%d" % len(gzip.compress(HTML)))],
+          part, status=206)
+    f = ferry_factory(raw_upstream.url, "--lua", example("inject_script.lua"))
+    r = get(f.port, ae="gzip", headers=[("Range", "bytes=0-499")])
+    assert r.status == 206 and r.body == part, r
+
+
+def test_respond_204_and_304_have_no_body_and_no_length(ferry_factory, upstream, tmp_path):
+    """RFC 9110 8.6: no Content-Length in a 204; a 304's would describe the representation, not
+    the empty message. A body given to req:respond for them is dropped."""
+    s = script(tmp_path, 'function on_request(req)\n'
+                         '  if req.path == "/204" then return req:respond(204, {}, "dropped") end\n'
+                         '  return req:respond(304, {ETag = \'"x"\'}, "dropped")\nend\n', "r.lua")
+    f = ferry_factory(upstream.url, "--lua", s)
+    sock = connect(f.port, timeout=10)
+    for path, status in (("/204", 204), ("/304", 304), ("/204", 204)):
+        sock.sendall(simple_request("GET", path, headers=[]))
+        r = ResponseReader(sock, timeout=10).read_response()
+        assert r.status == status and r.header("Content-Length") is None and r.body == b"", r
+    sock.close()
+
+
+def test_script_errors_cannot_forge_log_lines(ferry_factory, upstream, tmp_path):
+    """An error message is the script's text: its newlines and escapes do not reach the log as
+    such (a forged line, a terminal escape)."""
+    s = script(tmp_path, 'function on_request(req)\n'
+                         '  error("x\\nwarn ferry: forged line \\27[31m")\nend\n'
+                         'function on_log(req, resp, info) error("in on_log") end\n', "f.lua")
+    f = ferry_factory(upstream.url, "--lua", s)
+    assert requests.get("http://127.0.0.1:%d/" % f.port, timeout=10).status_code == 500
+    wait_for(lambda: "in on_log" in f.stderr_text(), 5)
+    err = f.stderr_text()
+    assert "\nwarn ferry: forged line" not in err and "\x1b" not in err, err
+    line = [x for x in err.splitlines() if "in on_log" in x][0]
+    assert "client 127.0.0.1" in line and "request " in line, line

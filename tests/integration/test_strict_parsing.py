@@ -11,7 +11,7 @@ import types
 import pytest
 
 from harness import (Client, UpstreamServer, expect_error_response, expect_upstream_saw,
-                     route_ok_len)
+                     route_ok_len, wait_for)
 
 H = b"Host: example.test\r\n"
 
@@ -136,6 +136,12 @@ HEAD_400 = {
     "host-with-slash": b"GET /x HTTP/1.1\r\nHost: a/b\r\n\r\n",
     "host-with-at": b"GET /x HTTP/1.1\r\nHost: user@a\r\n\r\n",
     "target-with-fragment": b"GET /x#frag HTTP/1.1\r\n" + H + b"\r\n",
+    # percent-encoding that does not decode: the connection closes like any other 400
+    "bad-percent-escape": get(target=b"/a%zz"),
+    # Max-Forwards is one number: two fields are a list of two (RFC 9110 5.3)
+    "max-forwards-two-fields": b"TRACE /t HTTP/1.1\r\n" + H + b"Max-Forwards: 5\r\n"
+                               b"Max-Forwards: 0\r\n\r\n",
+    "max-forwards-list": b"OPTIONS /t HTTP/1.1\r\n" + H + b"Max-Forwards: 5, 0\r\n\r\n",
 }
 
 
@@ -324,3 +330,44 @@ def test_keepalive_survives_many_valid_requests(env):
     reqs = expect_upstream_saw(env.port, env.up, ["/1", "/2", "/3", "/4", "/5"])
     assert [q.body for q in reqs] == [b"", b"abc", b"xyz", b"", b""]
     assert [q.method for q in reqs] == ["GET", "POST", "POST", "HEAD", "PURGE"]
+
+
+@pytest.mark.parametrize("version", [b"HTTP/0.9", b"HTTP/2.0", b"HTTP/3.0", b"HTTP/9.9"])
+def test_other_major_versions_are_505(env, version):
+    """A well-formed HTTP-version of another major version is 505 (RFC 9110 15.6.6), not 400."""
+    reject(env, get(version=version), statuses=(505,))
+
+
+def test_http10_upgrade_is_ignored(env):
+    """RFC 9110 7.8: a server must ignore Upgrade in an HTTP/1.0 request (its client could not
+    take the 101: no 1xx to HTTP/1.0). It goes upstream as a plain request."""
+    with Client(env.port) as c:
+        c.send(b"GET /ws HTTP/1.0\r\n" + H + b"Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+        resp = c.rxresp()
+    assert resp.status == 200, resp
+    req = env.up.wait_requests(1)[-1]
+    assert "upgrade" not in req.header_names(), req
+
+
+def test_405_for_connect_names_what_is_allowed(env):
+    """RFC 9110 15.5.6: a 405 carries Allow."""
+    with Client(env.port) as c:
+        c.send(b"CONNECT example.test:443 HTTP/1.1\r\n" + H + b"\r\n")
+        resp = c.rxresp()
+        c.expect_close()
+    assert resp.status == 405 and "GET" in (resp.header("Allow") or ""), resp
+
+
+def test_refused_lines_are_logged_as_sent(env):
+    """A line llhttp refuses (here: a target that is neither origin- nor absolute-form) is in
+    the access log as the client sent it, and so is a head the client abandoned half-way."""
+    with Client(env.port) as c:
+        c.send(b"GET a.example:443 HTTP/1.1\r\n" + H + b"\r\n")
+        assert c.rxresp().status == 400
+    with Client(env.port) as c:
+        c.send(b"GET /half-way HTTP/1.1\r\n" + H)
+        c.sock.shutdown(1)  # FIN: the head will never be complete
+        c.expect_close()
+    want = ('"GET a.example:443 HTTP/1.1" 400', '"GET /half-way HTTP/1.1" 400 0')
+    wait_for(lambda: all(any(w in line for line in env.ferry.access_log_lines()) for w in want),
+             5, what="the two refused requests in the access log")

@@ -670,7 +670,10 @@ Test(h1_request, reject_versions)
     expect_error("GET / HTTP/1.1x\r\nHost: h\r\n\r\n", 400);
     expect_error("GET / HTTP/x.1\r\nHost: h\r\n\r\n", 400);
     expect_error("GET / FTP/1.1\r\nHost: h\r\n\r\n", 400);
-    expect_error("GET /\r\n\r\n", 505); /* HTTP/0.9 */
+    expect_error("GET /\r\n\r\n", 505);                     /* HTTP/0.9 */
+    expect_error("GET / HTTP/3.0\r\nHost: h\r\n\r\n", 505); /* any other major version */
+    expect_error("GET / HTTP/9.9\r\nHost: h\r\n\r\n", 505);
+    expect_error("GET / HTTP/0.9\r\nHost: h\r\n\r\n", 505);
 }
 
 static char big_line[20000];
