@@ -316,8 +316,11 @@ static int lua_filter_push(struct fy_bfilter *f, const uint8_t **in, size_t *len
                     lf->request ? "request" : "response", lf->e->lx.err, lf->x->client_ip,
                     lf->x->request_id ? lf->x->request_id : "-",
                     lf->e->conf->on_error_pass ? "pass" : "fail");
-            if (!lf->e->conf->on_error_pass)
+            if (!lf->e->conf->on_error_pass) {
+                if (!f->chain->err_status)
+                    f->chain->err_status = 500; /* the script's fault, not the upstream's */
                 return fy_bf_fail(f, "%s", lf->e->lx.err);
+            }
             lf->passing = true;
             out = chunk;
             out_len = n;

@@ -13,6 +13,7 @@ void fy_h1w_init(struct fy_h1_writer *w)
     w->q.head = NULL;
     w->framing = FY_FRAME_NONE;
     w->finished = false;
+    w->written = 0;
     w->body_sent = 0;
     w->direct_left = 0;
 }
@@ -221,6 +222,7 @@ int fy_h1w_flush(struct fy_h1_writer *w, struct fy_sock *s)
         ssize_t n = fy_sock_writev(s, &q->iov[q->first], q->n - q->first);
         if (n < 0)
             return (int)n;
+        w->written += (uint64_t)n;
         size_t left = (size_t)n;
         while (q->first < q->n && left >= q->iov[q->first].iov_len) {
             left -= q->iov[q->first].iov_len;
@@ -236,4 +238,35 @@ int fy_h1w_flush(struct fy_h1_writer *w, struct fy_sock *s)
     q->first = q->n = q->nscratch = 0;
     release_heads(q);
     return 0;
+}
+
+void fy_h1w_mark(const struct fy_h1_writer *w, struct fy_h1w_mark *m)
+{
+    const struct fy_outq *q = &w->q;
+    m->written = w->written;
+    m->body_sent = w->body_sent;
+    m->direct_left = w->direct_left;
+    m->pending = (uint8_t)(q->n - q->first);
+    m->last_len = m->pending ? q->iov[q->n - 1].iov_len : 0;
+    m->nscratch = q->nscratch;
+    m->framing = w->framing;
+    m->finished = w->finished;
+}
+
+bool fy_h1w_rewind(struct fy_h1_writer *w, const struct fy_h1w_mark *m)
+{
+    struct fy_outq *q = &w->q;
+    /* Nothing written since the mark: the entries pending then are untouched (a compaction
+     * moves them, but keeps them the last `pending` before what came after). */
+    if (w->written != m->written || q->n - q->first < m->pending)
+        return false;
+    q->n = (uint8_t)(q->first + m->pending);
+    if (m->pending)
+        q->iov[q->n - 1].iov_len = m->last_len;
+    q->nscratch = m->nscratch;
+    w->framing = m->framing;
+    w->finished = m->finished;
+    w->body_sent = m->body_sent;
+    w->direct_left = m->direct_left;
+    return true;
 }

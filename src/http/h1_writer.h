@@ -40,7 +40,25 @@ struct fy_h1_writer {
     bool finished; /* the body end has been queued */
     uint64_t body_sent;
     uint64_t direct_left; /* chunked: bytes of the open direct chunk still to be written */
+    uint64_t written;     /* bytes written to the socket, ever (fy_h1w_mark) */
 };
+
+/* A point in the writer's queue (before a response head is queued), to take back what was queued
+ * after it while none of it has reached the socket. */
+struct fy_h1w_mark {
+    uint64_t written, body_sent, direct_left;
+    size_t last_len; /* the last pending iovec's length (a head can merge into it) */
+    uint8_t pending, nscratch;
+    enum fy_framing framing;
+    bool finished;
+};
+
+void fy_h1w_mark(const struct fy_h1_writer *w, struct fy_h1w_mark *m);
+
+/* Drops everything queued after the mark and restores the framing, if no byte was written since
+ * the mark (true); false, with nothing changed, once some were. The head buffers stay until the
+ * next flush or reset (whatever still points into them was before the mark). */
+bool fy_h1w_rewind(struct fy_h1_writer *w, const struct fy_h1w_mark *m);
 
 void fy_h1w_init(struct fy_h1_writer *w);
 

@@ -124,6 +124,8 @@ int fy_bf_pass(struct fy_bfilter *f, unsigned flags)
 int fy_bf_fail(struct fy_bfilter *f, const char *fmt, ...)
 {
     struct fy_bf_chain *c = f->chain;
+    if (!c->err_status)
+        c->err_status = 502;
     int n = snprintf(c->err, sizeof(c->err), "%s: ", f->name ? f->name : f->ops->name);
     if (n < 0 || (size_t)n >= sizeof(c->err))
         return -1;

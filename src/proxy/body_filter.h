@@ -75,6 +75,10 @@ struct fy_bf_chain {
     bool ended;     /* END reached the sink: the body ends after its bytes */
     uint64_t bytes_in, bytes_out;
     char err[160]; /* why a push failed: "gzip encoder: out of memory" */
+    /* The status for the client when the failure comes before any of the body went out: 502
+     * (what the upstream sent cannot be processed) unless a filter set another first (a
+     * script's error is a 500). */
+    int err_status;
 };
 
 /* An empty chain (nothing allocated until the first filter). */

@@ -78,12 +78,14 @@ struct fy_client {
     bool session_done; /* done() was called; finish flushing, then next request */
     bool linger;       /* unread input may remain: half-close and drain before closing */
     bool lingering;
-    bool out_blocked;      /* the session waits for our output queue to drain */
-    bool pipe_blocked;     /* ...or for the socket to take spliced bytes (ds_send_pipe) */
-    bool shut_after_flush; /* tunnel: send FIN once the queued bytes are out */
-    bool cut;              /* the response was cut short: end without TLS close_notify */
-    bool head_sent;        /* the session gave us the final response head */
-    bool req_is_connect;   /* the request in progress is a CONNECT */
+    bool out_blocked;             /* the session waits for our output queue to drain */
+    bool head_mark_close;         /* close_after before the final head was queued */
+    struct fy_h1w_mark head_mark; /* the queue before the final head (ds_retract_head) */
+    bool pipe_blocked;            /* ...or for the socket to take spliced bytes (ds_send_pipe) */
+    bool shut_after_flush;        /* tunnel: send FIN once the queued bytes are out */
+    bool cut;                     /* the response was cut short: end without TLS close_notify */
+    bool head_sent;               /* the session gave us the final response head */
+    bool req_is_connect;          /* the request in progress is a CONNECT */
     /* Inside an intercepted CONNECT tunnel: where its requests go (origin-form requests are
      * sent to the tunnel's destination). origin_host is owned; NULL = not a tunnel. */
     char *origin_host;
@@ -703,6 +705,8 @@ static int ds_send_head(void *ds, struct fy_msg *m)
     }
     if (c->w->draining)
         c->close_after = true;
+    fy_h1w_mark(wr, &c->head_mark);
+    c->head_mark_close = c->close_after;
     /* A head that does not fit one buffer (FY_BUF_SIZE bytes) once rewritten is refused whole
      * (the session answers 502): nothing is queued, so the client still gets a whole response.
      * The buffer asked for has room for the estimate, capped at the limit, so exactly the heads
@@ -816,6 +820,16 @@ static int ds_send_error(void *ds, int status, const char *text, const struct fy
     return body;
 }
 
+static bool ds_retract_head(void *ds)
+{
+    struct fy_client *c = ds;
+    if (!c->head_sent || c->tunnel || c->out_blocked || !fy_h1w_rewind(&c->io->wr, &c->head_mark))
+        return false;
+    c->head_sent = false;
+    c->close_after = c->head_mark_close;
+    return true;
+}
+
 static void ds_done(void *ds, bool clean)
 {
     struct fy_client *c = ds;
@@ -859,6 +873,7 @@ static const struct fy_downstream_ops client_ops = {
     .send_body = ds_send_body,
     .send_pipe = ds_send_pipe,
     .send_error = ds_send_error,
+    .retract_head = ds_retract_head,
     .done = ds_done,
 };
 

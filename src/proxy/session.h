@@ -64,6 +64,10 @@ typedef ssize_t fy_ds_send_pipe_fn(void *ds, int pipe_rd, size_t len);
 /* Error response before any head was sent; `extra` (may be NULL; read during the call only)
  * holds fields to add to its head. Returns the body bytes queued (for the log). */
 typedef int fy_ds_send_error_fn(void *ds, int status, const char *text, const struct fy_msg *extra);
+/* Takes back the final response head queued by send_head while none of it has reached the
+ * client (and no body span was queued after it): true, and the session may answer with
+ * send_error instead; false once it is on its way. NULL: cannot. */
+typedef bool fy_ds_retract_head_fn(void *ds);
 /* The request body limit of the route picked (bytes, 0 = unlimited): a longer body fails the
  * body_read() that crosses it with status 413. Only called before the first body_read(). */
 typedef void fy_ds_limit_body_fn(void *ds, uint64_t max);
@@ -87,6 +91,7 @@ struct fy_downstream_ops {
     fy_ds_send_body_fn *send_body;
     fy_ds_send_pipe_fn *send_pipe; /* NULL: cannot */
     fy_ds_send_error_fn *send_error;
+    fy_ds_retract_head_fn *retract_head; /* NULL: cannot */
     fy_ds_done_fn *done;
 };
 

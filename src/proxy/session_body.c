@@ -125,11 +125,25 @@ int sess_bf_pump(struct fy_session *s)
             s->bf_flush_due = false;
         }
         if (rc < 0 && rc != FY_AGAIN) {
-            sess_slog(s, FY_LOG_WARN,
-                      "the response body filter failed: %s; closing the client "
-                      "connection",
-                      s->bf.err[0] ? s->bf.err : "unknown error");
-            sess_finish(s, false, false);
+            /* Before any of the body went out, the head may still be only queued (it leaves
+             * with the first body bytes): then the client gets a proper error instead of a
+             * connection closed under a 200. */
+            bool retracted =
+                s->bytes_out == 0 && s->ops->retract_head && s->ops->retract_head(s->ds);
+            sess_slog(s, FY_LOG_WARN, "the response body filter failed: %s; %s",
+                      s->bf.err[0] ? s->bf.err : "unknown error",
+                      retracted ? "answering with an error instead"
+                                : "closing the client connection");
+            if (retracted) {
+                int status = s->bf.err_status ? s->bf.err_status : 502;
+                s->head_sent = false;
+                sess_fail_exchange(s, status,
+                                   status == 500 ? "a response body filter failed"
+                                                 : "the upstream server sent a response body "
+                                                   "that could not be processed");
+            } else {
+                sess_finish(s, false, false);
+            }
             return -1;
         }
         /* The sink's bytes go out when it is full, after a flush, at the end, and when a batch is

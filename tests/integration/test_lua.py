@@ -525,3 +525,26 @@ def test_script_errors_cannot_forge_log_lines(ferry_factory, upstream, tmp_path)
     assert "\nwarn ferry: forged line" not in err and "\x1b" not in err, err
     line = [x for x in err.splitlines() if "in on_log" in x][0]
     assert "client 127.0.0.1" in line and "request " in line, line
+
+
+def test_a_filter_failing_before_any_body_is_a_proper_error(ferry_factory, raw_upstream,
+                                                            tmp_path):
+    """The head leaves with the first body bytes: a body that fails in the chain before any of it
+    went out (a corrupt gzip body to decode, a script's error on the first chunk) is answered
+    with 502 (the upstream's fault) or 500 (the script's), logged, instead of a connection
+    closed under a 200."""
+    s = script(tmp_path, 'function on_response(req, resp)\n'
+                         '  resp:filter_body(function(chunk, last)\n'
+                         '    if req.path == "/err" then error("boom") end\n'
+                         '    return chunk\n  end)\nend\n', "first.lua")
+    f = ferry_factory(raw_upstream.url, "--lua", s)
+    serve(raw_upstream, [("Content-Type", "text/html"), ("Content-Encoding", "gzip")],
+          b"\x1f\x8b\x08\x00garbage that is not deflate" * 4)
+    r = get(f.port, "/corrupt", ae="gzip")
+    assert r.status == 502, r
+    serve(raw_upstream, [("Content-Type", "text/html")], HTML)
+    r = get(f.port, "/err")
+    assert r.status == 500, r
+    wait_for(lambda: "answering with an error instead" in f.stderr_text(), 5)
+    lines = f.wait_access_log(2)
+    assert '"GET /corrupt HTTP/1.1" 502' in lines[0] and '"GET /err HTTP/1.1" 500' in lines[1]

@@ -225,6 +225,25 @@ Test(h1_writer, copy_merges_with_head)
     expect_queued("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 413 x\r\n\r\nbodytail");
 }
 
+/* A head queued after a mark (merged into the previous one's buffer, with chunked body bytes
+ * after it) is taken back whole while nothing was written; what came before stays. */
+Test(h1_writer, rewind_takes_back_what_followed_the_mark)
+{
+    cr_assert_eq(fy_h1w_copy(&W, "HTTP/1.1 100 Continue\r\n\r\n", 25), 0);
+    struct fy_h1w_mark m;
+    fy_h1w_mark(&W, &m);
+    cr_assert_eq(fy_h1w_copy(&W, "HTTP/1.1 200 OK\r\n\r\n", 19), 0);
+    W.framing = FY_FRAME_CHUNKED;
+    struct iovec v = iv("body");
+    cr_assert_eq(fy_h1w_body(&W, &v, 1, false), 0);
+    cr_assert(fy_h1w_rewind(&W, &m));
+    expect_queued("HTTP/1.1 100 Continue\r\n\r\n");
+    cr_assert_eq(W.framing, FY_FRAME_NONE);
+    cr_assert_eq(W.q.nscratch, 0);
+    cr_assert_eq(fy_h1w_copy(&W, "HTTP/1.1 502 x\r\n\r\n", 18), 0);
+    expect_queued("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 502 x\r\n\r\n");
+}
+
 Test(h1_writer, copy_too_big)
 {
     static char big[FY_BUF_SIZE + 1];
@@ -354,6 +373,18 @@ Test(h1_writer_flush, partial_writes_resume)
     cr_assert_eq(p, expect_len);
     free(got);
     free(data);
+}
+
+Test(h1_writer_flush, rewind_refused_once_bytes_were_written)
+{
+    struct fy_sock s = plain_sock(sv[0]);
+    struct fy_h1w_mark m;
+    fy_h1w_mark(&W, &m);
+    cr_assert_eq(fy_h1w_copy(&W, "HTTP/1.1 200 OK\r\n\r\n", 19), 0);
+    cr_assert_eq(fy_h1w_flush(&W, &s), 0);
+    cr_assert_not(fy_h1w_rewind(&W, &m));
+    char got[64];
+    cr_assert_eq(read_all(sv[1], got, sizeof(got)), 19);
 }
 
 Test(h1_writer_flush, peer_closed_is_error)
