@@ -223,9 +223,25 @@ int fy_parse_duration(const char *s, uint64_t *ms)
 {
     char *end;
     errno = 0;
-    if (!isdigit((unsigned char)*s) && *s != '.')
-        return -1; /* also keeps out "nan", "inf", signs and spaces */
+    if (!isdigit((unsigned char)*s))
+        return -1; /* also keeps out "nan", "inf", signs, spaces and ".5" */
+    /* digits, then at most one '.' followed by digits: strtod alone would take hex (0x10) and
+     * exponents (1e3), which no duration is written as */
+    const char *p = s;
+    while (isdigit((unsigned char)*p))
+        p++;
+    if (*p == '.') {
+        p++;
+        if (!isdigit((unsigned char)*p))
+            return -1;
+        while (isdigit((unsigned char)*p))
+            p++;
+    }
+    if (*p && *p != 's' && *p != 'm' && *p != 'h')
+        return -1;
     double v = strtod(s, &end);
+    if (end != p)
+        return -1;
     if (end == s || errno || !(v >= 0))
         return -1;
     double mult;
@@ -557,6 +573,11 @@ static int parse_upstream(struct fy_config *c, const char *opt, const char *arg,
         return fy_errf(err, errlen, "%s: host too long in '%s'", opt, arg);
     memcpy(auth, rest, n);
     auth[n] = 0;
+    if (strchr(auth, '@'))
+        return fy_errf(err, errlen,
+                       "%s '%s': an upstream URL has no user or password (send credentials with "
+                       "--request-header 'Authorization: ...')",
+                       opt, arg);
     /* The authority is also the default Host: it must name a server, with a usable port. */
     if (n == 0 || (auth[0] == ':' && !strchr(auth + 1, ':')) || !strncmp(auth, "[]", 2))
         return fy_errf(err, errlen, "%s '%s': missing host (write http://HOST:PORT)", opt, arg);

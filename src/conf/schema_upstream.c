@@ -61,6 +61,13 @@ static int parse_url(struct fy_yaml_loader *l, const yaml_node_t *v, struct fy_s
     }
     memcpy(auth, rest, n);
     auth[n] = 0;
+    if (strchr(auth, '@')) {
+        fy_yaml_report(l, v->start_mark,
+                       "server '%s': a server URL has no user or password (send credentials with "
+                       "a request-header rule: Authorization)",
+                       raw);
+        return -1;
+    }
     const char *port = NULL;
     if (auth[0] == '[') {
         const char *close = strchr(auth, ']');

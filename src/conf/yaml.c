@@ -276,9 +276,26 @@ static void report_syntax(struct fy_yaml_loader *l, const yaml_parser_t *parser)
 {
     yaml_mark_t m = parser->problem_mark;
     const char *problem = parser->problem ? parser->problem : "invalid YAML";
-    if (parser->error == YAML_READER_ERROR)
-        fprintf(l->errs, "%s: %s (at byte %zu)\n", l->path, problem, parser->problem_offset);
-    else if (parser->context)
+    if (parser->error == YAML_READER_ERROR) {
+        /* libyaml's reader gives a byte offset only: the line and column come from the file */
+        size_t line = 1, col = 1;
+        FILE *f = fopen(l->path, "rb");
+        for (size_t i = 0; f && i < parser->problem_offset; i++) {
+            int ch = fgetc(f);
+            if (ch == EOF)
+                break;
+            if (ch == '\n') {
+                line++;
+                col = 1;
+            } else if ((ch & 0xC0) != 0x80) {
+                col++; /* columns count characters: a UTF-8 continuation byte is not one */
+            }
+        }
+        if (f)
+            fclose(f);
+        fprintf(l->errs, "%s:%zu:%zu: %s (byte %zu of the file; it must be UTF-8 text)\n", l->path,
+                line, col, problem, parser->problem_offset);
+    } else if (parser->context)
         fprintf(l->errs, "%s:%zu:%zu: %s (%s at line %zu, column %zu)\n", l->path, m.line + 1,
                 m.column + 1, problem, parser->context, parser->context_mark.line + 1,
                 parser->context_mark.column + 1);

@@ -3,9 +3,9 @@
  * decoded first (so "%2E%2E" is seen as ".." by the second pass), then dot segments are removed.
  * Both passes only shrink the text, so each writes behind where it reads and `out` may be `in`.
  *
- * Double slashes are kept on purpose: the upstream receives the raw path, and most upstreams
- * route "//a" differently from "/a" (or not at all), so merging them here would let a route
- * match a request the upstream understands as something else.
+ * Empty segments are merged ("//admin" is matched as "/admin"), as nginx's merge_slashes does:
+ * most upstreams (nginx, Apache, Tomcat) serve "//admin" as "/admin", so a route that refuses
+ * /admin must refuse it too. The upstream still receives the path as the client sent it.
  */
 #include "http/path.h"
 #include "http/tokens.h"
@@ -64,6 +64,10 @@ static uint32_t remove_dot_segments(char *p, uint32_t n)
         while (e < n && p[e] != '/')
             e++;
         uint32_t seglen = e - r - 1;
+        if (seglen == 0 && e < n) {
+            r = e; /* an empty segment: "//" is one separator (a trailing "/" stays) */
+            continue;
+        }
         bool dot = seglen == 1 && p[r + 1] == '.';
         bool dotdot = seglen == 2 && p[r + 1] == '.' && p[r + 2] == '.';
         if (dotdot) {

@@ -1,8 +1,9 @@
 /*
  * Request path normalisation for matching (RFC 3986 6.2.2): percent-encoded unreserved
  * characters are decoded (%41 -> A, %7E -> ~), other escapes are kept with upper-case hex digits
- * (%2f -> %2F, so an encoded slash never becomes a separator), and dot segments are removed
- * (5.2.4). The result always starts with '/'.
+ * (%2f -> %2F, so an encoded slash never becomes a separator), dot segments are removed
+ * (5.2.4), and empty segments are merged ("//a" -> "/a", as nginx's merge_slashes). The result
+ * always starts with '/'.
  */
 #ifndef FY_PATH_H
 #define FY_PATH_H

@@ -444,6 +444,10 @@ uint32_t fy_route_host_key(const char *host, uint32_t len, char *out)
         n = (uint32_t)(end - host) + 1;
     else if (len && host[0] != '[' && (end = memchr(host, ':', len)))
         n = (uint32_t)(end - host);
+    /* "a.example." is the same name as "a.example" (a fully qualified one): a route for the
+     * one must not be missed by the other, as nginx drops the dot before server_name too. */
+    if (n > 1 && host[n - 1] == '.' && host[0] != '[')
+        n--;
     for (uint32_t i = 0; i < n; i++)
         out[i] = (char)lower((unsigned char)host[i]);
     return n;

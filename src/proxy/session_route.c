@@ -310,6 +310,9 @@ static int request_facts(struct fy_session *s)
             if (c == ']' || c == '.')
                 break;
         }
+        /* ... and without a trailing dot: "a.com." names a.com, as routing takes it */
+        if (s->host_len > 1 && s->host[s->host_len - 1] == '.')
+            s->host_len--;
     }
     const char *q = memchr(m->target, '?', m->target_len);
     uint32_t plen = q ? (uint32_t)(q - m->target) : m->target_len;
@@ -463,6 +466,24 @@ oom:
 }
 
 /* A redirect or fixed-response route. */
+/* A location written as a path on this site ("/go/$1": one '/', then not a second one) that
+ * renders to "//evil.example" or "/\\evil.example" would be a network-path reference to another
+ * host (browsers read '\\' as '/'): a capture or variable from the request made it so. Its run
+ * of leading slashes becomes one. A location written as "//host/..." is left alone. */
+static void local_redirect_stays_local(const struct fy_template *t, char *p, uint32_t *len)
+{
+    const char *src = t->source;
+    if (t->constant || !src || src[0] != '/' || src[1] == '/' || src[1] == '\\')
+        return;
+    uint32_t n = *len, i = 1;
+    while (i < n && (p[i] == '/' || p[i] == '\\'))
+        i++;
+    if (i == 1)
+        return;
+    memmove(p + 1, p + i, n - i);
+    *len = n - (i - 1);
+}
+
 static void start_respond(struct fy_session *s)
 {
     const struct fy_route *r = s->route;
@@ -473,6 +494,8 @@ static void start_respond(struct fy_session *s)
             sess_fail_exchange(s, 500, "out of memory");
             return;
         }
+        if (!r->location.constant)
+            local_redirect_stays_local(&r->location, (char *)loc, &llen);
     } else if (render(s, &r->body, &body, &blen) < 0) {
         sess_fail_exchange(s, 500, "out of memory");
         return;

@@ -99,6 +99,30 @@ def test_syntax_error_gives_libyaml_position(tmpdir_path):
     assert _err_lines(p) == [path + ":2:10: mapping values are not allowed in this context"]
 
 
+def test_an_encoding_error_gives_line_and_column(tmpdir_path):
+    """libyaml's reader reports a byte offset only: ferry turns it into FILE:LINE:COLUMN."""
+    path = os.path.join(tmpdir_path, "latin1.yaml")
+    with open(path, "wb") as f:
+        f.write(b"upstream: http://127.0.0.1:9\nworkers: 2 # caf\xe9\n")
+    p = run_ferry("-t", "-c", path)
+    assert p.returncode == 1
+    lines = _err_lines(p)
+    assert len(lines) == 1 and lines[0].startswith(path + ":2:17: "), lines
+
+
+@pytest.mark.parametrize("value", ["0x10", "1e3", ".5s", "5."])
+def test_durations_are_plain_decimals(tmpdir_path, value):
+    path = _write(tmpdir_path, "d.yaml", "upstream: http://127.0.0.1:9\nidle-timeout: %s\n" % value)
+    p = run_ferry("-t", "-c", path)
+    assert p.returncode == 1 and "duration" in p.stderr.decode(), p.stderr
+
+
+def test_a_server_url_with_credentials_is_refused(tmpdir_path):
+    path = _write(tmpdir_path, "u.yaml", "upstream: http://user:pw@127.0.0.1:9\n")
+    p = run_ferry("-t", "-c", path)
+    assert p.returncode == 1 and "no user or password" in p.stderr.decode(), p.stderr
+
+
 def test_listeners_file_errors_with_positions(tmpdir_path):
     path = _write(tmpdir_path, "routes.yaml",
                   "listeners:\n"

@@ -61,6 +61,8 @@ listeners:
           always: true
       - match: {{ path: /go }}
         redirect: {{ status: 302, location: "https://$host/landing?from=$path" }}
+      - match: {{ path-regex: "^/out/(.*)$" }}
+        redirect: {{ status: 302, location: "/$1" }}
       - respond: {{ status: 404, body: "no route\\n" }}
 upstreams:
   api:
@@ -123,6 +125,12 @@ PRECEDENCE = [
     ("GET", "/web/index.html", "x.test", (), 200, "web GET /site/index.html", "web"),
     ("GET", "/x/../web/a", "x.test", (), 200, "web GET /site/a", "web"),
     ("GET", "/%77eb/a", "x.test", (), 200, "web GET /site/a", "web"),
+    # empty segments merge, as nginx's merge_slashes: "//web" cannot slip past a /web route
+    ("GET", "//web//a", "x.test", (), 200, "web GET /site/a", "web"),
+    # a trailing dot names the same host (and a port still goes)
+    ("GET", "/v1/users", "api.example.com.", (), 200, "api GET /users", "api"),
+    ("GET", "/v1/users", "API.example.com.:80", (), 200, "api GET /users", "api"),
+    ("GET", "/exact", "a.example.com.", (), 200, "wildcard exact a.example.com\n", None),
     ("GET", "/web", "x.test", (), 404, "no route\n", None),
     # regex rewrite with captures
     ("GET", "/re/one/two", "x.test", (), 200, "web GET /swapped/two/one", "web"),
@@ -153,6 +161,17 @@ def test_redirect_with_capture(env):
     assert r.header("Content-Length") == "0"
     r = request(env.port, "HEAD", "/users/7")
     assert r.status == 301 and r.header("Location") == "/u/7"
+
+
+@pytest.mark.parametrize("path", ["/out//evil.example/x", "/out/\\evil.example/x",
+                                  "/out/%2F%2Fevil.example/x"])
+def test_a_local_redirect_stays_local(env, path):
+    """A location written as a path on this site ("/$1") never renders to "//host" or "/\\host"
+    (a network-path reference: browsers read '\\' as '/'), whatever the capture holds."""
+    r = request(env.port, "GET", path)
+    assert r.status == 302, r
+    loc = r.header("Location")
+    assert loc.startswith("/") and loc[1:2] not in ("/", "\\"), loc
 
 
 def test_redirect_variables(env):

@@ -349,8 +349,8 @@ Test(parse, duration)
         cr_assert_eq(fy_parse_duration(ok[i].s, &ms), 0, "%s", ok[i].s);
         cr_assert_eq(ms, ok[i].ms, "%s -> %llu", ok[i].s, (unsigned long long)ms);
     }
-    const char *bad[] = {"",     "s",  "-1", "-1s", "5x",   "5 s",
-                         "5sec", "1d", "5S", "inf", "1e13", "ms5"};
+    const char *bad[] = {"",    "s",    "-1",  "-1s",  "5x",  "5 s", "5sec", "1d",   "5S",
+                         "inf", "1e13", "ms5", "0x10", "1e3", "5.",  ".5s",  "1.2.3"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         uint64_t ms = 777;
         cr_assert_eq(fy_parse_duration(bad[i], &ms), -1, "accepted '%s'", bad[i]);

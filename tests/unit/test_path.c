@@ -34,12 +34,15 @@ static const struct pcase cases[] = {
     {"/a/...", "/a/..."},
     {"/a/..b", "/a/..b"},
     {"/a/b..", "/a/b.."},
-    /* double slashes stay (upstreams see the raw path); ".." removes the empty segment only */
-    {"//", "//"},
-    {"/a//b", "/a//b"},
-    {"//a/", "//a/"},
-    {"/a//..", "/a/"},
-    {"/a//../b", "/a/b"},
+    /* empty segments merge, as nginx's merge_slashes (the upstream still gets the raw path) */
+    {"//", "/"},
+    {"/a//b", "/a/b"},
+    {"//a/", "/a/"},
+    {"///admin/x", "/admin/x"},
+    {"/admin//", "/admin/"},
+    {"/a//..", "/"},
+    {"/a//../b", "/b"},
+    {"/.//admin", "/admin"},
     /* unreserved escapes are decoded, others kept with upper-case hex */
     {"/%61dmin", "/admin"},
     {"/%41%7e%2D%5f%2e", "/A~-_."},
@@ -168,6 +171,8 @@ Test(path, random_properties)
             bool dotdot = e - s == 3 && out[s + 1] == '.' && out[s + 2] == '.';
             cr_assert(!dot && !dotdot, "%.*s -> %.*s keeps a dot segment", (int)len, in, n, out);
         }
+        cr_assert_null(memmem(out, (size_t)n, "//", 2), "%.*s -> %.*s keeps an empty segment",
+                       (int)len, in, n, out);
         int m = fy_path_normalize(out, (uint32_t)n, again);
         cr_assert(m == n && memcmp(out, again, (size_t)n) == 0, "%.*s -> %.*s -> %.*s", (int)len,
                   in, n, out, m < 0 ? 0 : m, again);
