@@ -77,6 +77,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -154,8 +155,9 @@ def run(argv, **kw):
 
 
 def session_ticks(sid):
-    """utime+stime+cutime+cstime of every process in session sid (the proxy and its helpers)."""
-    total = 0
+    """(user, system) ticks of every process in session sid (the proxy and its helpers):
+    utime+cutime and stime+cstime."""
+    user = system = 0
     for d in os.listdir("/proc"):
         if not d.isdigit():
             continue
@@ -165,8 +167,22 @@ def session_ticks(sid):
         except OSError:
             continue
         if int(fields[3]) == sid:  # field 6: session
-            total += sum(int(x) for x in fields[11:15])  # fields 14-17
-    return total
+            user += int(fields[11]) + int(fields[13])  # fields 14 and 16
+            system += int(fields[12]) + int(fields[14])  # fields 15 and 17
+    return user, system
+
+
+def session_pids(sid):
+    pids = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open("/proc/%s/stat" % d) as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[3]) == sid:
+                        pids.append(int(d))
+            except OSError:
+                continue
+    return pids
 
 
 def cpu_times():
@@ -189,24 +205,48 @@ def busy_pct(a, b, cpu):
 
 
 class Window:
-    """CPU of the proxy's session and of each CPU between start() and stop()."""
+    """CPU of the proxy's session and of each CPU between start() and stop(); with --syscalls,
+    also the system calls of the proxy's processes (perf stat counting raw_syscalls:sys_enter in
+    every process of the session and all their threads)."""
 
     def __init__(self, sid):
         self.sid = sid
+        self.perf = None
 
     def start(self):
+        if A.syscalls:
+            self.perf = subprocess.Popen(
+                ["perf", "stat", "-x", ",", "-e", "raw_syscalls:sys_enter",
+                 "-p", ",".join(str(x) for x in session_pids(self.sid))],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.t0, self.p0, self.c0 = time.monotonic(), session_ticks(self.sid), cpu_times()
 
     def stop(self):
         self.t1, self.p1, self.c1 = time.monotonic(), session_ticks(self.sid), cpu_times()
+        self.syscalls = None
+        if self.perf:
+            self.perf.send_signal(signal.SIGINT)
+            err = self.perf.communicate(timeout=30)[1]
+            for line in err.splitlines():  # count,unit,event,...
+                f = line.split(",")
+                if len(f) > 2 and f[2].startswith("raw_syscalls:sys_enter") and f[0].isdigit():
+                    self.syscalls = int(f[0])
 
     def result(self, requests):
-        cpu_s = (self.p1 - self.p0) / TICK
-        return {"proxy_cpu_s": cpu_s,
-                "cpu_ms_per_req": 1000.0 * cpu_s / requests if requests else None,
-                "proxy_cpu_pct": 100.0 * cpu_s / (self.t1 - self.t0),
-                "cpu0_pct": busy_pct(self.c0, self.c1, 0),
-                "cpu1_pct": busy_pct(self.c0, self.c1, 1)}
+        user_s = (self.p1[0] - self.p0[0]) / TICK
+        sys_s = (self.p1[1] - self.p0[1]) / TICK
+        cpu_s = user_s + sys_s
+        per = (lambda v: 1000.0 * v / requests if requests else None)
+        r = {"proxy_cpu_s": cpu_s,
+             "cpu_ms_per_req": per(cpu_s),
+             "user_ms_per_req": per(user_s),
+             "sys_ms_per_req": per(sys_s),
+             "proxy_cpu_pct": 100.0 * cpu_s / (self.t1 - self.t0),
+             "cpu0_pct": busy_pct(self.c0, self.c1, 0),
+             "cpu1_pct": busy_pct(self.c0, self.c1, 1)}
+        if self.syscalls is not None and requests:
+            r["syscalls_per_req"] = self.syscalls / requests
+        return r
 
 
 # ---------------------------------------------------------------------------------------------
@@ -582,6 +622,23 @@ def tables(results):
                 if bar:
                     lines.append("Bar (keepalive, medians of per-round ratios): " + "; ".join(bar) + ".")
                     lines.append("")
+        # Where each proxy's CPU goes: in its own code (user) or in the kernel on its behalf
+        # (system: its system calls, and on loopback the receiving side's TCP input too).
+        lines.append("| scenario | proxy | user ms/request | system ms/request | system share | syscalls/request |")
+        lines.append("|---|---|---|---|---|---|")
+        for s in tun:
+            for proxy in results["meta"]["proxies"]:
+                rs = [r[proxy] for r in meas[s] if r.get(proxy) and "user_ms_per_req" in r[proxy]]
+                if not rs:
+                    continue
+                sc = [x["syscalls_per_req"] for x in rs if "syscalls_per_req" in x]
+                lines.append("| %s | %s | %s | %s | %s | %s |" % (
+                    s, proxy, med_range([x["user_ms_per_req"] for x in rs], 4),
+                    med_range([x["sys_ms_per_req"] for x in rs], 4),
+                    fmt(100 * statistics.median(x["sys_ms_per_req"] / x["cpu_ms_per_req"]
+                                                for x in rs)) + " %",
+                    med_range(sc, 1) if sc else "-"))
+        lines.append("")
     if "forward" in meas:
         rows = meas["forward"]
         lines.append("| ferry | req/s | CPU ms/request | proxy CPU % | cpu0 % | errors |")
@@ -631,6 +688,9 @@ def main():
     ap.add_argument("--load-cpus", default="0")
     ap.add_argument("--out", default=None, help="results path without extension")
     ap.add_argument("--keep-tmp", action="store_true")
+    ap.add_argument("--syscalls", action="store_true",
+                    help="count the proxy's system calls per request (perf stat; adds a little "
+                         "cost to every proxy alike)")
     A = ap.parse_args()
     A.ferry = os.path.abspath(A.ferry)
     proxies = [p for p in A.proxies.split(",") if p]
