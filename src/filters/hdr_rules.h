@@ -25,4 +25,9 @@ int fy_hrules_apply(const struct fy_hrules *rules, struct fy_msg *m, const struc
  * and to the response (upstream's or ferry's own). */
 extern const struct fy_hook fy_hdr_rules_hook;
 
+/* A rendered field value keeps no CR, LF, NUL or other control byte (each becomes a space):
+ * what a variable brings from a request (a TLS name, a capture) can never end the field and
+ * start another. Constants are checked when the configuration loads. */
+void fy_field_value_sanitize(char *p, uint32_t n);
+
 #endif

@@ -18,6 +18,7 @@
 
 #include "core/assert.h"
 #include "net/sock.h"
+#include "net/tls_sniff.h"
 #include "net/tls_priv.h"
 
 /* Small spans are gathered into one record (one SSL_write, one send) rather than a record each:
@@ -30,15 +31,17 @@ static void set_error(struct tls_conn *t, int ssl_err, const char *during)
     t->failed = true;
     if (t->err[0])
         return; /* a callback already said why (interception: the certificate) */
-    if (ssl_err == SSL_ERROR_SYSCALL) {
-        if (errno && errno != EAGAIN)
+    if (ssl_err == SSL_ERROR_SYSCALL || ssl_err == SSL_ERROR_ZERO_RETURN) {
+        if (ssl_err == SSL_ERROR_SYSCALL && errno && errno != EAGAIN)
             snprintf(t->err, sizeof(t->err), "%s: %s", during, strerror(errno));
         else
             snprintf(t->err, sizeof(t->err), "the peer closed the connection %s", during);
         return;
     }
+    /* A failed verification is named (expired, unknown CA...): on a server the refused client
+     * certificate is not kept, so the result alone tells. */
     long v = SSL_get_verify_result(t->ssl);
-    if (v != X509_V_OK && (t->client || SSL_get0_peer_certificate(t->ssl))) {
+    if (v != X509_V_OK) {
         snprintf(t->err, sizeof(t->err), "certificate verify failed: %s",
                  X509_verify_cert_error_string(v));
         return;
@@ -396,7 +399,15 @@ const char *fy_tls_cipher(const struct fy_sock *s)
 const char *fy_tls_server_name(const struct fy_sock *s)
 {
     SSL *ssl = ssl_of(s);
-    return ssl ? SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name) : NULL;
+    const char *name = ssl ? SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name) : NULL;
+    /* Only a host name (RFC 6066 3) is given out: it goes into logs, captures and header
+     * templates ($tls_server_name), where anything else could split a line. */
+    if (!name)
+        return NULL;
+    size_t n = strlen(name);
+    if (n > 1 && name[n - 1] == '.')
+        n--; /* a fully qualified name: valid as the name without its dot */
+    return fy_tls_sniff_host_valid(name, n) ? name : NULL;
 }
 
 bool fy_tls_resumed(const struct fy_sock *s)

@@ -329,7 +329,10 @@ static int alpn_select(SSL *s, const unsigned char **out, unsigned char *outlen,
     unsigned char *sel;
     if (SSL_select_next_proto(&sel, outlen, ours, sizeof(ours) - 1, in, inlen) !=
         OPENSSL_NPN_NEGOTIATED)
-        return SSL_TLSEXT_ERR_NOACK; /* no overlap: go on without ALPN (HTTP/1.1), as nginx */
+        /* The client offered protocols and none is one ferry speaks: RFC 7301 3.2's fatal
+         * no_application_protocol (as nginx since 1.21.4, against cross-protocol attacks
+         * like ALPACA), rather than HTTP/1.1 to a client that asked for something else. */
+        return SSL_TLSEXT_ERR_ALERT_FATAL;
     *out = sel;
     return SSL_TLSEXT_ERR_OK;
 }
@@ -351,13 +354,23 @@ static SSL_CTX *lookup(const struct tls_sni_entry *v, uint32_t n, const char *na
 /* SNI: the exact name, then a wildcard one label up, else the default context stays. */
 static int on_servername(SSL *s, int *alert, void *arg)
 {
-    (void)alert;
     const struct fy_tls_server *t = arg;
     const char *sni = SSL_get_servername(s, TLSEXT_NAMETYPE_host_name);
-    if (!sni || t->nctxs == 1)
+    if (!sni)
+        return SSL_TLSEXT_ERR_OK;
+    size_t len = strlen(sni);
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)sni[i];
+        if (ch <= 0x20 || ch >= 0x7f) {
+            /* RFC 6066 3: a host name, in ASCII. Control bytes or spaces are an attack on
+             * whatever later prints or forwards the name, not a name. */
+            *alert = SSL_AD_ILLEGAL_PARAMETER;
+            return SSL_TLSEXT_ERR_ALERT_FATAL;
+        }
+    }
+    if (t->nctxs == 1)
         return SSL_TLSEXT_ERR_OK;
     char name[256];
-    size_t len = strlen(sni);
     if (len >= sizeof(name))
         return SSL_TLSEXT_ERR_OK;
     for (size_t i = 0; i <= len; i++)
@@ -464,6 +477,57 @@ static int add_name(struct tls_sni_entry **v, uint32_t *n, const char *name, SSL
     return 0;
 }
 
+static int digest_file(EVP_MD_CTX *md, const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return -1;
+    unsigned char buf[4096];
+    size_t n;
+    int rc = 0;
+    while (rc == 0 && (n = fread(buf, 1, sizeof(buf), f)) > 0)
+        rc = EVP_DigestUpdate(md, buf, n) == 1 ? 0 : -1;
+    if (ferror(f))
+        rc = -1;
+    fclose(f);
+    return rc;
+}
+
+/*
+ * A session (by id or ticket) resumes only where it was made: OpenSSL refuses one whose session
+ * id context differs. One fixed context for every listener would let a session from a listener
+ * without client certificates resume on one that requires them, and carry one listener's
+ * verified client identity to another (nginx's CVE-2014-3616). The context is a hash of what
+ * authenticates both sides here: the certificates, the client-auth mode, its CA, the minimum
+ * version. Listeners alike in all of these may share sessions; a reload that changes them
+ * starts afresh. Every SNI context of the listener gets the same one, since the session is
+ * looked up before SNI picks a context.
+ */
+static int set_session_context(struct fy_tls_server *t, const struct fy_tls_server_opts *o,
+                               char *err, size_t errlen)
+{
+    unsigned char sid[EVP_MAX_MD_SIZE];
+    unsigned int sid_len = 0;
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    int mode = (int)o->client_auth;
+    const char *minv = o->min_version ? o->min_version : "";
+    bool ok = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 &&
+              EVP_DigestUpdate(md, "ferry session context 1", 23) == 1 &&
+              EVP_DigestUpdate(md, &mode, sizeof(mode)) == 1 &&
+              EVP_DigestUpdate(md, minv, strlen(minv) + 1) == 1;
+    for (uint32_t i = 0; ok && i < o->ncerts; i++)
+        ok = digest_file(md, o->certs[i].cert) == 0;
+    if (ok && o->client_auth != FY_TLS_CLIENT_AUTH_NONE && o->client_ca)
+        ok = digest_file(md, o->client_ca) == 0;
+    ok = ok && EVP_DigestFinal_ex(md, sid, &sid_len) == 1;
+    EVP_MD_CTX_free(md);
+    if (sid_len > SSL_MAX_SID_CTX_LENGTH)
+        sid_len = SSL_MAX_SID_CTX_LENGTH;
+    for (uint32_t c = 0; ok && c < t->nctxs; c++)
+        ok = SSL_CTX_set_session_id_context(t->ctxs[c], sid, sid_len) == 1;
+    return ok ? 0 : fy_tls_fail(err, errlen, "cannot set the TLS session context");
+}
+
 struct fy_tls_server *fy_tls_server_new(const struct fy_tls_server_opts *o, char *err,
                                         size_t errlen)
 {
@@ -548,6 +612,8 @@ struct fy_tls_server *fy_tls_server_new(const struct fy_tls_server_opts *o, char
             goto fail;
         }
     }
+    if (set_session_context(t, o, err, errlen) < 0)
+        goto fail;
     t->def = t->ctxs[0];
     if (t->nexact)
         qsort(t->exact, t->nexact, sizeof(*t->exact), cmp_entry);

@@ -494,8 +494,10 @@ static void start_respond(struct fy_session *s)
             sess_fail_exchange(s, 500, "out of memory");
             return;
         }
-        if (!r->location.constant)
+        if (!r->location.constant) {
             local_redirect_stays_local(&r->location, (char *)loc, &llen);
+            fy_field_value_sanitize((char *)loc, llen);
+        }
     } else if (render(s, &r->body, &body, &blen) < 0) {
         sess_fail_exchange(s, 500, "out of memory");
         return;

@@ -153,8 +153,11 @@ def test_alpn_selects_http11(tls_ferry, pki):
         assert get(s).status == 200
     only_h2 = client_ctx(pki)
     only_h2.set_alpn_protocols(["h2"])
-    with tls_connect(tls_ferry.port, only_h2) as s:
-        # No overlap: no ALPN, and the connection speaks HTTP/1.1 (as nginx does).
+    # No overlap: RFC 7301 3.2's fatal no_application_protocol (as nginx since 1.21.4), not
+    # HTTP/1.1 to a client that asked for something else.
+    with pytest.raises(ssl.SSLError, match="NO_APPLICATION_PROTOCOL|no application protocol"):
+        tls_connect(tls_ferry.port, only_h2).close()
+    with tls_connect(tls_ferry.port, client_ctx(pki)) as s:  # no ALPN at all: HTTP/1.1
         assert s.selected_alpn_protocol() is None
         assert get(s).status == 200
 
@@ -527,3 +530,62 @@ def test_idle_timeout_ends_with_close_notify(ferry_factory, upstream, pki):
                                       suppress_ragged_eofs=False) as s:
         assert get(s).status == 200
         assert s.recv(100) == b""  # the idle timeout: a clean TLS close, not a bare FIN
+
+
+def test_a_session_does_not_resume_where_client_certificates_are_required(ferry_factory,
+                                                                           upstream, pki):
+    """A session made on a listener without client certificates must not resume on one that
+    requires them (it would skip the check), nor carry a client identity verified by one
+    listener's CA to a listener trusting another (nginx's CVE-2014-3616)."""
+    open_port, req_port = free_port(), free_port()
+    cfg = write_config("""
+listeners:
+  - listen: 127.0.0.1:%d
+    tls:
+      certificates: [{ cert: %s, key: %s }]
+    routes: [{ upstream: app }]
+  - listen: 127.0.0.1:%d
+    tls:
+      certificates: [{ cert: %s, key: %s }]
+      client-ca: %s
+      client-auth: required
+    routes: [{ upstream: app }]
+upstreams:
+  app: { servers: [%s] }
+""" % (open_port, pki["local"].cert, pki["local"].key, req_port, pki["local"].cert,
+       pki["local"].key, pki["ca"].pem, upstream.url))
+    f = ferry_factory(None, "-c", cfg, listen=None)
+    for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+        ctx = client_ctx(pki, minimum_version=version, maximum_version=version)
+        with tls_connect(open_port, ctx) as s:
+            assert get(s).status == 200  # the response also brings TLS 1.3's ticket
+            sess = s.session
+        # the same listener resumes it (the check below is not a resumption that never works)
+        raw = socket.create_connection(("127.0.0.1", open_port), timeout=5)
+        with ctx.wrap_socket(raw, server_hostname="localhost", session=sess) as s:
+            assert get(s).status == 200 and s.session_reused
+        n = len(upstream.requests)
+        raw = socket.create_connection(("127.0.0.1", req_port), timeout=5)
+        with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+            with ctx.wrap_socket(raw, server_hostname="localhost", session=sess) as s:
+                get(s)  # TLS 1.3: the refusal arrives after the client's handshake ends
+        assert len(upstream.requests) == n, "a resumed session skipped the client certificate"
+
+
+def test_an_sni_with_control_bytes_ends_the_handshake(ferry_factory, upstream, pki):
+    """RFC 6066 3: the SNI is a host name. One with CR LF would otherwise reach
+    $tls_server_name, and from there header rules, the upstream and the logs."""
+    port = free_port()
+    routes = ("      - upstream: app\n        request-headers:\n"
+              "          set: { X-SNI: \"$tls_server_name\" }\n")
+    f = ferry_factory(None, "-c", tls_config(port, upstream, certs_block(pki["local"]), routes),
+                      listen=None)
+    p = subprocess.run(["openssl", "s_client", "-connect", "127.0.0.1:%d" % port,
+                        "-servername", "a.test\r\nX-Injected: yes", "-quiet"],
+                       input=b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+                       capture_output=True, timeout=20)
+    assert b"HTTP/1.1 200" not in p.stdout, p.stdout
+    assert all(r.header("X-Injected") is None for r in upstream.requests)
+    with tls_connect(port, client_ctx(pki)) as s:  # a real name goes through, as it is
+        assert get(s).status == 200
+    assert upstream.requests[-1].header("X-SNI") == "localhost"
