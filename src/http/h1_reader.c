@@ -57,6 +57,7 @@ void fy_h1r_next(struct fy_h1_reader *r)
     r->err_text = NULL;
     r->scanned = r->line_start = r->nlines = r->head_len = r->method_len = 0;
     r->line_target_off = r->line_target_len = 0;
+    r->empty_skipped = 0;
     r->line_minor = -1;
     r->err_method_len = r->err_target_len = 0;
     r->fname = r->fvalue = NULL;
@@ -279,9 +280,11 @@ size_t fy_h1r_execute(struct fy_h1_reader *r, const char *data, size_t len)
     size_t skipped = 0;
     if (r->is_request && r->scanned == 0) {
         /* RFC 9112 2.2: ignore empty lines before a request line (old clients add CRLF). */
-        while (skipped + 1 < len && skipped < 16 && data[skipped] == '\r' &&
+        /* At most 8 in all, however the client splits them across reads. */
+        while (skipped + 1 < len && r->empty_skipped + skipped < 16 && data[skipped] == '\r' &&
                data[skipped + 1] == '\n')
             skipped += 2;
+        r->empty_skipped = (uint8_t)(r->empty_skipped + skipped);
         data += skipped;
         len -= skipped;
     }

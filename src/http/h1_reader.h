@@ -60,7 +60,8 @@ struct fy_h1_reader {
     /* The start line, checked as soon as it is complete (offsets from the head's start). A
      * rejected request is still logged with what was read of it. */
     uint32_t line_target_off, line_target_len;
-    int8_t line_minor; /* HTTP/1.x of the request line, -1 until it was read */
+    int8_t line_minor;     /* HTTP/1.x of the request line, -1 until it was read */
+    uint8_t empty_skipped; /* bytes of empty lines skipped before this request line (<= 16) */
     char err_method[32], err_target[256];
     uint32_t err_method_len, err_target_len;
     /* field under construction */

@@ -664,6 +664,24 @@ Test(h1_request, reject_empty_request_line)
     expect_error("\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n", 400);
 }
 
+/* The bound holds however the client splits the empty lines across reads. */
+Test(h1_request, empty_lines_bounded_across_reads)
+{
+    for (int lines = 8; lines <= 9; lines++) {
+        fy_h1r_init(&R, true, &big);
+        for (int i = 0; i < lines && R.state != FY_H1R_ERROR; i++)
+            fy_h1r_execute(&R, "\r\n", 2);
+        const char *get = "GET / HTTP/1.1\r\nHost: h\r\n\r\n";
+        if (R.state != FY_H1R_ERROR)
+            fy_h1r_execute(&R, get, strlen(get));
+        if (lines == 8)
+            cr_assert_eq(R.state, FY_H1R_DONE, "8 empty lines are skipped");
+        else
+            cr_assert_eq(R.state, FY_H1R_ERROR, "a 9th is an error");
+        fy_h1r_free(&R);
+    }
+}
+
 Test(h1_request, reject_versions)
 {
     expect_error("GET / HTTP/2.0\r\nHost: h\r\n\r\n", 505);
