@@ -502,9 +502,10 @@ int main(int argc, char **argv)
         }
     }
 
-    f.conf = fy_conf_build(&f.cfg, NULL);
+    char build_err[600];
+    f.conf = fy_conf_build(&f.cfg, NULL, build_err, sizeof(build_err));
     if (!f.conf) {
-        fprintf(stderr, "ferry: out of memory\n");
+        fprintf(stderr, "ferry: %s\n", build_err);
         goto fail_alog;
     }
     struct fy_conf *conf = f.conf;

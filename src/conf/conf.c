@@ -172,30 +172,22 @@ static int build_quick_forward(struct fy_config *s)
 
 /* --capture FILE: every exchange, bodies up to 1 MiB, nothing redacted; --compress: compress:
  * with its defaults. */
-static int quick_capture(struct fy_config *s, struct fy_listener_conf *l)
+static int quick_capture(struct fy_config *s, struct fy_listener_conf *l, char *err, size_t errlen)
 {
     if (s->compress && !(l->compress = fy_compress_conf_default()))
         return -1;
-    if (s->lua) {
-        char err[512];
-        if (!(l->lua = fy_lua_conf_new(s->lua, "--lua", err, sizeof(err)))) {
-            fy_error("%s", err);
-            return -1;
-        }
-    }
+    if (s->lua && !(l->lua = fy_lua_conf_new(s->lua, "--lua", err, errlen)))
+        return -1;
     if (!s->capture)
         return 0;
-    char err[512];
-    l->capture = fy_conf_capture_open(s->capture, 1024 * 1024, NULL, 0, err, sizeof(err));
-    if (!l->capture)
-        fy_error("%s", err);
+    l->capture = fy_conf_capture_open(s->capture, 1024 * 1024, NULL, 0, err, errlen);
     return l->capture ? 0 : -1;
 }
 
-static int build_quick(struct fy_config *s)
+static int build_quick(struct fy_config *s, char *err, size_t errlen)
 {
     if (s->forward)
-        return build_quick_forward(s) < 0 ? -1 : quick_capture(s, s->listeners);
+        return build_quick_forward(s) < 0 ? -1 : quick_capture(s, s->listeners, err, errlen);
     struct fy_listener_conf *l = calloc(1, sizeof(*l));
     struct fy_group *g = calloc(1, sizeof(*g));
     s->listeners = l;
@@ -277,7 +269,7 @@ static int build_quick(struct fy_config *s)
     if (quick_rules(&r->request_rules, &s->request_rules) < 0 ||
         quick_rules(&r->response_rules, &s->response_rules) < 0)
         return -1;
-    return quick_capture(s, l);
+    return quick_capture(s, l, err, errlen);
 }
 
 /* The state of the server with the same group name and URL in `prev`, or NULL. */
@@ -295,8 +287,10 @@ static struct fy_server_state *previous_state(const struct fy_conf *prev, const 
     return NULL;
 }
 
-struct fy_conf *fy_conf_build(struct fy_config *settings, const struct fy_conf *prev)
+struct fy_conf *fy_conf_build(struct fy_config *settings, const struct fy_conf *prev, char *err,
+                              size_t errlen)
 {
+    snprintf(err, errlen, "out of memory");
     struct fy_conf *c = calloc(1, sizeof(*c));
     if (!c)
         return NULL;
@@ -307,7 +301,7 @@ struct fy_conf *fy_conf_build(struct fy_config *settings, const struct fy_conf *
     c->generation = prev ? prev->generation + 1 : 1;
     struct fy_config *s = &c->settings;
     if (!s->nlisteners) {
-        if (build_quick(s) < 0)
+        if (build_quick(s, err, errlen) < 0)
             goto fail;
     } else if (quick_rules(&c->global_request_rules, &s->request_rules) < 0 ||
                quick_rules(&c->global_response_rules, &s->response_rules) < 0) {

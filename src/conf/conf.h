@@ -361,8 +361,10 @@ struct fy_conf {
 /* Compiles parsed settings into a generation with one reference. `settings` is moved in (left
  * reset to the defaults, safe to free); quick mode (no listeners) becomes one listener, one
  * catch-all route and one group "default". Server states of servers that `prev` also has (same
- * group name and URL) are shared, so health carries over a reload. NULL when out of memory. */
-struct fy_conf *fy_conf_build(struct fy_config *settings, const struct fy_conf *prev);
+ * group name and URL) are shared, so health carries over a reload. NULL on failure, with err
+ * saying why (out of memory, or a quick-mode file that cannot be opened: --capture, --lua). */
+struct fy_conf *fy_conf_build(struct fy_config *settings, const struct fy_conf *prev, char *err,
+                              size_t errlen);
 
 /* A new reference. */
 struct fy_conf *fy_conf_ref(struct fy_conf *c);

@@ -98,26 +98,68 @@ static void put_secs(struct out *o, uint64_t us)
     put(o, frac, 4);
 }
 
-/* Escapes quotes, backslashes and control bytes so a hostile request cannot forge log lines. */
-static void put_escaped(struct out *o, const char *s, size_t n, bool json)
+/* Escapes quotes, backslashes and control bytes so a hostile request cannot forge log lines.
+ * Escaped text of at most `max` bytes (an escape never cut): a field longer than that ends in
+ * "...". The budgets below keep every field of a line inside LINE_MAX_LEN, so a long target
+ * or User-Agent can never cut off the status and the rest, or the end of a JSON object. */
+#define MAX_TARGET 4096
+#define MAX_AGENT 1024 /* User-Agent, Referer */
+#define MAX_SHORT 256  /* method, SNI */
+#define MAX_SUBJECT 512
+
+static size_t esc_len(unsigned char c, bool json)
+{
+    if (c == '"' || c == '\\')
+        return 2;
+    if (c < 0x20 || c == 0x7f || (json && c >= 0x80))
+        return json ? 6 : 4;
+    return 1;
+}
+
+static void put_esc(struct out *o, unsigned char c, bool json)
 {
     static const char hex[] = "0123456789abcdef";
-    for (size_t i = 0; i < n && o->p < o->end; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '"' || c == '\\') {
-            char e[2] = {'\\', (char)c};
-            put(o, e, 2);
-        } else if (c < 0x20 || c == 0x7f || (json && c >= 0x80)) {
-            char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
-            if (json)
-                put(o, e, 6);
-            else {
-                char x[4] = {'\\', 'x', hex[c >> 4], hex[c & 15]};
-                put(o, x, 4);
-            }
+    size_t el = esc_len(c, json);
+    if ((size_t)(o->end - o->p) < el)
+        return;
+    if (el == 1) {
+        *o->p++ = (char)c;
+    } else if (el == 2) {
+        *o->p++ = '\\';
+        *o->p++ = (char)c;
+    } else {
+        *o->p++ = '\\';
+        if (json) {
+            memcpy(o->p, "u00", 3);
+            o->p += 3;
         } else {
-            *o->p++ = (char)c;
+            *o->p++ = 'x';
         }
+        *o->p++ = hex[c >> 4];
+        *o->p++ = hex[c & 15];
+    }
+}
+
+static void put_escaped(struct out *o, const char *s, size_t n, bool json, size_t max)
+{
+    size_t avail = (size_t)(o->end - o->p), budget = max < avail ? max : avail, used = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t el = esc_len((unsigned char)s[i], json);
+        if (used + el + 3 > budget) {
+            /* Room is short: the rest goes whole if it fits, else the field ends in "...". */
+            size_t need = 0;
+            for (size_t k = i; k < n && used + need <= budget; k++)
+                need += esc_len((unsigned char)s[k], json);
+            if (used + need <= budget) {
+                for (; i < n; i++)
+                    put_esc(o, (unsigned char)s[i], json);
+            } else {
+                put(o, "...", 3);
+            }
+            return;
+        }
+        put_esc(o, (unsigned char)s[i], json);
+        used += el;
     }
 }
 
@@ -177,9 +219,9 @@ void fy_accesslog_write(struct fy_accesslog *l, const struct fy_log_entry *e)
         fy_addr_format(e->client, addr, sizeof(addr));
         puts_(&o, addr);
         puts_(&o, "\",\"method\":\"");
-        put_escaped(&o, method, mlen, true);
+        put_escaped(&o, method, mlen, true, MAX_SHORT);
         puts_(&o, "\",\"target\":\"");
-        put_escaped(&o, target, tlen, true);
+        put_escaped(&o, target, tlen, true, MAX_TARGET);
         puts_(&o, e->version_minor < 0 ? "\",\"protocol\":\"-\",\"status\":"
                   : e->version_minor   ? "\",\"protocol\":\"HTTP/1.1\",\"status\":"
                                        : "\",\"protocol\":\"HTTP/1.0\",\"status\":");
@@ -208,11 +250,12 @@ void fy_accesslog_write(struct fy_accesslog *l, const struct fy_log_entry *e)
             puts_(&o, e->tls_cipher ? e->tls_cipher : "-");
             if (e->tls_server_name) {
                 puts_(&o, "\",\"sni\":\"");
-                put_escaped(&o, e->tls_server_name, strlen(e->tls_server_name), true);
+                put_escaped(&o, e->tls_server_name, strlen(e->tls_server_name), true, MAX_SHORT);
             }
             if (e->tls_client_subject) {
                 puts_(&o, "\",\"client_cert\":\"");
-                put_escaped(&o, e->tls_client_subject, strlen(e->tls_client_subject), true);
+                put_escaped(&o, e->tls_client_subject, strlen(e->tls_client_subject), true,
+                            MAX_SUBJECT);
                 if (e->tls_client_sha256) {
                     puts_(&o, "\",\"client_cert_sha256\":\"");
                     puts_(&o, e->tls_client_sha256);
@@ -228,9 +271,9 @@ void fy_accesslog_write(struct fy_accesslog *l, const struct fy_log_entry *e)
         puts_(&o, "] \"");
         if (e->method) {
             /* What was read of the request line; "-" for a request that has none (nginx). */
-            put_escaped(&o, method, mlen, false);
+            put_escaped(&o, method, mlen, false, MAX_SHORT);
             puts_(&o, " ");
-            put_escaped(&o, target, tlen, false);
+            put_escaped(&o, target, tlen, false, MAX_TARGET);
             puts_(&o, e->version_minor < 0 ? " -\" "
                       : e->version_minor   ? " HTTP/1.1\" "
                                            : " HTTP/1.0\" ");
@@ -242,12 +285,12 @@ void fy_accesslog_write(struct fy_accesslog *l, const struct fy_log_entry *e)
         put_u64(&o, e->bytes_out);
         puts_(&o, " \"");
         if (e->referer)
-            put_escaped(&o, e->referer, e->referer_len, false);
+            put_escaped(&o, e->referer, e->referer_len, false, MAX_AGENT);
         else
             puts_(&o, "-");
         puts_(&o, "\" \"");
         if (e->user_agent)
-            put_escaped(&o, e->user_agent, e->user_agent_len, false);
+            put_escaped(&o, e->user_agent, e->user_agent_len, false, MAX_AGENT);
         else
             puts_(&o, "-");
         puts_(&o, "\" in=");

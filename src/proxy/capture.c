@@ -69,6 +69,8 @@ struct cfile {
     /* writer thread only */
     struct fy_json_writer out;
     uint64_t logged_drops, last_drop_log_ms, last_error_log_ms, lost;
+    uint32_t batch_flows; /* records in `out` */
+    bool owe_newline;     /* a failed write left a partial line the next write must end */
 };
 
 struct fy_capture {
@@ -93,26 +95,49 @@ static uint64_t now_ms(void)
 
 /* ---- writer thread ---- */
 
-static void flush_out(struct cfile *f)
+static bool write_all(int fd, const char *p, size_t len, size_t *done, int *err)
 {
-    size_t off = 0;
-    while (off < f->out.len) {
-        ssize_t n = write(f->fd, f->out.p + off, f->out.len - off);
+    *done = 0;
+    while (*done < len) {
+        ssize_t n = write(fd, p + *done, len - *done);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0) {
-            /* A full disk must not stop the writer: lines are lost, said once a second. */
-            uint64_t now = now_ms();
-            if (now - f->last_error_log_ms >= LOG_EVERY_MS || !f->last_error_log_ms) {
-                fy_error("capture %s: cannot write: %s (exchanges are lost)", f->path,
-                         n < 0 ? strerror(errno) : "short write");
-                f->last_error_log_ms = now;
-            }
-            f->lost++;
-            break;
+            *err = n < 0 ? errno : ENOSPC;
+            return false;
         }
-        off += (size_t)n;
+        *done += (size_t)n;
     }
+    return true;
+}
+
+/* Writes the batch. A failure (a full disk) must not stop the writer: its records are lost,
+ * said once a second, and a record cut half-way is taken back (the file is cut to where the
+ * batch began), or, where that cannot be done (a pipe), ended with a newline before the next
+ * write, so every line of the file stays one record or a clearly broken one. */
+static void flush_out(struct cfile *f)
+{
+    size_t done = 0;
+    int err = 0;
+    if (f->owe_newline) {
+        if (!write_all(f->fd, "\n", 1, &done, &err))
+            goto failed;
+        f->owe_newline = false;
+    }
+    off_t start = lseek(f->fd, 0, SEEK_END); /* O_APPEND: where this batch's bytes begin */
+    if (write_all(f->fd, f->out.p, f->out.len, &done, &err))
+        goto out;
+    if (done > 0 && (start < 0 || ftruncate(f->fd, start) < 0))
+        f->owe_newline = true;
+failed:;
+    uint64_t now = now_ms();
+    if (now - f->last_error_log_ms >= LOG_EVERY_MS || !f->last_error_log_ms) {
+        fy_error("capture %s: cannot write: %s (exchanges are lost)", f->path, strerror(err));
+        f->last_error_log_ms = now;
+    }
+    f->lost += f->batch_flows;
+out:
+    f->batch_flows = 0;
     fy_json_writer_reset(&f->out);
 }
 
@@ -122,6 +147,8 @@ static void write_flow(struct cfile *f, struct fy_flow *fl, const struct fy_capt
     if (fy_flow_to_json(fl, (const char *const *)c->redact, c->nredact, &f->out) < 0) {
         fy_json_writer_truncate(&f->out, mark);
         atomic_fetch_add_explicit(&f->dropped, 1, memory_order_relaxed);
+    } else {
+        f->batch_flows++;
     }
     fy_flow_free(fl);
     if (f->out.len >= BATCH_BYTES)
@@ -505,6 +532,18 @@ bool fy_capture_submit(struct fy_capture *c, unsigned queue, struct fy_flow *fl)
 drop:
     fy_flow_free(fl);
     atomic_fetch_add_explicit(&f->dropped, 1, memory_order_relaxed);
+    {
+        /* The writer counts the drops when it can (it may be stuck on a full pipe or disk for
+         * a long time): the worker says at once that they happen, every 10 s at most. */
+        static __thread uint64_t warned_ms;
+        uint64_t now = now_ms();
+        if (!warned_ms || now - warned_ms >= 10 * LOG_EVERY_MS) {
+            warned_ms = now;
+            fy_warn("capture %s: its queue is full (the writer is behind or blocked); dropping "
+                    "exchanges",
+                    f->path);
+        }
+    }
     return false;
 }
 

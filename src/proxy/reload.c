@@ -180,10 +180,11 @@ int fy_reload_run(struct fy_reload_ctx *r)
         return -1;
     }
     keep_restart_only(&nc, &r->conf->settings);
-    struct fy_conf *c = fy_conf_build(&nc, r->conf);
+    char build_err[600];
+    struct fy_conf *c = fy_conf_build(&nc, r->conf, build_err, sizeof(build_err));
     fy_config_free(&nc);
     if (!c) {
-        fy_error("reload refused: out of memory; still serving generation %u", r->conf->generation);
+        fy_error("reload refused: %s; still serving generation %u", build_err, r->conf->generation);
         return -1;
     }
     keep_bound_ports(c, r->conf);

@@ -28,6 +28,14 @@
 static uint64_t reader_body_limit(const struct fy_conf *c);
 static void adopt_reload(struct fy_worker *w);
 
+static void on_accept(struct fy_task *t);
+
+static void on_accept_retry(struct fy_timer *t)
+{
+    struct fy_wlistener *l = container_of(t, struct fy_wlistener, retry);
+    fy_loop_queue(&l->w->loop, &l->accept_task);
+}
+
 static void on_accept(struct fy_task *t)
 {
     struct fy_wlistener *l = container_of(t, struct fy_wlistener, accept_task);
@@ -46,10 +54,20 @@ static void on_accept(struct fy_task *t)
                 l->sock.rd_ready = false;
                 return;
             }
-            if (errno == EMFILE || errno == ENFILE)
-                fy_warn("cannot accept: %s (raise the open files limit)", strerror(errno));
-            else
-                fy_warn("accept failed: %s", strerror(errno));
+            /* Out of descriptors (or memory): the connections waiting in the kernel's queue
+             * raise no new edge, so accepting resumes on a timer, once closed connections have
+             * given descriptors back. The warning says so once a minute at most. */
+            int err = errno;
+            if (w->loop.now_ms - l->warned_ms >= 60000 || !l->warned_ms) {
+                l->warned_ms = w->loop.now_ms ? w->loop.now_ms : 1;
+                if (err == EMFILE || err == ENFILE)
+                    fy_warn("cannot accept: %s (raise the open files limit); retrying every "
+                            "100 ms",
+                            strerror(err));
+                else
+                    fy_warn("accept failed: %s; retrying every 100 ms", strerror(err));
+            }
+            fy_loop_timer_set(&w->loop, &l->retry, 100);
             return;
         }
         if (w->nclients >= w->cfg->max_connections) {
@@ -85,6 +103,7 @@ static void lsn_free(struct fy_wlistener *l)
 {
     lsn_close(l);
     fy_loop_unqueue(&l->w->loop, &l->accept_task);
+    fy_loop_timer_del(&l->w->loop, &l->retry);
     free(l);
 }
 
@@ -103,6 +122,7 @@ static struct fy_wlistener *lsn_open(struct fy_worker *w, int fd, const struct f
     l->addr = *addr;
     l->listener = listener;
     l->accept_task.fn = on_accept;
+    fy_timer_init(&l->retry, on_accept_retry);
     *rc = fy_sock_open(&l->sock, &w->loop, fd, &l->accept_task);
     if (*rc < 0) {
         free(l); /* fy_sock_open closed fd */

@@ -60,6 +60,10 @@ struct fy_wlistener {
     int fd; /* -1 once closed */
     struct fy_sock sock;
     struct fy_task accept_task;
+    /* Out of descriptors: accepting resumes on this timer, since the edge-triggered listener
+     * reports nothing more for connections already queued in the kernel. */
+    struct fy_timer retry;
+    uint64_t warned_ms; /* when the last "cannot accept" warning was logged */
     struct fy_addr addr;
     uint32_t listener; /* index in the current generation's listeners, or FY_LSN_GONE */
     struct fy_wlistener *next_gone;

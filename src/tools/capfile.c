@@ -120,7 +120,8 @@ int fy_capfile_body(const struct fy_json *body, struct fy_capbody *out)
     const struct fy_json *data = fy_json_get_type(body, "data", FY_JSON_STRING);
     if (body->type != FY_JSON_OBJECT || !fy_json_get_num(body, "size", &size) ||
         !fy_json_get_num(body, "captured", &captured) || size < 0 || captured < 0 ||
-        captured > size || !enc || !data)
+        captured > size || size > 9007199254740992.0 /* 2^53: exact, and fits uint64_t */ || !enc ||
+        !data)
         return -1;
     if (!strcmp(enc->str, "base64"))
         out->base64 = true;

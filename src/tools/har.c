@@ -67,6 +67,14 @@ static double num_or(const struct fy_json *o, const char *key, double def)
     return fy_json_get_num(o, key, &d) ? d : def;
 }
 
+/* An integer field of the record, or def when it is missing or out of [lo, hi] (a capture file
+ * is input: 1e300 must not become an undefined conversion). */
+static int64_t int_or(const struct fy_json *o, const char *key, int64_t lo, int64_t hi, int64_t def)
+{
+    double d = num_or(o, key, (double)def);
+    return d >= (double)lo && d <= (double)hi ? (int64_t)d : def;
+}
+
 static void put_kv(struct fy_json_writer *w, const char *n, size_t nl, const char *v, size_t vl)
 {
     fy_json_obj_begin(w);
@@ -340,7 +348,7 @@ static void put_response(struct fy_json_writer *w, const struct fy_json *rs, con
     fy_json_key(w, "response");
     fy_json_obj_begin(w);
     fy_json_key(w, "status");
-    fy_json_int(w, rs ? (int64_t)num_or(rs, "status", 0) : 0);
+    fy_json_int(w, rs ? int_or(rs, "status", 0, 999, 0) : 0);
     fy_json_key(w, "statusText");
     fy_json_cstr(w, rs ? str_or(rs, "reason", "") : "");
     fy_json_key(w, "httpVersion");
@@ -457,7 +465,7 @@ static void put_entry(struct fy_json_writer *w, const struct fy_json *rec)
         fy_json_key(w, "serverIPAddress");
         fy_json_cstr(w, sip);
         fy_json_key(w, "_serverPort");
-        fy_json_int(w, (int64_t)num_or(server, "port", 0));
+        fy_json_int(w, int_or(server, "port", 0, 65535, 0));
     }
     fy_json_key(w, "_id");
     fy_json_cstr(w, str_or(rec, "id", ""));
@@ -465,7 +473,7 @@ static void put_entry(struct fy_json_writer *w, const struct fy_json *rec)
         fy_json_key(w, "_clientIPAddress");
         fy_json_cstr(w, str_or(client, "ip", ""));
         fy_json_key(w, "_clientPort");
-        fy_json_int(w, (int64_t)num_or(client, "port", 0));
+        fy_json_int(w, int_or(client, "port", 0, 65535, 0));
     }
     if (tls) {
         fy_json_key(w, "_tls");

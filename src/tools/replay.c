@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "http/h1_reader.h"
+#include "http/tokens.h"
 #include "tools/capfile.h"
 #include "tools/tools.h"
 
@@ -54,8 +55,9 @@ struct url {
     char host[256];      /* without brackets */
     char authority[300]; /* as written: "host:port", "[::1]:8443" */
     uint16_t port;
-    const char *path; /* "/p?q" (points into the parsed string, or "/") */
+    const char *path; /* "/p?q" (points into the parsed string); "?q" or "" when path_empty */
     size_t path_len;
+    bool path_empty; /* no path: the request sends "/" before it ("*" for a bare OPTIONS) */
 };
 
 /* scheme://authority[/path][?query][#fragment]; only http and https. -1 with err on others. */
@@ -107,14 +109,11 @@ static int parse_url(const char *s, struct url *u, char *err, size_t errlen)
     }
     const char *path = rest + alen;
     size_t plen = strcspn(path, "#");
-    if (!plen || path[0] != '/') {
-        /* "http://h?q" has an empty path: "/" plus the query */
-        u->path = path[0] == '?' ? path : "/";
-        u->path_len = path[0] == '?' ? plen : 1;
-    } else {
-        u->path = path;
-        u->path_len = plen;
-    }
+    /* "http://h" and "http://h?q" have an empty path: the request sends "/" (or "*" for
+     * OPTIONS without a query: RFC 9112 3.2.4, and how ferry captures OPTIONS *) */
+    u->path_empty = !plen || path[0] != '/';
+    u->path = path[0] == '?' ? path : u->path_empty ? "" : path;
+    u->path_len = path[0] == '?' || !u->path_empty ? plen : 0;
     return 0;
 }
 
@@ -301,6 +300,38 @@ static int append(char **buf, size_t *len, size_t *cap, const char *s, size_t n)
     return 0;
 }
 
+static bool is_token(const char *p, size_t n)
+{
+    if (n == 0)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!fy_is_tchar((unsigned char)p[i]))
+            return false;
+    return true;
+}
+
+/* field-value bytes (RFC 9110 5.5): no CTL but HTAB, no DEL. */
+static bool is_field_value(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if ((c < 0x20 && c != '\t') || c == 0x7f)
+            return false;
+    }
+    return true;
+}
+
+/* What a request target may hold: visible ASCII, no spaces (RFC 9112 3.2). */
+static bool is_target(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if (c <= 0x20 || c >= 0x7f)
+            return false;
+    }
+    return n > 0;
+}
+
 /* Sends the request and reads the answer into o (the body: at most `keep` bytes kept). */
 static int exchange(const struct opts *op, const char *method, const struct url *u,
                     const char *host, const struct fy_json *headers, const char *body,
@@ -311,6 +342,8 @@ static int exchange(const struct opts *op, const char *method, const struct url 
     int bad = 0;
     bad |= append(&head, &hl, &hc, method, strlen(method));
     bad |= append(&head, &hl, &hc, " ", 1);
+    if (u->path_empty)
+        bad |= append(&head, &hl, &hc, !u->path_len && !strcmp(method, "OPTIONS") ? "*" : "/", 1);
     bad |= append(&head, &hl, &hc, u->path, u->path_len);
     bad |= append(&head, &hl, &hc, " HTTP/1.1\r\nHost: ", 17);
     bad |= append(&head, &hl, &hc, host, strlen(host));
@@ -321,9 +354,8 @@ static int exchange(const struct opts *op, const char *method, const struct url 
                 h->child->next->type != FY_JSON_STRING || hop_by_hop(h->child->str))
                 continue;
             const struct fy_json *v = h->child->next;
-            if (memchr(h->child->str, '\n', h->child->len) || memchr(v->str, '\n', v->len) ||
-                memchr(v->str, '\r', v->len))
-                continue; /* never let a capture file inject lines */
+            if (!is_token(h->child->str, h->child->len) || !is_field_value(v->str, v->len))
+                continue; /* never let a capture file inject lines or bytes a field cannot hold */
             bad |= append(&head, &hl, &hc, h->child->str, h->child->len);
             bad |= append(&head, &hl, &hc, ": ", 2);
             bad |= append(&head, &hl, &hc, v->str, v->len);
@@ -523,8 +555,11 @@ static int url_width(const char *path, const struct opts *op)
     struct fy_json_doc *d;
     int r;
     while ((r = fy_capfile_next(&cf, &d, err, sizeof(err))) != 0) {
-        if (r < 0)
+        if (r < 0) {
+            if (ferror(cf.fp))
+                break; /* the second pass says why */
             continue;
+        }
         const struct fy_json *rq = fy_json_get_type(fy_json_root(d), "request", FY_JSON_OBJECT);
         const struct fy_json *m = fy_json_get_type(rq, "method", FY_JSON_STRING);
         const struct fy_json *u = fy_json_get_type(rq, "url", FY_JSON_STRING);
@@ -540,15 +575,24 @@ static void replay_one(const struct opts *op, const struct fy_json *rec, int wid
                        struct counts *n)
 {
     const struct fy_json *rq = fy_json_get_type(rec, "request", FY_JSON_OBJECT);
-    const char *method = fy_json_get_type(rq, "method", FY_JSON_STRING)->str;
-    const char *url = fy_json_get_type(rq, "url", FY_JSON_STRING)->str;
+    const struct fy_json *mj = fy_json_get_type(rq, "method", FY_JSON_STRING);
+    const struct fy_json *uj = fy_json_get_type(rq, "url", FY_JSON_STRING);
+    const char *method = mj->str, *url = uj->str;
     const struct fy_json *rs = fy_json_get_type(rec, "response", FY_JSON_OBJECT);
     double cst = 0;
-    bool has_status = rs && fy_json_get_num(rs, "status", &cst);
+    bool has_status = rs && fy_json_get_num(rs, "status", &cst) && cst >= 0 && cst <= 999;
     char captured[16] = "-";
     if (has_status)
         snprintf(captured, sizeof(captured), "%d", (int)cst);
-    printf("%-7s %-*s  captured %-3s  ", method, width, url, captured);
+    /* The record is data from a file: what is printed and sent is checked first. */
+    bool method_ok = is_token(mj->str, mj->len), url_ok = is_target(uj->str, uj->len);
+    printf("%-7s %-*s  captured %-3s  ", method_ok ? method : "?", width,
+           url_ok ? url : "(a URL with bytes a request cannot hold)", captured);
+    if (!method_ok || !url_ok) {
+        printf("skipped: the %s is not valid in a request\n", method_ok ? "URL" : "method");
+        n->skipped++;
+        return;
+    }
 
     char err[300];
     struct url u, to;
@@ -557,9 +601,13 @@ static void replay_one(const struct opts *op, const struct fy_json *rec, int wid
         n->skipped++;
         return;
     }
-    const char *host = fy_capfile_header(fy_json_get(rq, "headers"), "host")
-                           ? fy_capfile_header(fy_json_get(rq, "headers"), "host")->str
-                           : u.authority;
+    const struct fy_json *hj = fy_capfile_header(fy_json_get(rq, "headers"), "host");
+    const char *host = hj ? hj->str : u.authority;
+    if (hj && !fy_valid_host(hj->str, hj->len)) {
+        printf("skipped: the captured Host is not a valid host\n");
+        n->skipped++;
+        return;
+    }
     if (op->to) {
         parse_url(op->to, &to, err, sizeof(err)); /* checked at startup */
         u.https = to.https;
@@ -696,6 +744,11 @@ int fy_cmd_replay(int argc, char **argv)
     while ((r = fy_capfile_next(&cf, &d, err, sizeof(err))) != 0) {
         if (r < 0) {
             fflush(stdout);
+            if (ferror(cf.fp)) {
+                fprintf(stderr, "ferry replay: %s\n", err);
+                rc = 1;
+                goto out;
+            }
             fprintf(stderr, "ferry replay: %s (line skipped)\n", err);
             n.bad_lines++;
             continue;

@@ -400,3 +400,49 @@ def test_har_content_is_the_decoded_body(tmp_path):
     assert base64.b64decode(z["content"]["text"]) == png
     assert bad["content"]["text"] == "not gzip at all" and bad["content"]["size"] == 15
     assert "compression" not in bad["content"]
+
+
+def test_replay_never_sends_what_a_request_cannot_hold(tmp_path, origin):
+    """A capture file is input: a method, URL, Host or field with CR LF (or other control
+    bytes) is skipped or left out, never written onto the wire as extra lines."""
+    src = write_jsonl(tmp_path / "evil.jsonl", [
+        record("1", "GET /x HTTP/1.1\r\nX-Inj-M: 1\r\n\r\nGET", "http://shop.test/m"),
+        record("2", "GET", "http://shop.test/a b\r\nX-Inj-U: 1"),
+        record("3", "GET", "http://shop.test/h", req_headers=[("Host", "evil.test\r\nX-Inj-H: 1")]),
+        record("4", "GET", "http://shop.test/f", req_headers=[("X-Nul", "a\x00b"),
+                                                             ("Bad Name", "v"), ("X-Ok", "yes")]),
+    ])
+    p = run_ferry("replay", src, "--to", origin.url)
+    out = p.stdout.decode()
+    assert out.count("skipped") >= 3, out
+    assert "\r" not in out and "X-Inj" not in out, out
+    assert all(not any(k.lower().startswith("x-inj") for k in r.header_names())
+               for r in origin.requests), origin.requests
+    sent = [r for r in origin.requests if r.path == "/f"]
+    assert len(sent) == 1 and sent[0].header("X-Ok") == "yes", origin.requests
+    assert "x-nul" not in sent[0].header_names() and "bad name" not in sent[0].header_names()
+
+
+def test_replay_of_options_asterisk_and_an_empty_path(tmp_path, origin):
+    """ferry captures OPTIONS * as a URL without a path; replay sends it as OPTIONS * again
+    (RFC 9112 3.2.4), and a URL with a query but no path as /?q."""
+    src = write_jsonl(tmp_path / "o.jsonl", [record("1", "OPTIONS", "http://shop.test"),
+                                             record("2", "GET", "http://shop.test?q=1")])
+    p = run_ferry("replay", src, "--to", origin.url)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert [(r.method, r.path) for r in origin.requests] == [("OPTIONS", "*"), ("GET", "/?q=1")]
+
+
+def test_har_and_replay_refuse_numbers_out_of_range_and_unreadable_input(tmp_path, origin):
+    """1e300 is valid JSON but no size or status: the record is treated as malformed (no
+    undefined conversion). A directory is a read error, not a loop."""
+    rec = record("1", "GET", "http://shop.test/a", status=200)
+    rec["response"]["status"] = 1e20
+    rec["request"]["body"]["size"] = 1e300
+    src = write_jsonl(tmp_path / "n.jsonl", [rec])
+    p = run_ferry("har", src)
+    assert p.returncode in (0, 1) and b"runtime error" not in p.stderr, p.stderr
+    p = run_ferry("replay", src, "--to", origin.url)
+    assert b"runtime error" not in p.stderr, p.stderr
+    p = run_ferry("replay", str(tmp_path), "--to", origin.url, timeout=20)
+    assert p.returncode == 1 and b"Is a directory" in p.stderr, (p.returncode, p.stderr)

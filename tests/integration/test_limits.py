@@ -402,3 +402,38 @@ def test_max_connections(env, ferry_factory):
         for c in conns:
             if c is not None:
                 c.close()
+
+
+def test_out_of_descriptors_then_accepting_resumes(ferry_factory):
+    """Once ferry runs out of file descriptors, the connections waiting in the kernel's accept
+    queue raise no new event (the listener is edge-triggered): accepting must resume on its
+    own as descriptors come back, not only when yet another client connects."""
+    import os
+    import resource
+    up = UpstreamServer(default_route=route_ok_len).start()
+    try:
+        f = ferry_factory(up.url, allowed_errors=[r"cannot accept", r"Too many open files"])
+        nfd = len(os.listdir("/proc/%d/fd" % f.proc.pid))
+        resource.prlimit(f.proc.pid, resource.RLIMIT_NOFILE, (nfd + 16, nfd + 16))
+        socks = [socket.create_connection(("127.0.0.1", f.port), timeout=10) for _ in range(60)]
+        for s in socks:
+            s.sendall(b"GET /x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        answered, deadline = 0, time.monotonic() + 20
+        pending = list(socks)
+        while pending and time.monotonic() < deadline:
+            ready, _, _ = select.select(pending, [], [], 1)
+            for s in ready:
+                try:
+                    data = s.recv(100)
+                except OSError:
+                    data = b""
+                answered += data.startswith(b"HTTP/1.1 ")
+                pending.remove(s)
+                s.close()  # gives ferry its descriptor back
+        for s in pending:
+            s.close()
+        assert not pending, "%d clients never answered after descriptors came back" % len(pending)
+        assert answered == 60
+        f.expect_log(r"cannot accept: Too many open files")
+    finally:
+        up.stop()

@@ -2541,7 +2541,8 @@ static int ferry_start(struct ferry *f, unsigned port)
     cfg->max_header_size = 8192;
     fy_log_min_level = opt.log_level;
     fy_filters_register_builtin();
-    f->conf = fy_conf_build(cfg, NULL);
+    char berr[600];
+    f->conf = fy_conf_build(cfg, NULL, berr, sizeof(berr));
     if (!f->conf)
         return -1;
     struct fy_addr *laddr = &f->conf->listeners[0].addrs[0];

@@ -39,7 +39,8 @@ static void setup(void)
     cfg.listen_text = strdup("127.0.0.1:0");
     cfg.upstream_text = strdup("http://127.0.0.1:9");
     cfg.upstream_authority = strdup("127.0.0.1:9");
-    conf = fy_conf_build(&cfg, NULL);
+    char berr[600];
+    conf = fy_conf_build(&cfg, NULL, berr, sizeof(berr));
     cr_assert_not_null(conf);
     laddr = &conf->listeners[0].addrs[0];
 }
