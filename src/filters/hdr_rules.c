@@ -22,11 +22,9 @@ static int value_of(const struct fy_hrule *r, const struct fy_tctx *vars, fy_scr
 
 void fy_field_value_sanitize(char *p, uint32_t n)
 {
-    for (uint32_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)p[i];
-        if ((c < 0x20 && c != '\t') || c == 0x7f)
+    for (uint32_t i = 0; i < n; i++)
+        if (!fy_is_field_byte((unsigned char)p[i]))
             p[i] = ' ';
-    }
 }
 
 int fy_hrules_apply(const struct fy_hrules *rules, struct fy_msg *m, const struct fy_tctx *vars,

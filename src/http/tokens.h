@@ -71,6 +71,13 @@ static inline bool fy_is_tchar(unsigned char c)
 }
 
 /* The value of a hexadecimal digit (either case), or -1: chunk sizes, %-escapes. */
+/* A byte a field value (and a reason phrase) may hold: HTAB, SP, VCHAR or obs-text (RFC 9110
+ * 5.5, RFC 9112 4); no other control byte, no DEL. */
+static inline bool fy_is_field_byte(unsigned char c)
+{
+    return c == '\t' || (c >= 0x20 && c != 0x7f);
+}
+
 static inline int fy_hex_value(unsigned char c)
 {
     if (c >= '0' && c <= '9')

@@ -29,6 +29,7 @@
 #include "core/log.h"
 #include "http/date.h"
 #include "http/status.h"
+#include "http/tokens.h"
 #include "http/h1_reader.h"
 #include "http/h1_writer.h"
 #include "net/sock.h"
@@ -608,11 +609,9 @@ static int put_fields(struct fy_buf *b, const struct fy_msg *m)
  * advisory, and a client must not get what a field value would have been refused for. */
 static bool reason_valid(const char *r, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)r[i];
-        if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
+    for (size_t i = 0; i < n; i++)
+        if (!fy_is_field_byte((unsigned char)r[i]))
             return false;
-    }
     return true;
 }
 

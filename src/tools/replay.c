@@ -313,11 +313,9 @@ static bool is_token(const char *p, size_t n)
 /* field-value bytes (RFC 9110 5.5): no CTL but HTAB, no DEL. */
 static bool is_field_value(const char *p, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)p[i];
-        if ((c < 0x20 && c != '\t') || c == 0x7f)
+    for (size_t i = 0; i < n; i++)
+        if (!fy_is_field_byte((unsigned char)p[i]))
             return false;
-    }
     return true;
 }
 
